@@ -12,6 +12,7 @@ import pytest
 
 from convert import drift
 from convert.drift import compute_drift, drift_verdict, quantize_input
+from tests.convert_model_fixtures import make_model, representative_images
 
 # --------------------------------------------------------------------------- hand-computed case
 A, B, C = [0.8, 0.1, 0.1, 0.0], [0.1, 0.8, 0.1, 0.0], [0.1, 0.1, 0.8, 0.0]
@@ -116,12 +117,11 @@ def test_summary_is_a_compact_table():
 
 
 # --------------------------------------------------------------------------- real models
-tf = pytest.importorskip("tensorflow")
-from tests.convert_model_fixtures import make_model, representative_images  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
+    pytest.importorskip("tensorflow")
     d = tmp_path_factory.getbasetemp() / "convert_models"  # shared with test_edgetpu
     return {k: make_model(d, k) for k in ("good", "float_io")}
 

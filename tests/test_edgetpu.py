@@ -17,21 +17,19 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("tensorflow")
+import numpy as np
 
-from convert import edgetpu  # noqa: E402
-from convert.edgetpu import AFTER_SPLIT, MAPPED, check_edgetpu_compat, parse_compiler_log  # noqa: E402
-from edge.errors import ModelError  # noqa: E402
-from tests.convert_model_fixtures import make_model  # noqa: E402
-
-
-@pytest.fixture(scope="session")
-def models_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.getbasetemp() / "convert_models"
+from convert import edgetpu
+from convert.edgetpu import AFTER_SPLIT, LIMIT, MAPPED, check_edgetpu_compat, parse_compiler_log
+from edge.errors import ModelError
+from tests.convert_model_fixtures import make_model
 
 
 @pytest.fixture(scope="session")
-def model(models_dir):
+def model(tmp_path_factory):
+    """``model(kind)`` -> path of a real converted test model (built once per session, needs TF)."""
+    pytest.importorskip("tensorflow")
+    models_dir = tmp_path_factory.getbasetemp() / "convert_models"  # shared with test_drift
     return lambda kind: make_model(models_dir, kind)
 
 
@@ -112,6 +110,46 @@ def test_dynamic_batch_is_flagged(model):
     assert "[-1, 48, 48, 1]" in report.op_details[0].reason
     assert any("dynamic shape" in p for p in report.problems)
     assert any("batch_size=1" in f for f in report.fixes)
+
+
+def _mutated(src: Path, dst: Path, edit) -> Path:
+    """Re-pack ``src`` after ``edit(model, op_name, op)`` changed operator options or buffers."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    m = schema.ModelT.InitFromPackedBuf(src.read_bytes(), 0)
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    for op in m.subgraphs[0].operators:
+        code = m.operatorCodes[op.opcodeIndex]
+        edit(m, names[max(code.builtinCode, code.deprecatedBuiltinCode)], op)
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(m.Pack(builder), file_identifier=b"TFL3")
+    dst.write_bytes(builder.Output())
+    return dst
+
+
+def test_documented_op_limitations(model, tmp_path):
+    def edit(m, name, op):
+        if name == "MAX_POOL_2D":
+            op.builtinOptions.fusedActivationFunction = 1  # RELU: pools take no fused activation
+        elif name == "DEPTHWISE_CONV_2D":
+            op.builtinOptions.dilationWFactor = 2  # x and y dilation must be equal
+        elif name == "MEAN":  # reduce over batch and height instead of height and width
+            axes = m.buffers[m.subgraphs[0].tensors[op.inputs[1]].buffer]
+            assert np.frombuffer(bytes(axes.data), np.int32).tolist() == [1, 2]
+            axes.data = np.frombuffer(np.array([0, 1], np.int32).tobytes(), np.uint8)
+
+    path = _mutated(model("good"), tmp_path / "mutated.tflite", edit)
+    report = check_edgetpu_compat(path, multiple_subgraphs=True)
+    bad = {d.op: d for d in report.op_details if not d.mapped}
+    assert set(bad) == {"MAX_POOL_2D", "DEPTHWISE_CONV_2D", "MEAN"}
+    assert all(d.status == LIMIT for d in bad.values())
+    assert "fused RELU" in bad["MAX_POOL_2D"].reason
+    assert "dilation 1x2" in bad["DEPTHWISE_CONV_2D"].reason
+    assert "batch dimension" in bad["MEAN"].reason
+    # Default (one subgraph): the first of them, the depthwise conv right after the first conv, ends it.
+    single = check_edgetpu_compat(path)
+    assert single.tpu_ops == 1 and single.op_details[1].op == "DEPTHWISE_CONV_2D"
 
 
 # A compiler log in the format edgetpu_compiler 16 prints with -s (one op left on the CPU).
