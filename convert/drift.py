@@ -13,10 +13,12 @@ worse); ``*_delta`` are int8 minus float as fractions (negative = int8 is worse)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -140,7 +142,9 @@ def predict_float(keras_path: str | Path, x_uint8: np.ndarray, mean: float, std:
                          "pass a .keras saved by `fer-edge train`") from None
     fixed_batch = model.input_shape[0] if isinstance(model.input_shape, tuple) else None
     xf = ((x.astype(np.float32) - np.float32(mean)) / np.float32(std))[..., None]
-    probs = model.predict(xf, batch_size=fixed_batch or batch_size, verbose=1 if progress else 0)
+    # Keras draws its progress bar on stdout; keep stdout for the summary table.
+    with contextlib.redirect_stdout(sys.stderr):
+        probs = model.predict(xf, batch_size=fixed_batch or batch_size, verbose=1 if progress else 0)
     probs = np.asarray(probs, np.float32).reshape(len(x), -1)
     if np.any(probs < 0) or not np.allclose(probs.sum(axis=1), 1.0, atol=1e-3):
         log.warning("%s outputs logits, not probabilities; applying softmax", keras_path.name)
@@ -288,7 +292,7 @@ def format_summary(report: dict, verdict: tuple[bool, list[str]] | None = None) 
     if verdict is not None:
         ok, reasons = verdict
         th = r.get("thresholds", {})
-        limits = (f" (max drop {th['max_drop']:g} pts, min agreement {th['min_agreement']:.0%})"
+        limits = (f" (max drop {th['max_drop']:.1f} pts, min agreement {th['min_agreement']:.1%})"
                   if th else "")
         lines += ["", ("Verdict: PASS" + limits) if ok else ("Verdict: FAIL" + limits + ": " + "; ".join(reasons))]
     return "\n".join(lines)
@@ -411,19 +415,25 @@ def write_drift_report(report: dict, out_dir: str | Path, name: str) -> dict[str
 def load_eval_data(path: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     """Images and labels of ``split``: (x uint8 [N,48,48], y int64 [N]).
 
-    ``path`` is the FER2013 CSV (``.csv`` / ``.csv.gz``, read by ``convert.data.load_split``) or
-    an ``.npz`` holding arrays ``x`` and ``y`` (a cached split; ``split`` is then ignored).
+    ``path``: an ``.npz`` holding one split as arrays ``x`` and ``y`` (``split`` is then ignored),
+    or anything ``convert.data.load_split`` reads (the FER2013 ``.csv``/``.csv.gz``, its parsed
+    ``.npz`` cache with ``<split>_x``/``<split>_y``, an image-folder root).
     """
     p = Path(path)
-    if not p.is_file():
-        raise DataError(f"data file {p} not found; pass the FER2013 CSV (fer2013.csv.gz) or an .npz with x and y")
-    if p.suffix == ".npz":
+    if not p.exists():
+        raise DataError(f"data {p} not found; pass the FER2013 CSV (fer2013.csv.gz) or an .npz with x and y")
+    x = y = None
+    if p.suffix == ".npz" and p.is_file():
         try:
             with np.load(p) as z:
-                x, y = z["x"], z["y"]
-        except (KeyError, ValueError, OSError) as exc:
-            raise DataError(f"{p} is not an .npz with arrays 'x' (uint8 [N,48,48]) and 'y' ([N] ints) ({exc})") from None
-    else:
+                if "x" in z.files and "y" in z.files:
+                    x, y = z["x"], z["y"]
+                elif not any(f.endswith("_x") for f in z.files):
+                    raise DataError(f"{p} has neither arrays 'x' and 'y' (uint8 [N,48,48], [N] ints) nor "
+                                    f"'<split>_x'/'<split>_y' (found {', '.join(z.files) or 'nothing'})")
+        except (ValueError, OSError) as exc:
+            raise DataError(f"{p} is not a readable .npz ({exc})") from None
+    if x is None:
         try:
             from convert.data import load_split
         except ModuleNotFoundError as exc:
@@ -550,8 +560,6 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m convert.drift ...`` (the same as ``fer-edge drift``)."""
-    import sys
-
     from edge.errors import FerEdgeError
 
     parser = argparse.ArgumentParser(prog="fer-edge drift", description=__doc__.splitlines()[0])

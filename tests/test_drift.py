@@ -209,4 +209,4 @@ def test_drift_command_errors(models, eval_npz, tmp_path, capsys):
     assert drift.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all(e.startswith("fer-edge: error: ") for e in err)
-    assert "not found" in err[0] and "'x'" in err[1] and "no manifest" in err[2]
+    assert "not found" in err[0] and "'x' and 'y'" in err[1] and "no manifest" in err[2]
