@@ -36,6 +36,7 @@ import numpy as np
 from edge.errors import ModelError
 
 MAPPED = "Mapped to Edge TPU"
+AFTER_SPLIT = "More than one subgraph is not supported"  # the compiler's status for ops past the first CPU op
 DOCS_URL = "https://coral.ai/docs/edgetpu/models-intro/#supported-operations"
 
 # TFLite builtin name -> (minimum Edge TPU runtime version, documented limitation or "").
@@ -46,7 +47,7 @@ SUPPORTED_OPS: dict[str, tuple[int, str]] = {
     "CONCATENATION": (1, "No fused activation function. A constant input is allowed only as one of "
                          "2 inputs and only when it is all zeroes."),
     "CONV_2D": (1, "Same dilation in x and y."),
-    "DEPTHWISE_CONV_2D": (12, "Same dilation in x and y."),
+    "DEPTHWISE_CONV_2D": (1, "Same dilation in x and y (dilation > 1 needs runtime 12)."),
     "EXPAND_DIMS": (13, ""),
     "FULLY_CONNECTED": (1, "Default weights format only; output tensor is one-dimensional."),
     "L2_NORMALIZATION": (1, ""),
@@ -54,11 +55,11 @@ SUPPORTED_OPS: dict[str, tuple[int, str]] = {
     "LSTM": (14, "Unidirectional LSTM only."),
     "MAXIMUM": (1, ""),
     "MAX_POOL_2D": (1, "No fused activation function."),
-    "MEAN": (13, "No reduction along the batch dimension."),
+    "MEAN": (1, "Reduction along x/y (z needs runtime 13); never along the batch dimension."),
     "MINIMUM": (1, ""),
     "MUL": (1, ""),
     "PACK": (13, "No packing in the batch dimension."),
-    "PAD": (13, "No padding in the batch dimension."),
+    "PAD": (1, "Padding along x/y (z needs runtime 13); never in the batch dimension."),
     "PRELU": (13, "Alpha must be constant."),
     "QUANTIZE": (13, "8-bit to 8-bit requantization; a float-to-int8 quantize of the input stays on the CPU."),
     "REDUCE_MAX": (14, "No reduction along the batch dimension."),
@@ -185,7 +186,7 @@ class EdgeTpuReport:
     def format_table(self) -> str:
         """Plain-text table for the terminal (like the compiler's own ``-s`` output)."""
         how = ("edgetpu_compiler " + (self.compiler_version or "")).strip() if self.method == "edgetpu_compiler" \
-            else "offline check against the documented Edge TPU requirements (no edgetpu_compiler on PATH)"
+            else "offline check against the documented Edge TPU requirements (edgetpu_compiler not run)"
         out = [f"Edge TPU: {self.model}", f"method: {how}"]
         w = max([len("Operator")] + [len(r.op) for r in self.ops]) + 2
         out.append(f"{'Operator':<{w}}{'Count':>5}  {'Runs on':<8}Status")
@@ -223,9 +224,6 @@ class EdgeTpuReport:
         if self.compiled_model:
             out += ["", f"Compiled model: `{self.compiled_model}`"]
         return "\n".join(out) + "\n"
-
-
-AFTER_SPLIT = "More than one subgraph is not supported"
 
 
 # --------------------------------------------------------------------------- compiler path
@@ -493,6 +491,25 @@ def _batch_axes(axes: np.ndarray, rank: int) -> bool:
 LIMIT = "Supported op, but not with these parameters"
 
 
+def _op_runtime(g: _Graph, name: str, op) -> int:
+    """Oldest Edge TPU runtime that runs this op instance (some limits were lifted in 12/13)."""
+    version = SUPPORTED_OPS[name][0]
+    inputs = [i for i in op.inputs if i >= 0]
+    if name == "DEPTHWISE_CONV_2D" and op.builtinOptions is not None and op.builtinOptions.dilationWFactor > 1:
+        version = max(version, 12)
+    if name in ("MEAN", "PAD") and len(inputs) > 1:
+        rank = len(g.shape(inputs[0]))
+        param = g.const_data(inputs[1])
+        if param is not None and rank:
+            if name == "MEAN":
+                channel = any(int(a) % rank == rank - 1 for a in param)
+            else:
+                channel = bool(np.any(param.reshape(rank, 2)[-1] != 0))
+            if channel:
+                version = max(version, 13)
+    return version
+
+
 def _op_problems(g: _Graph, name: str, op) -> list[tuple[str, str, str]]:
     """Operator-specific limitations from the documented table: [(status, reason, fix)]."""
     if name == "DEQUANTIZE":
@@ -596,7 +613,7 @@ def check_edgetpu_compat(tflite_path: str | Path, multiple_subgraphs: bool = Fal
     # Per-op checks, then the one-subgraph partitioning in execution order.
     started = closed = False
     first_cpu: EdgeTpuOp | None = None
-    runs, in_run, min_rt = 0, False, 1
+    runs, in_run, min_rt, min_rt_ops = 0, False, 1, set()
     for idx, op in enumerate(g.sg.operators):
         name = g.op_name(op)
         problems = _op_problems(g, name, op) + _tensor_problems(g, name, op)
@@ -620,7 +637,11 @@ def check_edgetpu_compat(tflite_path: str | Path, multiple_subgraphs: bool = Fal
             caveat = SUPPORTED_OPS[name][1] if name.startswith("RESIZE_") or name == "RESHAPE" else ""
             detail = EdgeTpuOp(idx, name, True, MAPPED, caveat)
             started = True
-            min_rt = max(min_rt, SUPPORTED_OPS[name][0])
+            runtime = _op_runtime(g, name, op)
+            if runtime > min_rt:
+                min_rt, min_rt_ops = runtime, set()
+            if runtime == min_rt:
+                min_rt_ops.add(name)
             if not in_run:
                 runs += 1
             in_run = True
@@ -630,8 +651,7 @@ def check_edgetpu_compat(tflite_path: str | Path, multiple_subgraphs: bool = Fal
     report.min_runtime_version = min_rt if runs else None
     report.ops = _aggregate(report.op_details)
     if runs and min_rt > 1:
-        report.notes.append(f"needs Edge TPU runtime (libedgetpu) version {min_rt} or later for "
-                            f"{', '.join(sorted({d.op for d in report.op_details if d.mapped and SUPPORTED_OPS[d.op][0] == min_rt}))}")
+        report.notes.append(f"needs Edge TPU runtime (libedgetpu) {min_rt} or later for {', '.join(sorted(min_rt_ops))}")
     report.notes.append("offline check: the real compiler can still refuse an op for size/precision "
                         "reasons (\"unspecified limitation\"); compile on x86-64 Linux to be sure")
     return report

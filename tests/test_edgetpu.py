@@ -49,6 +49,7 @@ def test_full_int8_model_maps_entirely(model):
     assert report.cpu_ops == 0 and report.tpu_ops == len(report.op_details) == report.total_ops
     assert report.tpu_subgraphs == 1
     assert report.problems == [] and report.fixes == []
+    assert report.min_runtime_version == 1  # GAP reduces x/y only: any libedgetpu runs it
     assert all(r.mapped and r.status == MAPPED for r in report.ops)
     assert "OK" in report.format_table()
     d = report.to_dict()
