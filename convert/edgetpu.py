@@ -299,7 +299,7 @@ def compile_for_edgetpu(tflite_path: str | Path, out_dir: str | Path | None = No
     out_dir.mkdir(parents=True, exist_ok=True)
     cmd = [compiler, "-s", "-o", str(out_dir), str(tflite_path)]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s + 30)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
         raise ModelError(f"edgetpu_compiler did not finish within {timeout_s:.0f} s on {tflite_path}; "
                          "try --timeout with a larger value") from None
