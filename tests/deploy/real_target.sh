@@ -9,6 +9,7 @@
 #     parses, and the mosquitto ACL with a real broker started from the installed files.
 # Needs root (chroot, mounts). Takes a few minutes (pip downloads the [edge] wheels).
 #   tests/deploy/real_target.sh            # FER_TARGET=/var/tmp/fer-target by default
+#   FER_TARGET_CHECK_ONLY=1 tests/deploy/real_target.sh   # only step 4, on the existing target
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT_DIR="$PWD"
@@ -41,49 +42,58 @@ unmount_target() {
     if mountpoint -q "$FER_TARGET/$m" 2>/dev/null; then umount -l "$FER_TARGET/$m"; fi
   done
 }
+mount_target() {
+  mount -t proc proc "$FER_TARGET/proc"
+  mount -t sysfs sysfs "$FER_TARGET/sys"
+  mount -t devpts devpts "$FER_TARGET/dev/pts"
+}
 trap unmount_target EXIT
 unmount_target
-echo "== fresh target $FER_TARGET (copy of $BASE)"
-rm -rf "$FER_TARGET"
-cp -a "$BASE" "$FER_TARGET"
-cp /etc/resolv.conf "$FER_TARGET/etc/resolv.conf"
-# No init system runs here: package scripts must not try to start services (101 = action forbidden).
-printf '#!/bin/sh\nexit 101\n' > "$FER_TARGET/usr/sbin/policy-rc.d"
-chmod 0755 "$FER_TARGET/usr/sbin/policy-rc.d"
-# Local CAs this machine trusts (a TLS-intercepting egress proxy, a site CA): the target needs
-# them too, or pip cannot reach PyPI from inside it. A Pi on an open network needs nothing.
-if compgen -G "/usr/local/share/ca-certificates/*.crt" > /dev/null; then
-  cp /usr/local/share/ca-certificates/*.crt "$FER_TARGET/usr/local/share/ca-certificates/"
-  chroot "$FER_TARGET" update-ca-certificates > /dev/null 2>&1
-fi
-mount -t proc proc "$FER_TARGET/proc"
-mount -t sysfs sysfs "$FER_TARGET/sys"
-mount -t devpts devpts "$FER_TARGET/dev/pts"
-
-# Coral's repository is outside the reachable networks in some sandboxes: use it when it answers.
-if curl -fsS -m 15 -o /dev/null https://packages.cloud.google.com/apt/doc/apt-key.gpg; then
-  export FER_CORAL_REPO=true
+if [ "${FER_TARGET_CHECK_ONLY:-0}" = 1 ]; then
+  echo "== FER_TARGET_CHECK_ONLY=1: checking the existing $FER_TARGET without provisioning it"
+  [ -x "$FER_TARGET/opt/fer-edge/venv/bin/fer-edge" ] || { echo "real_target.sh: $FER_TARGET is not provisioned" >&2; exit 1; }
+  mount_target
 else
-  export FER_CORAL_REPO=false
-  echo "== packages.cloud.google.com unreachable: skipping Coral's apt repo and libedgetpu (edgetpu_repo_enabled=false)"
-fi
-
-cd ansible
-export ANSIBLE_NOCOLOR=1
-for run in 1 2; do
-  echo "== ansible-playbook run $run"
-  # Modules run in the target with this process's environment: drop the host's pip settings
-  # (find-links to a host-only folder); CA variables point at the same path in the target.
-  if ! env -u PIP_FIND_LINKS -u PIP_CONSTRAINT ansible-playbook -i ../tests/deploy/inventory-chroot.yml site.yml > "../$LOGS/run$run.log" 2>&1; then
-    tail -n 60 "../$LOGS/run$run.log"; echo "real_target.sh: run $run failed (log: $LOGS/run$run.log)" >&2; exit 1
+  echo "== fresh target $FER_TARGET (copy of $BASE)"
+  rm -rf "$FER_TARGET"
+  cp -a "$BASE" "$FER_TARGET"
+  cp /etc/resolv.conf "$FER_TARGET/etc/resolv.conf"
+  # No init system runs here: package scripts must not try to start services (101 = action forbidden).
+  printf '#!/bin/sh\nexit 101\n' > "$FER_TARGET/usr/sbin/policy-rc.d"
+  chmod 0755 "$FER_TARGET/usr/sbin/policy-rc.d"
+  # Local CAs this machine trusts (a TLS-intercepting egress proxy, a site CA): the target needs
+  # them too, or pip cannot reach PyPI from inside it. A Pi on an open network needs nothing.
+  if compgen -G "/usr/local/share/ca-certificates/*.crt" > /dev/null; then
+    cp /usr/local/share/ca-certificates/*.crt "$FER_TARGET/usr/local/share/ca-certificates/"
+    chroot "$FER_TARGET" update-ca-certificates > /dev/null 2>&1
   fi
-  grep -A3 '^PLAY RECAP' "../$LOGS/run$run.log"
-done
-cd ..
-recap2="$(grep -A2 '^PLAY RECAP' "$LOGS/run2.log" | grep -E '^fer-target ')"
-echo "$recap2" | grep -q ' changed=0 ' || { echo "real_target.sh: second run changed something (not idempotent)" >&2
-  grep -E '^(changed|TASK)' "$LOGS/run2.log" | grep -B1 '^changed' >&2; exit 1; }
-echo "$recap2" | grep -q ' failed=0 ' || { echo "real_target.sh: second run failed" >&2; exit 1; }
+  mount_target
+
+  # Coral's repository is outside the reachable networks in some sandboxes: use it when it answers.
+  if curl -fsS -m 15 -o /dev/null https://packages.cloud.google.com/apt/doc/apt-key.gpg; then
+    export FER_CORAL_REPO=true
+  else
+    export FER_CORAL_REPO=false
+    echo "== packages.cloud.google.com unreachable: skipping Coral's apt repo and libedgetpu (edgetpu_repo_enabled=false)"
+  fi
+
+  cd ansible
+  export ANSIBLE_NOCOLOR=1
+  for run in 1 2; do
+    echo "== ansible-playbook run $run"
+    # Modules run in the target with this process's environment: drop the host's pip settings
+    # (find-links to a host-only folder); CA variables point at the same path in the target.
+    if ! env -u PIP_FIND_LINKS -u PIP_CONSTRAINT ansible-playbook -i ../tests/deploy/inventory-chroot.yml site.yml > "../$LOGS/run$run.log" 2>&1; then
+      tail -n 60 "../$LOGS/run$run.log"; echo "real_target.sh: run $run failed (log: $LOGS/run$run.log)" >&2; exit 1
+    fi
+    grep -A3 '^PLAY RECAP' "../$LOGS/run$run.log"
+  done
+  cd ..
+  recap2="$(grep -A2 '^PLAY RECAP' "$LOGS/run2.log" | grep -E '^fer-target ')"
+  echo "$recap2" | grep -q ' changed=0 ' || { echo "real_target.sh: second run changed something (not idempotent)" >&2
+    grep -E '^(changed|TASK)' "$LOGS/run2.log" | grep -B1 '^changed' >&2; exit 1; }
+  echo "$recap2" | grep -q ' failed=0 ' || { echo "real_target.sh: second run failed" >&2; exit 1; }
+fi
 
 echo "== checks inside the target"
 in_target() { chroot "$FER_TARGET" "$@"; }
@@ -102,11 +112,11 @@ check "mosquitto.service enabled" test "$(systemctl --root="$FER_TARGET" is-enab
 groups="$(in_target id -nG fer-edge)"
 for g in fer-edge video plugdev; do check "user fer-edge in group $g" test -n "$(echo " $groups " | grep " $g ")"; done
 check "nologin shell" test "$(in_target getent passwd fer-edge | cut -d: -f7)" = /usr/sbin/nologin
-check "mqtt_password 600 root:root" test "$(stat -c '%a %U %G' "$FER_TARGET/etc/fer-edge/mqtt_password")" = "600 root root"
+check "mqtt_password 600 root:root" test "$(in_target stat -c '%a %U %G' /etc/fer-edge/mqtt_password)" = "600 root root"
 check "mqtt_password holds the vault value" test "$(cat "$FER_TARGET/etc/fer-edge/mqtt_password")" = chroot-test-password
-check "config.toml 640 root:fer-edge" test "$(stat -c '%a %U %G' "$FER_TARGET/etc/fer-edge/config.toml")" = "640 root fer-edge"
+check "config.toml 640 root:fer-edge" test "$(in_target stat -c '%a %U %G' /etc/fer-edge/config.toml)" = "640 root fer-edge"
 check "mosquitto password file hashed, 640 root:mosquitto" \
-  test "$(stat -c '%a %U %G' "$FER_TARGET/etc/mosquitto/fer-edge.passwd")" = "640 root mosquitto"
+  test "$(in_target stat -c '%a %U %G' /etc/mosquitto/fer-edge.passwd)" = "640 root mosquitto"
 ! grep -q chroot-test-password "$FER_TARGET/etc/mosquitto/fer-edge.passwd" || fail "plain-text password in fer-edge.passwd"
 check "venv sees system site-packages" grep -qx 'include-system-site-packages = true' "$FER_TARGET/opt/fer-edge/venv/pyvenv.cfg"
 in_target /opt/fer-edge/venv/bin/python - <<'PY'
