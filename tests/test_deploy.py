@@ -246,7 +246,8 @@ def test_config_template_types_usb_index_and_default_model(ansible_bin: Path, tm
 @pytest.mark.slow
 def test_real_target_provisioning_is_idempotent():
     """Provision a debootstrapped Debian 12 through the chroot connection, twice (second run
-    changed=0), then check the installed result (tests/deploy/real_target.sh)."""
+    changed=0), upgrade it from a changed tree, then check the installed result
+    (tests/deploy/real_target.sh)."""
     if os.environ.get("FER_DEPLOY_REAL_TARGET") != "1":
         pytest.skip("set FER_DEPLOY_REAL_TARGET=1 to provision a real chroot target (root, minutes)")
     if os.geteuid() != 0:
@@ -254,4 +255,5 @@ def test_real_target_provisioning_is_idempotent():
     result = run(["bash", str(REPO / "tests" / "deploy" / "real_target.sh")], cwd=REPO)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     recaps = re.findall(r"^fer-target\s+:.*$", result.stdout, flags=re.M)
-    assert len(recaps) == 2 and " changed=0 " in recaps[1] and " failed=0 " in recaps[1], recaps
+    assert len(recaps) == 3 and " changed=0 " in recaps[1] and " failed=0 " in recaps[1], recaps
+    assert "ok: upgrade reinstalled the changed code" in result.stdout

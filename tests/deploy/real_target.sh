@@ -3,7 +3,8 @@
 #  1. debootstrap bookworm into /var/tmp/fer-target-base once (cached), copy it to a fresh
 #     /var/tmp/fer-target for every run;
 #  2. run the playbook through the chroot connection (no SSH, no Docker), for real;
-#  3. run it again: the second PLAY RECAP must say changed=0;
+#  3. run it again: the second PLAY RECAP must say changed=0; a third run from a changed
+#     source tree (same version) must reinstall the new code through the handler;
 #  4. check the result inside the target: fer-edge --help, systemd-analyze verify of the
 #     installed unit, unit enabled, service user and groups, secrets' modes, config.toml
 #     parses, and the mosquitto ACL with a real broker started from the installed files.
@@ -93,6 +94,24 @@ else
   echo "$recap2" | grep -q ' changed=0 ' || { echo "real_target.sh: second run changed something (not idempotent)" >&2
     grep -E '^(changed|TASK)' "$LOGS/run2.log" | grep -B1 '^changed' >&2; exit 1; }
   echo "$recap2" | grep -q ' failed=0 ' || { echo "real_target.sh: second run failed" >&2; exit 1; }
+
+  # Upgrade path: a changed source tree gives a new wheel; the copy notifies the reinstall
+  # handler (same version number, so plain `pip install` would keep the old code).
+  echo "== ansible-playbook run 3 (upgrade: changed source tree, same version)"
+  upgrade_src="$(mktemp -d)"
+  tar --exclude=./build --exclude=./.git --exclude='./.venv*' -cf - . | tar -xf - -C "$upgrade_src"
+  marker="upgrade-$(date +%s)"
+  echo "DEPLOY_UPGRADE_MARKER = '$marker'  # written by tests/deploy/real_target.sh" >> "$upgrade_src/fer_edge/__init__.py"
+  (cd ansible && env -u PIP_FIND_LINKS -u PIP_CONSTRAINT ansible-playbook -i ../tests/deploy/inventory-chroot.yml site.yml \
+     -e "fer_edge_source_dir=$upgrade_src" -e "fer_edge_wheel_build_dir=$upgrade_src/build/ansible-wheel" \
+     > "../$LOGS/run3.log" 2>&1) || { tail -n 40 "$LOGS/run3.log"; echo "real_target.sh: run 3 failed" >&2; exit 1; }
+  grep -A2 '^PLAY RECAP' "$LOGS/run3.log" | grep -E '^fer-target '
+  grep -A1 'RUNNING HANDLER \[fer_edge : Reinstall fer-edge\]' "$LOGS/run3.log" | grep -q '^changed' \
+    || { echo "real_target.sh: the new wheel did not trigger the reinstall handler" >&2; exit 1; }
+  got="$(chroot "$FER_TARGET" /opt/fer-edge/venv/bin/python -c 'import fer_edge; print(fer_edge.DEPLOY_UPGRADE_MARKER)')"
+  [ "$got" = "$marker" ] || { echo "real_target.sh: upgraded code not installed ($got != $marker)" >&2; exit 1; }
+  echo "ok: upgrade reinstalled the changed code"
+  rm -rf "$upgrade_src"
 fi
 
 echo "== checks inside the target"
