@@ -133,6 +133,7 @@ for g in fer-edge video plugdev; do check "user fer-edge in group $g" test -n "$
 check "nologin shell" test "$(in_target getent passwd fer-edge | cut -d: -f7)" = /usr/sbin/nologin
 check "mqtt_password 600 root:root" test "$(in_target stat -c '%a %U %G' /etc/fer-edge/mqtt_password)" = "600 root root"
 check "mqtt_password holds the vault value" test "$(cat "$FER_TARGET/etc/fer-edge/mqtt_password")" = chroot-test-password
+check "/etc/fer-edge 755 root:root (as ConfigurationDirectoryMode)" test "$(in_target stat -c '%a %U %G' /etc/fer-edge)" = "755 root root"
 check "config.toml 640 root:fer-edge" test "$(in_target stat -c '%a %U %G' /etc/fer-edge/config.toml)" = "640 root fer-edge"
 check "mosquitto password file hashed, 640 root:mosquitto" \
   test "$(in_target stat -c '%a %U %G' /etc/mosquitto/fer-edge.passwd)" = "640 root mosquitto"
