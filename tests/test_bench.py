@@ -1,0 +1,153 @@
+"""``fer-edge bench``: MAC counting on a real .tflite, the table formatters, and the CLI on the shipped model."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fer_edge import bench
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = REPO / "edge" / "models" / "mini_xception.tflite"
+
+
+@pytest.fixture(scope="module")
+def known_macs_tflite(tmp_path_factory) -> tuple[Path, int]:
+    """A float .tflite whose MACs are known by hand: conv 3x3 -> depthwise 3x3 -> conv 1x1 -> GAP -> dense."""
+    os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    tf = pytest.importorskip("tensorflow")
+    L = tf.keras.layers
+    inp = tf.keras.Input(shape=(8, 8, 1), batch_size=1)
+    x = L.Conv2D(4, 3, padding="same")(inp)  # 8*8*4 outputs x 3*3*1 = 2304
+    x = L.DepthwiseConv2D(3, padding="same")(x)  # 8*8*4 outputs x 3*3 = 2304
+    x = L.Conv2D(6, 1, strides=2)(x)  # 4*4*6 outputs x 1*1*4 = 384
+    x = L.GlobalAveragePooling2D()(x)
+    out = L.Dense(7, activation="softmax")(x)  # 7 outputs x 6 = 42
+    model = tf.keras.Model(inp, out)
+    path = tmp_path_factory.mktemp("macs") / "known.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    return path, 2304 + 2304 + 384 + 42
+
+
+def test_count_macs_matches_hand_count(known_macs_tflite):
+    path, expected = known_macs_tflite
+    m = bench.count_macs(path)
+    assert m["total"] == expected
+    assert m["by_op"] == {"CONV_2D": 2304 + 384, "DEPTHWISE_CONV_2D": 2304, "FULLY_CONNECTED": 42}
+    assert m["ops"]["CONV_2D"] == 2 and m["ops"]["DEPTHWISE_CONV_2D"] == 1
+
+
+def test_count_macs_on_shipped_int8_model():
+    m = bench.count_macs(SHIPPED)
+    # The first layer alone is a 3x3 conv over 48x48 (or smaller with 'valid'): the total is in the millions.
+    assert 1_000_000 < m["total"] < 100_000_000
+    assert m["total"] == sum(m["by_op"].values())
+
+
+def test_markdown_table_layout_and_escaping():
+    text = bench.markdown_table(["model", "acc"], [["a|b", "1.0%"], ["c", 2]])
+    assert text.splitlines() == ["| model | acc |", "|---|---:|", "| a\\|b | 1.0% |", "| c | 2 |"]
+    with pytest.raises(ValueError):
+        bench.markdown_table(["a", "b"], [["only one"]])
+
+
+def _acc_row(name, params, int8_acc):
+    labels = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+    return {"model": name, "params": params, "macs": 6_332_544, "tflite_bytes": 103_720,
+            "float_accuracy": 0.67066, "int8_accuracy": int8_acc, "float_macro_f1": 0.64,
+            "int8_macro_f1": 0.6318, "agreement": 0.96,
+            "int8_recall": {lab: (None if lab == "disgust" else 0.5) for lab in labels},
+            "float_recall": {lab: 0.5 for lab in labels}, "n": 3589, "notes": ""}
+
+
+def test_format_accuracy_rows():
+    result = {"split": "PrivateTest", "n": 3589,
+              "labels": ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"],
+              "rows": [_acc_row("mini_xception", 58423, 0.662023)]}
+    text = bench.format_accuracy(result)
+    row = next(ln for ln in text.splitlines() if ln.startswith("| mini_xception"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[:7] == ["mini_xception", "58,423", "6.3 M", "101 KiB", "67.1%", "66.2%", "0.632"]
+    assert cells[7:] == ["50.0%", "n/a", "50.0%", "50.0%", "50.0%", "50.0%", "50.0%"]
+    assert "n=3589" in text
+
+
+def test_format_speed_ratio_and_pending():
+    lat = {"model": "mini_xception", "macs": 6_332_544, "threads": 1, "median_ms": 0.15, "p90_ms": 0.2,
+           "mean_ms": 0.16, "runs": 50, "base_rss_kib": 40_960, "maxrss_kib": 51_200}
+    video = {"path": "/x/clip.mp4", "size_bytes": 500_000, "source": "test clip"}
+    e2e = [{"pipeline": "fer-edge (test)", "threads": 1, "frames": 150, "faces_per_frame": 3.0, "fps": 100.0,
+            "maxrss_kib": 102_400, "seconds": 1.5},
+           {"pipeline": "fer 25 (Haar)", "threads": 1, "frames": 150, "faces_per_frame": 6.0, "fps": 20.0,
+            "maxrss_kib": 600_000, "seconds": 7.5}]
+    text = bench.format_speed({"runs": 50, "threads": [1], "latency": [lat], "e2e": e2e, "video": video,
+                               "machine": "test cpu"})
+    assert "| mini_xception | 6.3 M | 1 | 0.150 | 0.200 | 50.0 | 10.0 |" in text
+    assert "fer-edge 5.00x fer's FPS" in text
+    pending = bench.format_speed({"runs": 50, "threads": [1], "latency": [lat], "e2e": e2e[1:], "video": video,
+                                  "machine": "m", "e2e_pending": "edge modules missing"})
+    assert "fer-edge pending (edge modules missing)" in pending
+
+
+def test_fer_inputs_match_fer_preprocessing():
+    x = np.zeros((2, 48, 48), np.uint8)
+    x[1] = 255
+    out = bench.fer_inputs(x)
+    assert out.shape == (2, 64, 64, 1) and out.dtype == np.float32
+    assert np.allclose(out[0], -1.0) and np.allclose(out[1], 1.0)
+
+
+def test_multiface_video_decodes(tmp_path):
+    cv2 = pytest.importorskip("cv2")
+    pytest.importorskip("skimage")
+    p = bench.make_multiface_video(tmp_path / "clip.mp4", seconds=0.4, fps=10)
+    cap = cv2.VideoCapture(str(p))
+    frames = []
+    while True:
+        ok, img = cap.read()
+        if not ok:
+            break
+        frames.append(img)
+    cap.release()
+    assert len(frames) == 4 and frames[0].shape == (480, 640, 3)
+    assert not np.array_equal(frames[0], frames[3])  # the faces move
+
+
+def _cli(args, tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(REPO), FER_EDGE_CACHE=str(tmp_path / "cache"))
+    return subprocess.run([sys.executable, "-m", "fer_edge", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_cli_speed_on_shipped_model(tmp_path):
+    out = tmp_path / "results"
+    proc = _cli(["bench", "speed", "--runs", "50", "--models", "mini_xception", "--threads", "1",
+                 "--no-fer", "--no-e2e", "--out", str(out)], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "### Classifier speed" in proc.stdout and "ESTIMATE" in proc.stdout
+    data = json.loads((out / "speed.json").read_text())
+    (row,) = data["latency"]
+    assert row["model"] == "mini_xception" and row["runs"] == 50 and row["threads"] == 1
+    assert 0 < row["median_ms"] <= row["p90_ms"]
+    assert row["maxrss_kib"] >= row["base_rss_kib"] > 0
+    assert "| mini_xception |" in (out / "speed.md").read_text()
+    assert "ESTIMATE" in (out / "estimate.md").read_text()
+
+
+def test_cli_accuracy_without_data_is_a_one_line_error(tmp_path):
+    proc = _cli(["bench", "accuracy", "--out", str(tmp_path / "r")], tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "fer-edge: error: `bench accuracy` needs the labelled images: pass --data fer2013.csv.gz"]
+
+
+def test_cli_rejects_bad_threads(tmp_path):
+    proc = _cli(["bench", "speed", "--threads", "0", "--no-fer", "--out", str(tmp_path / "r")], tmp_path)
+    assert proc.returncode == 2 and "--threads" in proc.stderr
