@@ -220,14 +220,14 @@ class BlazeFaceDetector(FaceDetector):
         # Float model: it gains nothing from the Edge TPU, which is kept for the classifier.
         self.interpreter, self.backend = make_interpreter(path, "cpu", None, cfg.threads)
         inp = self.interpreter.get_input_details()[0]
-        if list(inp["shape"]) != [1, self.spec.input_size, self.spec.input_size, 3]:
-            raise ModelError(f"{path} has input shape {list(inp['shape'])}, expected a BlazeFace model: reinstall fer-edge")
+        if [int(v) for v in inp["shape"]] != [1, self.spec.input_size, self.spec.input_size, 3]:
+            raise ModelError(f"{path} has input shape {[int(v) for v in inp['shape']]}, expected a BlazeFace model: reinstall fer-edge")
         self._input = inp["index"]
         outs = sorted(self.interpreter.get_output_details(), key=lambda d: int(d["shape"][-1]), reverse=True)
         self._regressors, self._classifiers = outs[0]["index"], outs[1]["index"]
         self.anchors = ssd_anchor_centers(self.spec)
         if len(self.anchors) != int(outs[0]["shape"][1]):
-            raise ModelError(f"{path} has {outs[0]['shape'][1]} anchors, expected {len(self.anchors)}: reinstall fer-edge")
+            raise ModelError(f"{path} has {int(outs[0]['shape'][1])} anchors, expected {len(self.anchors)}: reinstall fer-edge")
         self.min_score = max(cfg.min_score, 0.0)
 
     def detect(self, image_bgr: np.ndarray) -> list[Face]:

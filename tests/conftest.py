@@ -28,3 +28,54 @@ def box_iou(a, b) -> float:
     inter = iw * ih
     union = a[2] * a[3] + b[2] * b[3] - inter
     return inter / union if union else 0.0
+
+
+def build_int8_model(directory, name: str = "standin", input_shape=(48, 48, 1), n_out: int = 7, labels=None,
+                     io_dtype: str = "int8", seed: int = 0):
+    """Write a real full-integer TFLite model + manifest (``<name>.tflite`` / ``<name>.json``).
+
+    A tiny Keras conv net (random weights) quantized by TFLiteConverter with representative data;
+    stands in for the lead's trained model. ``io_dtype``: "int8", "uint8" or "float32".
+    Returns the .tflite path. Uses TensorFlow (test fixtures only; edge/ never imports it).
+    """
+    import os
+    from pathlib import Path
+
+    os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")  # TF 2.21 oneDNN segfaults on this CPU otherwise
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    tf = pytest.importorskip("tensorflow")
+    from edge.manifest import FER_LABELS, ModelManifest, sha256_of, write_manifest
+
+    tf.keras.utils.set_random_seed(seed)
+    model = tf.keras.Sequential([
+        tf.keras.layers.Input(input_shape),
+        tf.keras.layers.Conv2D(8, 3, strides=2, activation="relu"),
+        tf.keras.layers.Conv2D(16, 3, strides=2, activation="relu"),
+        tf.keras.layers.GlobalAveragePooling2D(),
+        tf.keras.layers.Dense(n_out, activation="softmax"),
+    ])
+    rng = np.random.default_rng(seed)
+
+    def representative():
+        for _ in range(16):
+            yield [((rng.integers(0, 256, (1, *input_shape)) - 127.5) / 127.5).astype(np.float32)]
+
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = representative
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    if io_dtype != "float32":
+        conv.inference_input_type = getattr(tf, io_dtype)
+        conv.inference_output_type = getattr(tf, io_dtype)
+    path = Path(directory) / f"{name}.tflite"
+    path.write_bytes(conv.convert())
+    manifest = ModelManifest(name=name, labels=list(labels or FER_LABELS), sha256=sha256_of(path),
+                             params=int(model.count_params()))
+    write_manifest(manifest, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def standin_model(tmp_path_factory):
+    """A real int8 [1,48,48,1] -> int8 [1,7] TFLite model with its manifest (path to the .tflite)."""
+    return build_int8_model(tmp_path_factory.mktemp("models"))
