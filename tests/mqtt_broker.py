@@ -101,3 +101,88 @@ def mqtt_broker(tmp_path):
     broker.start()
     yield broker
     broker.stop()
+
+
+class Collector:
+    """A real paho subscriber that records every message on ``topic_filter``.
+
+    With ``persistent=True`` it uses a persistent session (clean_session=False, QoS 1), so the
+    broker queues messages for it while it is disconnected, also across a broker restart.
+    """
+
+    def __init__(self, broker: MosquittoBroker, topic_filter: str = "#", client_id: str | None = None,
+                 persistent: bool = True):
+        import threading
+
+        import paho.mqtt.client as mqtt
+
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self._lock = threading.Lock()
+        self._subscribed = threading.Event()
+        self.topic_filter = topic_filter
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or f"collector-{id(self)}",
+                                  clean_session=not persistent)
+        self.client.reconnect_delay_set(1, 1)
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = lambda *a: self._subscribed.set()
+        self.client.connect(broker.host, broker.port, keepalive=10)
+        self.client.loop_start()
+        if not self._subscribed.wait(10):
+            raise RuntimeError("collector could not subscribe")
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties):
+        client.subscribe(self.topic_filter, qos=1)
+
+    def _on_message(self, client, userdata, msg):
+        with self._lock:
+            self.messages.append((msg.topic, msg.payload, bool(msg.retain)))
+
+    def on(self, suffix: str) -> list[tuple[str, bytes, bool]]:
+        """Messages whose topic ends with ``suffix`` (e.g. "/expression")."""
+        with self._lock:
+            return [m for m in self.messages if m[0].endswith(suffix)]
+
+    def json_on(self, suffix: str) -> list[dict]:
+        import json
+
+        return [json.loads(m[1]) for m in self.on(suffix)]
+
+    def wait_for(self, predicate, timeout: float = 30.0) -> bool:
+        """Poll ``predicate(self)`` until it is true or ``timeout`` passes."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate(self):
+                return True
+            time.sleep(0.05)
+        return bool(predicate(self))
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def retained(broker: MosquittoBroker, topic: str, timeout: float = 10.0) -> bytes | None:
+    """The retained payload on ``topic`` as a fresh subscriber sees it (None if there is none)."""
+    import threading
+
+    import paho.mqtt.client as mqtt
+
+    got: list[bytes] = []
+    done = threading.Event()
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"retained-{time.monotonic_ns()}")
+
+    def on_message(c, u, msg):
+        if msg.retain:
+            got.append(msg.payload)
+        done.set()
+
+    client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
+    client.on_subscribe = lambda c, u, mid, rcs, p: threading.Timer(1.0, done.set).start()  # no retained -> give up
+    client.on_message = on_message
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    done.wait(timeout)
+    client.disconnect()
+    client.loop_stop()
+    return got[0] if got else None
