@@ -79,3 +79,16 @@ def build_int8_model(directory, name: str = "standin", input_shape=(48, 48, 1), 
 def standin_model(tmp_path_factory):
     """A real int8 [1,48,48,1] -> int8 [1,7] TFLite model with its manifest (path to the .tflite)."""
     return build_int8_model(tmp_path_factory.mktemp("models"))
+
+
+def write_test_video(path, frames: int = 12, size=(160, 120), fps: float = 10.0, fourcc: str = "mp4v"):
+    """Write a real video whose frame i is a flat gray of level 10 * i (decoded levels stay within 4 units)."""
+    import cv2
+
+    w, h = size
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (w, h))
+    assert writer.isOpened(), f"OpenCV cannot write {path}"
+    for i in range(frames):
+        writer.write(np.full((h, w, 3), 10 * i + 5, np.uint8))
+    writer.release()
+    return path
