@@ -203,6 +203,31 @@ def _encode(payload: dict | str) -> bytes:
 # --- publishers -----------------------------------------------------------------------------
 
 
+def make_client(cfg: MqttConfig, client_id: str):
+    """A paho 2.x client set up from ``[mqtt]``: auth, TLS, reconnect back-off (not connected yet).
+
+    Raises ConfigError for TLS files that do not exist or an unreadable password file.
+    """
+    import paho.mqtt.client as mqtt
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311,
+                         clean_session=True)
+    client.reconnect_delay_set(min_delay=max(1, int(cfg.reconnect_min_s)), max_delay=max(1, int(cfg.reconnect_max_s)))
+    if cfg.username:
+        client.username_pw_set(cfg.username, resolve_password(cfg))
+    if cfg.tls.enabled:
+        for key in ("ca_file", "certfile", "keyfile"):
+            value = getattr(cfg.tls, key)
+            if value and not Path(value).is_file():
+                raise ConfigError(f"mqtt.tls.{key}: file {value!r} not found; give an existing PEM file or leave it empty")
+        if bool(cfg.tls.certfile) != bool(cfg.tls.keyfile):
+            raise ConfigError("mqtt.tls: set both certfile and keyfile for a client certificate, or neither")
+        # ca_certs=None: the system CA store.
+        client.tls_set(ca_certs=cfg.tls.ca_file or None, certfile=cfg.tls.certfile or None,
+                       keyfile=cfg.tls.keyfile or None)
+    return client
+
+
 class StdoutPublisher:
     """No broker configured: one JSON line per message on stdout ``{"topic": ..., "payload": ...}``."""
 
@@ -211,7 +236,7 @@ class StdoutPublisher:
     def __init__(self, prefix: str, device_id: str, stream: TextIO | None = None):
         self.prefix, self.device_id = prefix, device_id
         self.stream = stream or sys.stdout
-        self.produced = {k: 0 for k in TOPIC_KINDS}
+        self.produced = {k: 0 for k in TOPIC_KINDS if k != "status"}
         self.outbox_depth = 0
         self.outbox_dropped = 0
 
@@ -243,10 +268,8 @@ class MqttPublisher:
     """
 
     def __init__(self, cfg: MqttConfig, device_id: str, outbox: Outbox):
-        import paho.mqtt.client as mqtt
-
         self.cfg, self.device_id, self.outbox = cfg, device_id, outbox
-        self.produced = {k: 0 for k in TOPIC_KINDS}
+        self.produced = {k: 0 for k in TOPIC_KINDS if k != "status"}
         self.connected = False
         self._acks: queue.SimpleQueue[int] = queue.SimpleQueue()  # mids acked, filled by paho's thread
         self._inflight: dict[int, int] = {}  # mid -> outbox row id
@@ -257,27 +280,10 @@ class MqttPublisher:
         self._thread: threading.Thread | None = None
         self._status_topic = topic(cfg.prefix, device_id, "status")
 
-        client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
-            client_id=cfg.client_id or f"fer-edge-{device_id}",
-            protocol=mqtt.MQTTv311,
-            clean_session=True,
-        )
+        client = make_client(cfg, cfg.client_id or f"fer-edge-{device_id}")
         client.max_inflight_messages_set(_BATCH)
         client.max_queued_messages_set(0)  # unbounded in paho; the outbox and _BATCH bound it
-        client.reconnect_delay_set(min_delay=max(1, int(cfg.reconnect_min_s)), max_delay=max(1, int(cfg.reconnect_max_s)))
         client.will_set(self._status_topic, "offline", qos=1, retain=True)
-        if cfg.username:
-            client.username_pw_set(cfg.username, resolve_password(cfg))
-        if cfg.tls.enabled:
-            for key in ("ca_file", "certfile", "keyfile"):
-                value = getattr(cfg.tls, key)
-                if value and not Path(value).is_file():
-                    raise ConfigError(f"mqtt.tls.{key}: file {value!r} not found; give an existing PEM file or leave it empty")
-            if bool(cfg.tls.certfile) != bool(cfg.tls.keyfile):
-                raise ConfigError("mqtt.tls: set both certfile and keyfile for a client certificate, or neither")
-            # ca_certs=None: the system CA store.
-            client.tls_set(ca_certs=cfg.tls.ca_file or None, certfile=cfg.tls.certfile or None, keyfile=cfg.tls.keyfile or None)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_connect_fail = self._on_connect_fail
