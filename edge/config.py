@@ -101,23 +101,37 @@ def _model_at(loc: tuple) -> type[BaseModel] | None:
     return model if isinstance(model, type) and issubclass(model, BaseModel) else None
 
 
-def _describe(err: dict) -> str:
-    """One pydantic error as ``key.path = value: expectation``."""
-    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in ("str", "int", "bool")) and not str(p).startswith("literal"))
-    key = ".".join(str(p) for p in loc) or "(top level)"
+def _key(err: dict) -> str:
+    """Dotted key path of a pydantic error, without the union-branch tags (``str``, ``int``...)."""
+    loc = [p for p in err["loc"] if not (isinstance(p, str) and (p in ("str", "int", "float", "bool") or p.startswith("literal[")))]
+    return ".".join(str(p) for p in loc) or "(top level)"
+
+
+def _expectation(err: dict) -> str:
+    msg = err["msg"]
+    for prefix in ("Value error, ", "Input should be "):
+        if msg.startswith(prefix):
+            msg = msg[len(prefix):]
+    return msg
+
+
+def _describe(errs: list[dict]) -> str:
+    """The errors of one key as ``key.path = value: expected ...`` (union branches joined by "or")."""
+    err = errs[0]
+    key = _key(err)
+    loc = tuple(key.split("."))
     if err["type"] == "extra_forbidden":
-        if loc and loc[-1] == "password":
+        if loc[-1] == "password":
             return (f"{key}: passwords never go in the config (it is world-readable); use mqtt.password_file, "
                     "systemd LoadCredential=mqtt_password, or the environment variable named by mqtt.password_env")
         owner = _model_at(loc)
         valid = ", ".join(owner.model_fields) if owner else ""
         return f"{key}: unknown key" + (f"; valid keys here: {valid}" if valid else "")
+    expected = " or ".join(dict.fromkeys(_expectation(e) for e in errs))
     value = err.get("input")
-    msg = err["msg"]
-    msg = msg[len("Value error, "):] if msg.startswith("Value error, ") else msg
     if isinstance(value, dict):
-        return f"{key}: {msg}"
-    return f"{key} = {value!r}: expected {msg[0].lower() + msg[1:]}" if msg else f"{key} = {value!r} is invalid"
+        return f"{key}: expected {expected}"
+    return f"{key} = {value!r}: expected {expected}"
 
 
 def validate_config(data: dict, source: str = "config") -> Config:
@@ -125,10 +139,11 @@ def validate_config(data: dict, source: str = "config") -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        errors = exc.errors()
-        # Union types (camera.source: str | int) report one error per branch; show the first.
-        first = _describe(errors[0])
-        more = len({e["loc"][:2] for e in errors}) - 1
+        by_key: dict[str, list[dict]] = {}
+        for err in exc.errors():
+            by_key.setdefault(_key(err), []).append(err)
+        first = _describe(next(iter(by_key.values())))
+        more = len(by_key) - 1
         raise ConfigError(f"{source}: {first}" + (f" (and {more} more problem(s))" if more > 0 else "")) from None
 
 
