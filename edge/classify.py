@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edge.errors import ModelError
 from edge.manifest import INPUT_SIZE, default_model_path, load_manifest
-from edge.runtime import make_interpreter
+from edge.runtime import loaded_model_path, make_interpreter
 
 QUANTIZED_DTYPES = (np.int8, np.uint8)
 
@@ -49,7 +49,7 @@ class ExpressionClassifier:
         self.manifest = load_manifest(path)  # checks sha256 and the label count
         self.labels = list(self.manifest.labels)
         self.interpreter, self.backend = make_interpreter(path, cfg.accelerator, cfg.device, cfg.threads)
-        self.model_path = path
+        self.model_path = loaded_model_path(path, self.backend)
         self._check_tensors(path)
 
     def _check_tensors(self, path: Path) -> None:

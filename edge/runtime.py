@@ -52,6 +52,21 @@ def edgetpu_model_path(model_path: str | Path) -> Path:
     return p.with_name(p.stem + "_edgetpu" + p.suffix)
 
 
+def plain_model_path(model_path: str | Path) -> Path:
+    """``foo_edgetpu.tflite`` -> ``foo.tflite``."""
+    p = Path(model_path)
+    return p.with_name(p.stem[: -len("_edgetpu")] + p.suffix) if p.stem.endswith("_edgetpu") else p
+
+
+def loaded_model_path(model_path: str | Path, backend: str) -> Path:
+    """The file ``make_interpreter(model_path, ...)`` loaded when it returned ``backend``."""
+    p = Path(model_path)
+    if backend == "edgetpu":
+        compiled = edgetpu_model_path(p)
+        return compiled if compiled.is_file() else p
+    return plain_model_path(p)
+
+
 def _try_edgetpu_delegate(device: str | None) -> tuple[Any, str]:
     """``(delegate, "")`` or ``(None, reason)`` for the Edge TPU named by ``device``."""
     try:
@@ -122,8 +137,18 @@ def make_interpreter(
             log.warning("Edge TPU not used (%s): running the model on the CPU", reason)
         else:
             compiled = edgetpu_model_path(model_path)
-            path = compiled if compiled.is_file() else model_path
-            if path == model_path:
+            if not compiled.is_file():
                 log.warning("%s not found: most ops will run on the CPU; compile it with edgetpu_compiler", compiled.name)
-            return _create(tfl, path, threads, [delegate]), "edgetpu"
+                compiled = model_path
+            return _create(tfl, compiled, threads, [delegate]), "edgetpu"
+    if model_path.stem.endswith("_edgetpu"):
+        # A compiled model holds one edgetpu-custom-op the CPU cannot run: use the plain int8 model.
+        plain = plain_model_path(model_path)
+        if not plain.is_file():
+            raise ModelError(
+                f"{model_path} is compiled for the Edge TPU and cannot run on the CPU, and {plain.name} is not "
+                f"beside it: point [model] path at the plain int8 model, or {EDGETPU_HELP}"
+            )
+        log.info("running %s on the CPU instead of %s", plain.name, model_path.name)
+        model_path = plain
     return _create(tfl, model_path, threads, None), "cpu"

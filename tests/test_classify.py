@@ -125,3 +125,14 @@ def test_float_io_is_refused(tmp_path):
     path = build_int8_model(tmp_path, name="f32io", io_dtype="float32")
     with pytest.raises(ModelError, match="float32, expected int8 or uint8"):
         ExpressionClassifier(ModelConfig(path=str(path), accelerator="cpu"))
+
+
+def test_edgetpu_file_on_the_cpu_uses_the_plain_model_beside_it(standin_model, tmp_path):
+    plain = _copy_with_manifest(standin_model, tmp_path / "m.tflite")
+    compiled = tmp_path / "m_edgetpu.tflite"
+    shutil.copy(standin_model, compiled)  # stands in for edgetpu_compiler output (no compiler here)
+    clf = ExpressionClassifier(ModelConfig(path=str(compiled), accelerator="cpu"))
+    assert clf.backend == "cpu" and clf.model_path == plain
+    plain.unlink()
+    with pytest.raises(ModelError, match="compiled for the Edge TPU"):
+        ExpressionClassifier(ModelConfig(path=str(compiled), accelerator="cpu"))
