@@ -84,3 +84,14 @@ def test_missing_blazeface_model_is_a_model_error(tmp_path):
 
 def test_registry_keys():
     assert set(DETECTORS) == {"blazeface_full", "blazeface_short", "haar"}
+
+
+def test_both_faces_of_the_sample_clip_are_found_in_every_frame():
+    from edge.camera import CameraConfig, open_source
+
+    det = create_detector()
+    counts = []
+    with open_source(CameraConfig()) as src:
+        for _ in range(30):
+            counts.append(len(det.detect(src.read().image)))
+    assert counts == [2] * 30
