@@ -369,8 +369,12 @@ class MqttPublisher:
                 info.wait_for_publish(max(0.2, min(1.0, deadline - time.monotonic() + 1.0)))
             except (RuntimeError, ValueError):
                 pass
+        was_connected = self.connected
         self.client.disconnect()
-        self.client.loop_stop()
+        if was_connected:
+            self.client.loop_stop()
+        # else: paho's thread may sit in a connect attempt (up to its 5 s timeout); it is a daemon
+        # thread and exits after that attempt, so a stop never waits for an unreachable broker.
         left = self.outbox.depth
         if left:
             log.warning("%d message(s) stay in the outbox %s for the next run", left, self.outbox.path)
