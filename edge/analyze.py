@@ -15,11 +15,11 @@ import sys
 from pathlib import Path
 from typing import IO, Iterator
 
-import cv2
 import numpy as np
 
-from edge.camera import IMAGE_EXTS
 from edge.errors import DataError
+
+# cv2 and the pipeline modules are imported when the command runs: `fer-edge --help` stays fast.
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +41,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help='Edge TPU to use: "usb", "usb:0", "pci", "pci:0" (default: first found)')
     parser.add_argument("--detector", choices=("blazeface_full", "blazeface_short", "haar"), default="blazeface_full",
                         help="face detector (default: blazeface_full; blazeface_short suits faces within ~2 m)")
-    parser.add_argument("--min-score", type=float, default=0.5, help="minimum detector confidence (default: 0.5)")
-    parser.add_argument("--min-size", type=int, default=48, help="skip faces smaller than this many pixels (default: 48)")
-    parser.add_argument("--margin", type=float, default=0.2,
-                        help="context around the face box in the crop, fraction of its size per side (default: 0.2)")
+    # None: the [detector] defaults of DetectorConfig, kept in one place.
+    parser.add_argument("--min-score", type=float, default=None, help="minimum detector confidence (default: 0.5)")
+    parser.add_argument("--min-size", type=int, default=None, help="skip faces smaller than this many pixels (default: 48)")
+    parser.add_argument("--margin", type=float, default=None,
+                        help="context around the face box in the crop, fraction of its size per side (default: 0.1)")
     parser.add_argument("--every", type=int, default=1, metavar="N",
                         help="videos: analyse every N-th frame (default: 1, every frame)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for the models (default: 1)")
@@ -52,6 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def collect_inputs(paths: list[str]) -> list[Path]:
     """Expand folders (recursively, sorted) into image and video files; raise DataError for missing paths."""
+    from edge.camera import IMAGE_EXTS
+
     files: list[Path] = []
     for raw in paths:
         p = Path(raw).expanduser()
@@ -69,6 +72,10 @@ def collect_inputs(paths: list[str]) -> list[Path]:
 
 def _frames(path: Path, every: int) -> Iterator[tuple[int, float | None, np.ndarray]]:
     """(frame number, time in seconds or None for images, BGR image); raises OSError if unreadable."""
+    import cv2
+
+    from edge.camera import IMAGE_EXTS
+
     if path.suffix.lower() in IMAGE_EXTS:
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
@@ -97,6 +104,10 @@ def _frames(path: Path, every: int) -> Iterator[tuple[int, float | None, np.ndar
 
 
 def _frame_count(path: Path, every: int) -> int:
+    import cv2
+
+    from edge.camera import IMAGE_EXTS
+
     if path.suffix.lower() in IMAGE_EXTS:
         return 1
     cap = cv2.VideoCapture(str(path))
@@ -162,8 +173,14 @@ def run(args: argparse.Namespace) -> int:
     if args.every < 1:
         raise DataError(f"--every must be 1 or more, got {args.every}")
     files = collect_inputs(args.paths)
-    detector = create_detector(DetectorConfig(type=args.detector, min_score=args.min_score, min_size=args.min_size,
-                                              margin=args.margin, threads=args.threads))
+    overrides = {k: getattr(args, k) for k in ("min_score", "min_size", "margin") if getattr(args, k) is not None}
+    try:
+        det_cfg = DetectorConfig(type=args.detector, threads=args.threads, **overrides)
+    except ValueError as exc:  # pydantic ValidationError: a range check failed
+        err = exc.errors()[0] if hasattr(exc, "errors") else {"loc": ("?",), "msg": str(exc)}
+        opt = "--" + str(err["loc"][0]).replace("_", "-")
+        raise DataError(f"invalid {opt} {err.get('input')!r}: {err['msg'].lower()}") from None
+    detector = create_detector(det_cfg)
     classifier = ExpressionClassifier(ModelConfig(path=args.model, accelerator=args.accelerator, device=args.device,
                                                   threads=args.threads))
     failed: list[str] = []

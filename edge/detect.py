@@ -28,7 +28,10 @@ class DetectorConfig(BaseModel):
     type: Literal["blazeface_full", "blazeface_short", "haar"] = "blazeface_full"
     min_score: float = Field(0.5, ge=0.0, le=1.0)  # detector confidence (BlazeFace only)
     min_size: int = Field(48, ge=1)  # faces whose box is smaller than this (pixels) are skipped
-    margin: float = Field(0.2, ge=0.0, le=1.0)  # crop context added on each side, fraction of box size
+    # Crop context added on each side, as a fraction of the box size. 0.1 matches FER2013's framing:
+    # BlazeFace on upscaled FER2013 images gives boxes that need a median margin of 0.08 to
+    # reproduce the dataset's crop (300 images measured), so the classifier sees what it learnt on.
+    margin: float = Field(0.1, ge=0.0, le=1.0)
     max_faces: int = Field(16, ge=1)
     threads: int = Field(1, ge=1)
 

@@ -108,3 +108,10 @@ def test_cli_analyze(media, standin_model):
                          cwd=ROOT, env=env, capture_output=True, text=True)
     assert bad.returncode != 0 and "fer-edge: error: nope.png not found" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_bad_options_are_clear_errors(media, standin_model):
+    with pytest.raises(DataError, match="invalid --margin 5.0"):
+        analyze.run(parse(media / "astronaut.png", "--model", standin_model, "--margin", 5))
+    with pytest.raises(DataError, match="--every must be 1 or more"):
+        analyze.run(parse(media / "astronaut.png", "--model", standin_model, "--every", 0))
