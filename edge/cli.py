@@ -14,7 +14,7 @@ CONFIG_HELP = ("TOML config file (e.g. /etc/fer-edge/config.toml); omitted: buil
 RUN_EPILOG = """\
 Runs until SIGTERM/SIGINT, until the source ends (a video file without camera.loop), or for
 --max-frames frames. A clean stop publishes status "offline", flushes the outbox (waits at most
-3 s) and exits 0. Events are written to the SQLite outbox first and deleted when the broker
+2.5 s) and exits 0. Events are written to the SQLite outbox first and deleted when the broker
 acknowledges them; with the broker down the daemon keeps running and buffers.
 
 Topics: <mqtt.prefix>/<device.id>/{status,expression,summary,stats} (JSON schemas in edge/schemas/).

@@ -190,3 +190,34 @@ def test_systemd_notify_ready_and_watchdog(tmp_path, standin_model):
     first_ready = next(i for i, m in enumerate(messages) if m.startswith("READY=1"))
     pings = [i for i, m in enumerate(messages) if m == "WATCHDOG=1"]
     assert len(pings) >= 3 and pings[0] > first_ready  # 45 frames at 15 fps = 3 s, ping every 0.1 s
+
+
+def run_stdout(tmp_path: Path, model: Path, **privacy) -> list[dict]:
+    """Run the daemon with no broker (events as JSON lines on stdout) and parse its output."""
+    from tests.daemon_run import run_cli
+
+    cfg = write_config(tmp_path / "stdout.toml", {
+        "camera": {"source": str(sample_video_path())},
+        "model": {"path": str(model), "accelerator": "cpu"},
+        "privacy": privacy,
+    })
+    proc = run_cli("run", "--config", str(cfg), "--max-frames", "10")
+    assert proc.returncode == 0, proc.stderr
+    return [json.loads(line) for line in proc.stdout.splitlines()]
+
+
+def test_no_image_leaves_the_device_unless_opted_in(tmp_path, standin_model):
+    import base64
+
+    import cv2
+    import numpy as np
+
+    lines = run_stdout(tmp_path, standin_model)
+    assert lines[0] == {"topic": "fer/fer-edge-1/status", "payload": "online"}
+    events = [m["payload"] for m in lines if m["topic"].endswith("/expression")]
+    assert events and all("crop" not in e for e in events)
+    events = [m["payload"] for m in run_stdout(tmp_path, standin_model, publish_crops=True)
+              if m["topic"].endswith("/expression")]
+    assert events and all("crop" in e for e in events)
+    crop = cv2.imdecode(np.frombuffer(base64.b64decode(events[0]["crop"]), np.uint8), cv2.IMREAD_UNCHANGED)
+    assert crop.shape == (48, 48)

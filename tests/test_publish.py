@@ -218,3 +218,62 @@ def test_username_password_against_a_broker_that_requires_them(tmp_path, monkeyp
         bad.stop(timeout=0.5)
     finally:
         broker.stop()
+
+
+def make_pki(d: Path) -> dict[str, Path]:
+    """A throwaway CA, a server certificate for 127.0.0.1 and a client certificate (openssl CLI)."""
+    import shutil as _sh
+
+    openssl = _sh.which("openssl")
+    if openssl is None:
+        pytest.fail("openssl is needed to make test certificates (apt-get install openssl)")
+    d.mkdir(parents=True, exist_ok=True)
+
+    def run(*args):
+        subprocess.run([openssl, *args], check=True, capture_output=True, cwd=d)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=fer-test-ca",
+        "-keyout", "ca.key", "-out", "ca.crt")
+    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    for name, cn in (("server", "127.0.0.1"), ("client", "classroom-3")):
+        run("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={cn}", "-keyout", f"{name}.key", "-out", f"{name}.csr")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-days", "2", "-out", f"{name}.crt", *(["-extfile", "san.ext"] if name == "server" else []))
+    return {p.stem + p.suffix.replace(".", "_"): p for p in d.iterdir()}
+
+
+def test_tls_with_ca_and_client_certificate(tmp_path):
+    """mosquitto with TLS that requires a client certificate: the configured CA + cert connect; no cert fails."""
+    pki = make_pki(tmp_path / "pki")
+    broker = MosquittoBroker(tmp_path / "tls")
+    broker.conf.write_text(broker.conf.read_text()
+                           + f"cafile {pki['ca_crt']}\ncertfile {pki['server_crt']}\nkeyfile {pki['server_key']}\n"
+                           "require_certificate true\n")
+    broker.start()
+    try:
+        from edge.publish import TlsConfig
+
+        good_tls = TlsConfig(enabled=True, ca_file=str(pki["ca_crt"]), certfile=str(pki["client_crt"]),
+                             keyfile=str(pki["client_key"]))
+        good = MqttPublisher(MqttConfig(host=broker.host, port=broker.port, tls=good_tls), "tls", Outbox(tmp_path / "g.db"))
+        no_cert = MqttPublisher(MqttConfig(host=broker.host, port=broker.port, reconnect_max_s=1,
+                                           tls=TlsConfig(enabled=True, ca_file=str(pki["ca_crt"]))),
+                                "tls2", Outbox(tmp_path / "n.db"))
+        for pub in (good, no_cert):
+            pub.start()
+            pub.publish_event("expression", {"v": 1, "frame": 0})
+        assert wait_until(lambda: good.outbox.depth == 0 and good.connected)
+        assert not no_cert.connected and no_cert.outbox.depth == 1
+        good.stop()
+        no_cert.stop(timeout=0.5)
+    finally:
+        broker.stop()
+
+
+def test_tls_missing_ca_file_is_a_config_error(tmp_path):
+    from edge.errors import ConfigError
+    from edge.publish import TlsConfig
+
+    cfg = MqttConfig(host="127.0.0.1", tls=TlsConfig(enabled=True, ca_file=str(tmp_path / "nope.crt")))
+    with pytest.raises(ConfigError, match="mqtt.tls.ca_file"):
+        MqttPublisher(cfg, "d", Outbox(tmp_path / "o.db"))
