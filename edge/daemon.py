@@ -82,7 +82,11 @@ def run_daemon(cfg: Config, max_frames: int | None = None, stop: threading.Event
     def open_outbox() -> Outbox:
         return Outbox(resolve_outbox_path(cfg.outbox), cfg.outbox.max_events, cfg.outbox.max_age_s)
 
-    publisher = create_publisher(cfg.mqtt, device, open_outbox)
+    try:
+        publisher = create_publisher(cfg.mqtt, device, open_outbox)
+    except BaseException:
+        pipe.close()
+        raise
     publisher.start()
     schedule = ExpressionSchedule(cfg.events.interval_s)
     window = SummaryWindow(labels)

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import queue
+import sqlite3
 import sys
 import threading
 import time
@@ -346,7 +347,14 @@ class MqttPublisher:
         self.produced[kind] += 1
         t = topic(self.cfg.prefix, self.device_id, kind)
         if kind in DURABLE_KINDS:
-            self.outbox.append(t, _encode(payload), qos, retain)
+            try:
+                self.outbox.append(t, _encode(payload), qos, retain)
+            except sqlite3.Error as exc:  # disk full, file removed: count it, keep the pipeline running
+                self.outbox.dropped += 1
+                if self.outbox.dropped == 1 or self.outbox.dropped % 1000 == 0:
+                    log.error("cannot write to the outbox %s (%s): %d message(s) lost so far; free disk space",
+                              self.outbox.path, exc, self.outbox.dropped)
+                return
             self._wake.set()
         elif self.connected:
             self.client.publish(t, _encode(payload), qos=qos, retain=retain)
@@ -396,14 +404,21 @@ class MqttPublisher:
         while not self._stop.is_set():
             self._wake.wait(0.5)
             self._wake.clear()
-            self._process_acks()
-            # Next batch only once the previous one is fully acknowledged: keeps order across reconnects.
-            if not self.connected or self._inflight:
-                continue
-            for row in self.outbox.pending(self._last_pushed, _BATCH):
-                info = self.client.publish(row.topic, row.payload, qos=row.qos, retain=row.retain)
-                self._inflight[info.mid] = row.id
-                self._last_pushed = row.id
+            try:
+                self._drain_once()
+            except Exception:  # a bad row or a database hiccup must not end delivery for good
+                log.exception("outbox drain failed; retrying in 1 s")
+                self._stop.wait(1.0)
+
+    def _drain_once(self) -> None:
+        self._process_acks()
+        # Next batch only once the previous one is fully acknowledged: keeps order across reconnects.
+        if not self.connected or self._inflight:
+            return
+        for row in self.outbox.pending(self._last_pushed, _BATCH):
+            info = self.client.publish(row.topic, row.payload, qos=row.qos, retain=row.retain)
+            self._inflight[info.mid] = row.id
+            self._last_pushed = row.id
 
 
 def create_publisher(mqtt_cfg: MqttConfig, device_id: str, outbox_factory) -> StdoutPublisher | MqttPublisher:
