@@ -62,9 +62,12 @@ class Pipeline:
 
 
 def install_stop_handlers(stop: threading.Event) -> None:
-    """SIGTERM/SIGINT set ``stop``; the main loop notices within READ_TIMEOUT_S."""
+    """SIGTERM/SIGINT set ``stop``; the main loop notices within READ_TIMEOUT_S. A second signal
+    aborts the clean stop (exit 130; the outbox keeps what was not delivered)."""
 
     def handler(signum, _frame):
+        if stop.is_set():  # a second signal while stopping: give up on the clean stop
+            raise KeyboardInterrupt
         log.info("received %s: stopping", signal.Signals(signum).name)
         stop.set()
 
