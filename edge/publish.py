@@ -384,6 +384,7 @@ class MqttPublisher:
         # else: paho's thread may sit in a connect attempt (up to its 5 s timeout); it is a daemon
         # thread and exits after that attempt, so a stop never waits for an unreachable broker.
         left = self.outbox.depth
+        self.outbox.close()
         if left:
             log.warning("%d message(s) stay in the outbox %s for the next run", left, self.outbox.path)
         return left == 0
