@@ -69,6 +69,8 @@ class MqttConfig(BaseModel):
     reconnect_min_s: float = Field(1.0, gt=0)
     reconnect_max_s: float = Field(30.0, gt=0)
     tls: TlsConfig = Field(default_factory=TlsConfig)
+    ha_discovery: bool = False  # announce sensors to Home Assistant (MQTT discovery) on every connect
+    ha_discovery_prefix: str = "homeassistant"
 
     @field_validator("prefix")
     @classmethod
@@ -300,6 +302,12 @@ class MqttPublisher:
         log.info("connected to mqtt broker %s:%d", self.cfg.host, self.cfg.port)
         self._warned_down = False
         client.publish(self._status_topic, "online", qos=1, retain=True)
+        if self.cfg.ha_discovery:
+            from edge.hass import discovery_messages
+            from fer_edge import __version__
+
+            for t, cfg in discovery_messages(self.cfg.ha_discovery_prefix, self.cfg.prefix, self.device_id, __version__):
+                client.publish(t, json.dumps(cfg), qos=1, retain=True)
         self.connected = True
         self._wake.set()
 

@@ -277,3 +277,19 @@ def test_tls_missing_ca_file_is_a_config_error(tmp_path):
     cfg = MqttConfig(host="127.0.0.1", tls=TlsConfig(enabled=True, ca_file=str(tmp_path / "nope.crt")))
     with pytest.raises(ConfigError, match="mqtt.tls.ca_file"):
         MqttPublisher(cfg, "d", Outbox(tmp_path / "o.db"))
+
+
+def test_home_assistant_discovery(mqtt_broker, tmp_path):
+    from edge.hass import SENSORS
+
+    cfg = MqttConfig(host=mqtt_broker.host, port=mqtt_broker.port, ha_discovery=True)
+    pub = MqttPublisher(cfg, "room-7", Outbox(tmp_path / "o.db"))
+    pub.start()
+    assert wait_until(lambda: pub.connected)
+    pub.stop()
+    for obj in SENSORS:
+        raw = retained(mqtt_broker, f"homeassistant/sensor/fer_edge_room-7/{obj}/config")
+        assert raw is not None, obj
+        conf = json.loads(raw)
+        assert conf["availability_topic"] == "fer/room-7/status" and conf["state_topic"].startswith("fer/room-7/")
+        assert conf["unique_id"] == f"fer_edge_room-7_{obj}"
