@@ -11,7 +11,7 @@ import pytest
 
 from edge.classify import ExpressionClassifier, ModelConfig
 from edge.errors import ModelError
-from edge.manifest import FER_LABELS, ModelManifest, sha256_of, write_manifest
+from edge.manifest import FER_LABELS, ModelManifest, default_model_path, sha256_of, write_manifest
 from tests.conftest import build_int8_model
 
 # TFLiteConverter notes that the stand-in models have no input statistics; irrelevant here.
@@ -136,3 +136,20 @@ def test_edgetpu_file_on_the_cpu_uses_the_plain_model_beside_it(standin_model, t
     plain.unlink()
     with pytest.raises(ModelError, match="compiled for the Edge TPU"):
         ExpressionClassifier(ModelConfig(path=str(compiled), accelerator="cpu"))
+
+
+SHIPPED_MODEL = default_model_path()
+
+
+@pytest.mark.skipif(not SHIPPED_MODEL.is_file(), reason="the trained model mini_xception.tflite is not shipped yet")
+def test_shipped_model_sees_the_smiling_astronaut_as_happy(astronaut_bgr):
+    from edge.detect import create_detector
+
+    clf = ExpressionClassifier(ModelConfig(accelerator="cpu"))  # the shipped model and its manifest
+    assert clf.labels == FER_LABELS
+    (face,) = create_detector().detect(astronaut_bgr)
+    p = clf.classify(face.crop)
+    assert FER_LABELS[int(np.argmax(p))] == "happy", dict(zip(FER_LABELS, p.round(3)))
+    # The mirrored portrait is the same smile.
+    (mirrored,) = create_detector().detect(np.ascontiguousarray(astronaut_bgr[:, ::-1]))
+    assert FER_LABELS[int(np.argmax(clf.classify(mirrored.crop)))] == "happy"
