@@ -300,13 +300,9 @@ class HaarDetector(FaceDetector):
         found = self.cascade.detectMultiScale(
             cv2.equalizeHist(gray), scaleFactor=1.1, minNeighbors=5, minSize=(self.cfg.min_size, self.cfg.min_size)
         )
-        boxes = [tuple(int(v) for v in b) for b in found]
-        # Larger faces first, since all scores tie.
-        scores = [1.0 + 1e-6 * b[2] * b[3] for b in boxes]
-        faces = _faces_from_boxes(image_bgr, boxes, scores, self.cfg)
-        for f in faces:
-            f.score = 1.0
-        return faces
+        # Larger faces first: all scores tie and the sort in _faces_from_boxes is stable.
+        boxes = sorted((tuple(int(v) for v in b) for b in found), key=lambda b: -b[2] * b[3])
+        return _faces_from_boxes(image_bgr, boxes, [1.0] * len(boxes), self.cfg)
 
 
 DETECTORS: dict[str, Callable[[DetectorConfig], FaceDetector]] = {
