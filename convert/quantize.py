@@ -1,0 +1,139 @@
+"""Convert a trained model to a full-integer int8 TFLite model, check it for the Edge TPU, measure drift.
+
+``fer-edge convert`` writes ``<name>.tflite`` (int8 input/output, static ``[1, 48, 48, 1]`` input)
+and its ``<name>.json`` manifest (the model contract in DESIGN.md), compiles it with
+``edgetpu_compiler`` when that is on PATH or checks it offline otherwise, then runs
+``fer-edge drift`` on ``--split`` and writes the measured metrics into the manifest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+import convert  # noqa: F401  (ONEDNN_MAX_CPU_ISA before TensorFlow)
+from edge.errors import ModelError
+from edge.manifest import FER_LABELS, ModelManifest, Training, sha256_of, write_manifest
+
+log = logging.getLogger(__name__)
+
+
+def representative_images(x_uint8: np.ndarray, y: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """``n`` Training images drawn stratified by class (calibration must see every expression)."""
+    from convert.data import stratified_sample
+
+    return x_uint8[stratified_sample(y, n, seed)]
+
+
+def convert_to_int8(keras_model, calibration_uint8: np.ndarray, mean: float = 127.5, std: float = 127.5) -> bytes:
+    """Full-integer int8 conversion of ``keras_model`` with a static batch of 1.
+
+    ``calibration_uint8``: [N,48,48] uint8 images for the representative dataset. Input and output
+    tensors are int8, so no float QUANTIZE/DEQUANTIZE op is left for the CPU.
+    """
+    import tensorflow as tf
+
+    import tempfile
+
+    shape = [1, *keras_model.input_shape[1:]]
+    tmp = tempfile.mkdtemp(prefix="fer-edge-export-")
+    # Export with a fixed [1, 48, 48, 1] signature: the Edge TPU compiler needs static shapes, and a
+    # SavedModel (not a traced tf.function) keeps Keras 3 variables convertible to constants.
+    keras_model.export(tmp, format="tf_saved_model", verbose=False,
+                       input_signature=[tf.TensorSpec(shape, tf.float32, name="image")])
+
+    def representative():
+        for img in calibration_uint8:
+            yield [((img.astype(np.float32) - mean) / std).reshape(shape)]
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+    try:
+        return converter.convert()
+    finally:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def build_manifest(name: str, tflite_path: Path, params: int, train_info: dict | None, mean: float, std: float) -> ModelManifest:
+    """The contract manifest for a freshly converted model (metrics are filled in by drift)."""
+    info = train_info or {}
+    recipe = info.get("recipe", {})
+    trained = Training(epochs=int(info.get("epochs_run", 0)), seed=int(recipe.get("seed", 0)),
+                       recipe=str(recipe.get("name", "")))
+    extra = {k: info[k] for k in ("best_epoch", "best_val_accuracy", "val_split", "wall_seconds", "trainer")
+             if k in info}
+    if recipe:
+        extra["recipe_settings"] = recipe
+    return ModelManifest(
+        name=name, version=1, labels=list(FER_LABELS),
+        input={"size": [48, 48], "color": "gray", "mean": mean, "std": std},
+        params=params, sha256=sha256_of(tflite_path),
+        trained=Training.model_validate({**trained.model_dump(), **extra}),
+    )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``fer-edge convert``."""
+    parser.add_argument("--keras", required=True, metavar="MODEL.keras", help="trained float model (train's best.keras)")
+    parser.add_argument("--data", required=True, help="FER2013 CSV (calibration from Training, drift on --split)")
+    parser.add_argument("--name", default=None, help="model name (default: the Keras model's name)")
+    parser.add_argument("--out", default="edge/models", help="folder for <name>.tflite and <name>.json (default: %(default)s)")
+    parser.add_argument("--report-dir", default=None, help="drift and Edge TPU reports (default: reports/<name>)")
+    parser.add_argument("--representative", type=int, default=1000,
+                        help="calibration images drawn stratified from Training (default: %(default)s)")
+    parser.add_argument("--split", default="PrivateTest", help="split for the drift report (default: %(default)s)")
+    parser.add_argument("--max-drop", type=float, default=1.0, help="drift gate: max accuracy drop in points")
+    parser.add_argument("--min-agreement", type=float, default=0.97, help="drift gate: min top-1 agreement")
+    parser.add_argument("--seed", type=int, default=0, help="calibration sample seed")
+
+
+def run(args: argparse.Namespace) -> int:
+    """``fer-edge convert``: exit 0 when converted, Edge-TPU-compatible and within the drift gate."""
+    import keras
+
+    from convert import drift, edgetpu
+    from convert.data import load_split
+
+    keras_path = Path(args.keras)
+    if not keras_path.is_file():
+        raise ModelError(f"Keras model {keras_path} not found; train one with `fer-edge train` first")
+    model = keras.models.load_model(keras_path, compile=False)
+    name = args.name or model.name
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    report_dir = Path(args.report_dir or f"reports/{name}")
+    report_dir.mkdir(parents=True, exist_ok=True)
+
+    x, y = load_split(args.data, "Training")
+    calib = representative_images(x, y, args.representative, args.seed)
+    print(f"converting {keras_path} ({model.count_params()} params) to int8 with {len(calib)} calibration images")
+    tflite_path = out / f"{name}.tflite"
+    tflite_path.write_bytes(convert_to_int8(model, calib))
+    train_json = keras_path.with_name("train.json")
+    info = json.loads(train_json.read_text()) if train_json.is_file() else None
+    manifest = build_manifest(name, tflite_path, int(model.count_params()), info, 127.5, 127.5)
+    manifest.trained.representative_images = len(calib)  # type: ignore[attr-defined]
+    write_manifest(manifest, tflite_path)
+    print(f"wrote {tflite_path} ({tflite_path.stat().st_size / 1024:.0f} KiB) and {tflite_path.with_suffix('.json')}")
+
+    tpu = edgetpu.edgetpu_report(tflite_path, out_dir=out)
+    print(tpu.format_table())
+    (report_dir / "edgetpu.md").write_text(tpu.to_markdown())
+    (report_dir / "edgetpu.json").write_text(json.dumps(tpu.to_dict(), indent=2) + "\n")
+
+    drift_args = argparse.Namespace(
+        keras=str(keras_path), tflite=str(tflite_path), data=args.data, split=args.split, out=str(report_dir),
+        name=name, dataset="FER2013", max_drop=args.max_drop, min_agreement=args.min_agreement,
+        update_manifest=True, mean=None, std=None, limit=None, threads=2, batch_size=256)
+    drift_rc = drift.run(drift_args)
+    return 0 if (tpu.ok and drift_rc == 0) else 1
