@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# Provision a REAL throwaway Debian 12 (bookworm) system with ansible/site.yml, twice:
+#  1. debootstrap bookworm into /var/tmp/fer-target-base once (cached), copy it to a fresh
+#     /var/tmp/fer-target for every run;
+#  2. run the playbook through the chroot connection (no SSH, no Docker), for real;
+#  3. run it again: the second PLAY RECAP must say changed=0; a third run from a changed
+#     source tree (same version) must reinstall the new code through the handler;
+#  4. check the result inside the target: fer-edge --help, systemd-analyze verify of the
+#     installed unit, unit enabled, service user and groups, secrets' modes, config.toml
+#     parses, and the mosquitto ACL with a real broker started from the installed files.
+# Needs root (chroot, mounts). Takes a few minutes (pip downloads the [edge] wheels).
+#   tests/deploy/real_target.sh            # FER_TARGET=/var/tmp/fer-target by default
+#   FER_TARGET_CHECK_ONLY=1 tests/deploy/real_target.sh   # only step 4, on the existing target
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT_DIR="$PWD"
+BASE="${FER_TARGET_BASE:-/var/tmp/fer-target-base}"
+export FER_TARGET="${FER_TARGET:-/var/tmp/fer-target}"
+LOGS="${FER_TARGET_LOGS:-build/deploy-logs}"
+VENV="${FER_DEPLOY_VENV:-build/deploy-venv}"
+
+[ "$(id -u)" -eq 0 ] || { echo "real_target.sh: needs root (debootstrap, chroot, mount)" >&2; exit 1; }
+tests/deploy/setup.sh --target
+export PATH="$ROOT_DIR/$VENV/bin:$PATH"
+mkdir -p "$LOGS"
+
+# The Debian mirror this machine's apt uses (deb822 or one-line format).
+mirror="$(grep -hoE '^URIs: *\S+' /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '{print $2}' | grep -v security | head -n1 || true)"
+[ -n "$mirror" ] || mirror="$(grep -hoE '^deb +\S+' /etc/apt/sources.list 2>/dev/null | awk '{print $2}' | head -n1 || true)"
+mirror="${mirror:-http://deb.debian.org/debian}"
+
+if [ ! -x "$BASE/usr/bin/python3" ]; then
+  # Raspberry Pi OS Lite ships python3, sudo and systemd: include them to start from the same point.
+  echo "== debootstrap bookworm from $mirror into $BASE"
+  rm -rf "$BASE.partial"
+  debootstrap --include=python3,python3-venv,ca-certificates,sudo,systemd-sysv \
+    bookworm "$BASE.partial" "$mirror" > "$LOGS/debootstrap.log"
+  mv "$BASE.partial" "$BASE"
+fi
+
+unmount_target() {
+  for m in dev/pts proc sys; do
+    if mountpoint -q "$FER_TARGET/$m" 2>/dev/null; then umount -l "$FER_TARGET/$m"; fi
+  done
+}
+mount_target() {
+  mount -t proc proc "$FER_TARGET/proc"
+  mount -t sysfs sysfs "$FER_TARGET/sys"
+  mount -t devpts devpts "$FER_TARGET/dev/pts"
+}
+trap unmount_target EXIT
+unmount_target
+if [ "${FER_TARGET_CHECK_ONLY:-0}" = 1 ]; then
+  echo "== FER_TARGET_CHECK_ONLY=1: checking the existing $FER_TARGET without provisioning it"
+  [ -x "$FER_TARGET/opt/fer-edge/venv/bin/fer-edge" ] || { echo "real_target.sh: $FER_TARGET is not provisioned" >&2; exit 1; }
+  mount_target
+else
+  echo "== fresh target $FER_TARGET (copy of $BASE)"
+  rm -rf "$FER_TARGET"
+  cp -a "$BASE" "$FER_TARGET"
+  cp /etc/resolv.conf "$FER_TARGET/etc/resolv.conf"
+  # No init system runs here: package scripts must not try to start services (101 = action forbidden).
+  printf '#!/bin/sh\nexit 101\n' > "$FER_TARGET/usr/sbin/policy-rc.d"
+  chmod 0755 "$FER_TARGET/usr/sbin/policy-rc.d"
+  # Local CAs this machine trusts (a TLS-intercepting egress proxy, a site CA): the target needs
+  # them too, or pip cannot reach PyPI from inside it. A Pi on an open network needs nothing.
+  if compgen -G "/usr/local/share/ca-certificates/*.crt" > /dev/null; then
+    cp /usr/local/share/ca-certificates/*.crt "$FER_TARGET/usr/local/share/ca-certificates/"
+    chroot "$FER_TARGET" update-ca-certificates > /dev/null 2>&1
+  fi
+  mount_target
+
+  # Coral's repository is outside the reachable networks in some sandboxes: use it when it answers.
+  if curl -fsS -m 15 -o /dev/null https://packages.cloud.google.com/apt/doc/apt-key.gpg; then
+    export FER_CORAL_REPO=true
+  else
+    export FER_CORAL_REPO=false
+    echo "== packages.cloud.google.com unreachable: skipping Coral's apt repo and libedgetpu (edgetpu_repo_enabled=false)"
+  fi
+
+  cd ansible
+  export ANSIBLE_NOCOLOR=1
+  for run in 1 2; do
+    echo "== ansible-playbook run $run"
+    # Modules run in the target with this process's environment: drop the host's pip settings
+    # (find-links to a host-only folder); CA variables point at the same path in the target.
+    if ! env -u PIP_FIND_LINKS -u PIP_CONSTRAINT ansible-playbook -i ../tests/deploy/inventory-chroot.yml site.yml > "../$LOGS/run$run.log" 2>&1; then
+      tail -n 60 "../$LOGS/run$run.log"; echo "real_target.sh: run $run failed (log: $LOGS/run$run.log)" >&2; exit 1
+    fi
+    grep -A3 '^PLAY RECAP' "../$LOGS/run$run.log"
+  done
+  cd ..
+  recap2="$(grep -A2 '^PLAY RECAP' "$LOGS/run2.log" | grep -E '^fer-target ')"
+  echo "$recap2" | grep -q ' changed=0 ' || { echo "real_target.sh: second run changed something (not idempotent)" >&2
+    grep -E '^(changed|TASK)' "$LOGS/run2.log" | grep -B1 '^changed' >&2; exit 1; }
+  echo "$recap2" | grep -q ' failed=0 ' || { echo "real_target.sh: second run failed" >&2; exit 1; }
+
+  # Upgrade path: a changed source tree gives a new wheel; the copy notifies the reinstall
+  # handler (same version number, so plain `pip install` would keep the old code).
+  echo "== ansible-playbook run 3 (upgrade: changed source tree, same version)"
+  upgrade_src="$(mktemp -d)"
+  tar --exclude=./build --exclude=./.git --exclude='./.venv*' -cf - . | tar -xf - -C "$upgrade_src"
+  marker="upgrade-$(date +%s)"
+  echo "DEPLOY_UPGRADE_MARKER = '$marker'  # written by tests/deploy/real_target.sh" >> "$upgrade_src/fer_edge/__init__.py"
+  (cd ansible && env -u PIP_FIND_LINKS -u PIP_CONSTRAINT ansible-playbook -i ../tests/deploy/inventory-chroot.yml site.yml \
+     -e "fer_edge_source_dir=$upgrade_src" -e "fer_edge_wheel_build_dir=$upgrade_src/build/ansible-wheel" \
+     > "../$LOGS/run3.log" 2>&1) || { tail -n 40 "$LOGS/run3.log"; echo "real_target.sh: run 3 failed" >&2; exit 1; }
+  grep -A2 '^PLAY RECAP' "$LOGS/run3.log" | grep -E '^fer-target '
+  grep -A1 'RUNNING HANDLER \[fer_edge : Reinstall fer-edge\]' "$LOGS/run3.log" | grep -q '^changed' \
+    || { echo "real_target.sh: the new wheel did not trigger the reinstall handler" >&2; exit 1; }
+  got="$(chroot "$FER_TARGET" /opt/fer-edge/venv/bin/python -c 'import fer_edge; print(fer_edge.DEPLOY_UPGRADE_MARKER)')"
+  [ "$got" = "$marker" ] || { echo "real_target.sh: upgraded code not installed ($got != $marker)" >&2; exit 1; }
+  echo "ok: upgrade reinstalled the changed code"
+  rm -rf "$upgrade_src"
+fi
+
+echo "== checks inside the target"
+in_target() { chroot "$FER_TARGET" "$@"; }
+fail() { echo "real_target.sh: FAILED: $*" >&2; exit 1; }
+check() {  # check "what" command...: print ok, or stop the script
+  local what="$1"; shift
+  if "$@"; then echo "ok: $what"; else fail "$what"; fi
+}
+check "/opt/fer-edge/venv/bin/fer-edge --help" in_target sh -c "/opt/fer-edge/venv/bin/fer-edge --help > /dev/null"
+check "systemd-analyze verify (the target's systemd, inside the chroot)" \
+  in_target systemd-analyze verify /etc/systemd/system/fer-edge.service
+check "systemd-analyze verify --root=$FER_TARGET" systemd-analyze verify --root="$FER_TARGET" fer-edge.service
+systemd-analyze security --root="$FER_TARGET" --offline=true fer-edge.service 2>/dev/null | tail -n1
+check "fer-edge.service enabled" test "$(systemctl --root="$FER_TARGET" is-enabled fer-edge.service)" = enabled
+check "mosquitto.service enabled" test "$(systemctl --root="$FER_TARGET" is-enabled mosquitto.service)" = enabled
+groups="$(in_target id -nG fer-edge)"
+for g in fer-edge video plugdev; do check "user fer-edge in group $g" test -n "$(echo " $groups " | grep " $g ")"; done
+check "nologin shell" test "$(in_target getent passwd fer-edge | cut -d: -f7)" = /usr/sbin/nologin
+check "mqtt_password 600 root:root" test "$(in_target stat -c '%a %U %G' /etc/fer-edge/mqtt_password)" = "600 root root"
+check "mqtt_password holds the vault value" test "$(cat "$FER_TARGET/etc/fer-edge/mqtt_password")" = chroot-test-password
+check "/etc/fer-edge 755 root:root (as ConfigurationDirectoryMode)" test "$(in_target stat -c '%a %U %G' /etc/fer-edge)" = "755 root root"
+check "config.toml 640 root:fer-edge" test "$(in_target stat -c '%a %U %G' /etc/fer-edge/config.toml)" = "640 root fer-edge"
+check "mosquitto password file hashed, 640 root:mosquitto" \
+  test "$(in_target stat -c '%a %U %G' /etc/mosquitto/fer-edge.passwd)" = "640 root mosquitto"
+! grep -q chroot-test-password "$FER_TARGET/etc/mosquitto/fer-edge.passwd" || fail "plain-text password in fer-edge.passwd"
+check "venv sees system site-packages" grep -qx 'include-system-site-packages = true' "$FER_TARGET/opt/fer-edge/venv/pyvenv.cfg"
+in_target /opt/fer-edge/venv/bin/python - <<'PY'
+import tomllib
+cfg = tomllib.load(open("/etc/fer-edge/config.toml", "rb"))
+assert cfg["device"]["id"] == "fer-target", cfg["device"]
+assert cfg["mqtt"]["host"] == "127.0.0.1" and cfg["mqtt"]["username"] == "fer-target", cfg["mqtt"]
+assert cfg["camera"]["source"] == "sample"
+try:  # the daemon's own validation, once edge/config.py exists in the installed package
+    from edge.config import load_config
+except ImportError:
+    print("ok: config.toml parses (edge.config not in this build: pydantic validation skipped)")
+else:
+    load_config("/etc/fer-edge/config.toml")
+    print("ok: config.toml passes edge.config.load_config")
+PY
+
+echo "== mosquitto ACL with the installed password and ACL files"
+port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+cat > "$FER_TARGET/tmp/acl-test.conf" <<CONF
+listener $port 127.0.0.1
+allow_anonymous false
+password_file /etc/mosquitto/fer-edge.passwd
+acl_file /etc/mosquitto/fer-edge.acl
+CONF
+chroot "$FER_TARGET" mosquitto -c /tmp/acl-test.conf > "$LOGS/mosquitto.log" 2>&1 &
+broker_pid=$!
+# Ready when a subscriber can connect (-W 1 then times out: exit code 27).
+for _ in $(seq 50); do
+  rc=0; in_target mosquitto_sub -p "$port" -u dashboard -P chroot-dashboard-password -t x -W 1 -C 1 >/dev/null 2>&1 || rc=$?
+  [ "$rc" -eq 27 ] && break; sleep 0.2
+done
+[ "$rc" -eq 27 ] || fail "test broker did not come up (see $LOGS/mosquitto.log)"
+chroot "$FER_TARGET" mosquitto_sub -p "$port" -u dashboard -P chroot-dashboard-password -t 'fer/#' -v -W 6 > "$LOGS/acl-sub.txt" 2>/dev/null &
+sub_pid=$!
+sleep 1
+in_target mosquitto_pub -p "$port" -u fer-target -P chroot-test-password -q 1 -t fer/fer-target/status -m own-topic
+in_target mosquitto_pub -p "$port" -u fer-target -P chroot-test-password -q 1 -t fer/classroom-9/status -m foreign-topic || true
+if in_target mosquitto_pub -p "$port" -u fer-target -P wrong-password -t fer/fer-target/status -m bad-password 2>/dev/null; then
+  fail "broker accepted a wrong password"; fi
+wait "$sub_pid" || true
+kill "$broker_pid" 2>/dev/null || true
+wait "$broker_pid" 2>/dev/null || true
+grep -qx 'fer/fer-target/status own-topic' "$LOGS/acl-sub.txt" || { cat "$LOGS/acl-sub.txt" >&2; fail "own-topic message not delivered"; }
+! grep -q foreign-topic "$LOGS/acl-sub.txt" || fail "ACL let a device write another device's topic"
+echo "ok: device writes fer/fer-target/#, cannot write fer/classroom-9/#, wrong password refused"
+rm -f "$FER_TARGET/tmp/acl-test.conf"
+echo "== real target OK"
