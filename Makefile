@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup setup-dev run test lint clean
+.PHONY: setup setup-dev run test deploy-target clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -13,16 +13,24 @@ $(BIN)/python:
 setup: $(BIN)/python
 	$(BIN)/pip install -q -e '.[edge]'
 
-# Everything: device half, workstation half (TensorFlow), test tools; plus mosquitto and the
-# systemd tools that the integration tests use.
+# Everything: device half, workstation half (TensorFlow), test tools; plus mosquitto (MQTT tests),
+# openssl (TLS test certificates) and the deployment checkers (ansible-core, ansible-lint,
+# systemd-analyze, in build/deploy-venv). DEPLOY_TARGET=1 also gets debootstrap for the real-target run.
 setup-dev: $(BIN)/python
 	$(BIN)/pip install -q -e '.[edge,convert,dev]'
-	@command -v mosquitto >/dev/null 2>&1 || command -v /usr/sbin/mosquitto >/dev/null 2>&1 || \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null)
+	@command -v mosquitto >/dev/null 2>&1 && command -v openssl >/dev/null 2>&1 || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto openssl >/dev/null)
+	PY=$(PY) bash tests/deploy/setup.sh $(if $(DEPLOY_TARGET),--target,)
 
 # The main job on built-in defaults: the daemon on the bundled sample clip, events to stdout.
 run: setup
-	$(BIN)/fer-edge run --max-frames 150
+	$(BIN)/fer-edge run
+
+# Provision a throwaway Debian 12 chroot with ansible/site.yml twice (second run: changed=0), then
+# check it. Needs root and the package mirrors; ~6 min.
+deploy-target:
+	DEPLOY_TARGET=1 $(MAKE) setup-dev
+	tests/deploy/real_target.sh
 
 # pytest exits 5 when it collected nothing: that is a failure, not a pass.
 test: setup-dev

@@ -48,7 +48,7 @@ class GraphExecutor(torch.nn.Module):
 
     def __init__(self, kmodel):
         super().__init__()
-        self.kmodel = kmodel
+        self.__dict__["kmodel"] = kmodel  # not a submodule: under Keras' torch backend it is a Module itself
         self.steps = []  # (kind, layer name, input tensor ids, output tensor id, config)
         self.params = torch.nn.ParameterDict()
         self.buffers_ = {}
@@ -84,6 +84,32 @@ class GraphExecutor(torch.nn.Module):
             self.steps.append(step)
         self.input_id = id(kmodel.inputs[0])
         self.output_id = id(kmodel.outputs[0])
+        self.quant_points = self._int8_tensor_boundaries()
+        self.fake_quant = None  # optional callable(point_name, tensor) -> tensor (convert.qat)
+
+    def _int8_tensor_boundaries(self) -> set[str]:
+        """Names of the steps whose output is a separate int8 tensor after TFLite conversion.
+
+        The converter fuses Conv/Dense + BatchNorm + ReLU into one op, so a tensor is quantized only
+        where no BN/ReLU follows; a SeparableConv2D's depthwise output is its own tensor
+        (``<name>/depthwise``); MaxPool keeps its input's scale; Softmax has a fixed scale.
+        """
+        consumers: dict[int, list[str]] = {}
+        for kind, _, ins, _, _ in self.steps:
+            for i in ins:
+                consumers.setdefault(i, []).append(kind)
+        points = set()
+        for kind, name, _, oid, _ in self.steps:
+            if kind == "SeparableConv2D":
+                points.add(f"{name}/depthwise")
+            if kind in ("MaxPooling2D", "Softmax", "Dropout"):
+                continue
+            nxt = consumers.get(oid, [])
+            fused = (kind in ("Conv2D", "SeparableConv2D", "Dense") and nxt == ["BatchNormalization"]) or \
+                    (kind in ("Conv2D", "SeparableConv2D", "Dense", "BatchNormalization") and nxt == ["ReLU"])
+            if not fused:
+                points.add(name)
+        return points
 
     def forward(self, x):
         env = {self.input_id: x}
@@ -100,6 +126,8 @@ class GraphExecutor(torch.nn.Module):
                 dk = P[f"{name}__dk"]
                 s = layer.strides[0]
                 x = F.conv2d(_pad_same(x, dk.shape[-1], s), dk, None, stride=s, groups=dk.shape[0])
+                if self.fake_quant is not None:
+                    x = self.fake_quant(f"{name}/depthwise", x)
                 x = F.conv2d(x, P[f"{name}__pk"], P[f"{name}__b"] if layer.use_bias else None)
             elif kind == "BatchNormalization":
                 x = F.batch_norm(x, getattr(self, f"{name}__m"), getattr(self, f"{name}__v"), P[f"{name}__g"],
@@ -122,6 +150,8 @@ class GraphExecutor(torch.nn.Module):
                 x = F.linear(x, P[f"{name}__k"], P[f"{name}__b"])
             elif kind == "Softmax":
                 pass  # logits out; softmax lives in the loss
+            if self.fake_quant is not None and name in self.quant_points:
+                x = self.fake_quant(name, x)
             env[oid] = x
             out = x
         return env.get(self.output_id, out)

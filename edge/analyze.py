@@ -1,0 +1,212 @@
+"""fer-edge analyze: expressions of the faces in images, folders and video files, offline.
+
+One record per face per analysed frame, as JSON lines or CSV: path, frame, time in the video,
+face index, box, detector score, expression, confidence and the score of every label. No
+tracking or smoothing: each frame is judged on its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import IO, Iterator
+
+import numpy as np
+
+from edge.errors import DataError
+
+# cv2 and the pipeline modules are imported when the command runs: `fer-edge --help` stays fast.
+
+log = logging.getLogger(__name__)
+
+VIDEO_EXTS = {".mp4", ".m4v", ".avi", ".mov", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".h264", ".ts"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``analyze`` options to ``parser``."""
+    parser.add_argument("paths", nargs="+", metavar="PATH",
+                        help="image files, video files, or folders (searched recursively for both)")
+    parser.add_argument("--format", choices=("jsonl", "csv"), default="jsonl",
+                        help="output format: one JSON object per line, or CSV with a column per label (default: jsonl)")
+    parser.add_argument("-o", "--output", metavar="FILE", default=None,
+                        help="write records to FILE instead of standard output")
+    parser.add_argument("--model", metavar="TFLITE", default=None,
+                        help="expression model .tflite with its .json beside it (default: the shipped mini_xception)")
+    parser.add_argument("--accelerator", choices=("auto", "tpu", "cpu"), default="auto",
+                        help="run the model on the Edge TPU, the CPU, or the TPU when present (default: auto)")
+    parser.add_argument("--device", default=None, help='Edge TPU to use: "usb", "usb:0", "pci", "pci:0" (default: first found)')
+    parser.add_argument("--detector", choices=("blazeface_full", "blazeface_short", "haar"), default="blazeface_full",
+                        help="face detector (default: blazeface_full; blazeface_short suits faces within ~2 m)")
+    # None: the [detector] defaults of DetectorConfig, kept in one place.
+    parser.add_argument("--min-score", type=float, default=None, help="minimum detector confidence (default: 0.5)")
+    parser.add_argument("--min-size", type=int, default=None, help="skip faces smaller than this many pixels (default: 48)")
+    parser.add_argument("--margin", type=float, default=None,
+                        help="context around the face box in the crop, fraction of its size per side (default: 0.1)")
+    parser.add_argument("--every", type=int, default=1, metavar="N",
+                        help="videos: analyse every N-th frame (default: 1, every frame)")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads for the models (default: 1)")
+
+
+def collect_inputs(paths: list[str]) -> list[Path]:
+    """Expand folders (recursively, sorted) into image and video files; raise DataError for missing paths."""
+    from edge.camera import IMAGE_EXTS
+
+    files: list[Path] = []
+    for raw in paths:
+        p = Path(raw).expanduser()
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTS | VIDEO_EXTS)
+            if not found:
+                log.warning("%s has no images or videos", p)
+            files.extend(found)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise DataError(f"{raw} not found: give existing image files, video files or folders")
+    return files
+
+
+def _frames(path: Path, every: int) -> Iterator[tuple[int, float | None, np.ndarray]]:
+    """(frame number, time in seconds or None for images, BGR image); raises OSError if unreadable."""
+    import cv2
+
+    from edge.camera import IMAGE_EXTS
+
+    if path.suffix.lower() in IMAGE_EXTS:
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise OSError("not a readable image")
+        yield 0, None, image
+        return
+    cap = cv2.VideoCapture(str(path))
+    try:
+        if not cap.isOpened():
+            raise OSError("not a readable video (unknown format or codec)")
+        fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
+        n = 0
+        while True:
+            if n % every == 0:
+                ok, image = cap.read()
+                if not ok:
+                    break
+                yield n, (round(n / fps, 3) if fps > 0 else None), image
+            elif not cap.grab():  # skipped frames: no colour conversion
+                break
+            n += 1
+        if n == 0:
+            raise OSError("no decodable frames")
+    finally:
+        cap.release()
+
+
+def _frame_count(path: Path, every: int) -> int:
+    import cv2
+
+    from edge.camera import IMAGE_EXTS
+
+    if path.suffix.lower() in IMAGE_EXTS:
+        return 1
+    cap = cv2.VideoCapture(str(path))
+    n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if cap.isOpened() else 0
+    cap.release()
+    return max(1, -(-n // every))
+
+
+class RecordWriter:
+    """Writes records as JSON lines or CSV, flushing each so an interrupted run keeps what it did."""
+
+    def __init__(self, stream: IO[str], fmt: str, labels: list[str]):
+        self.stream, self.fmt, self.labels = stream, fmt, labels
+        self.count = 0
+        if fmt == "csv":
+            self._csv = csv.writer(stream)
+            self._csv.writerow(["path", "frame", "time_s", "face", "x", "y", "w", "h", "detector_score",
+                                "expression", "confidence", *labels])
+
+    def write(self, rec: dict) -> None:
+        """Write one record (a dict as built by ``analyze_file``)."""
+        if self.fmt == "csv":
+            self._csv.writerow([rec["path"], rec["frame"], "" if rec["time_s"] is None else rec["time_s"], rec["face"],
+                                *rec["box"], rec["detector_score"], rec["expression"], rec["confidence"],
+                                *(rec["scores"][k] for k in self.labels)])
+        else:
+            self.stream.write(json.dumps(rec) + "\n")
+        self.stream.flush()
+        self.count += 1
+
+
+def analyze_file(path: Path, detector, classifier, every: int = 1, progress=None) -> Iterator[dict]:
+    """Records for every face in ``path`` (an image or a video, every ``every``-th frame)."""
+    labels = classifier.labels
+    for frame_no, time_s, image in _frames(path, every):
+        faces = detector.detect(image)
+        probs = classifier.classify_batch([f.crop for f in faces])
+        for i, (face, p) in enumerate(zip(faces, probs)):
+            top = int(np.argmax(p))
+            yield {
+                "path": str(path), "frame": frame_no, "time_s": time_s, "face": i,
+                "box": [int(v) for v in face.box], "detector_score": round(float(face.score), 4),
+                "expression": labels[top], "confidence": round(float(p[top]), 4),
+                "scores": {k: round(float(v), 4) for k, v in zip(labels, p)},
+            }
+        if progress is not None:
+            progress.update(1)
+
+
+def _progress(total: int):
+    try:
+        from tqdm import tqdm
+    except ImportError:  # tqdm is optional on the device
+        return None
+    return tqdm(total=total, unit="frame", desc="analyze", file=sys.stderr, disable=None)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``fer-edge analyze``; returns 0, or 1 when some files could not be read (the rest is written)."""
+    from edge.classify import ExpressionClassifier, ModelConfig
+    from edge.detect import DetectorConfig, create_detector
+
+    if args.every < 1:
+        raise DataError(f"--every must be 1 or more, got {args.every}")
+    files = collect_inputs(args.paths)
+    overrides = {k: getattr(args, k) for k in ("min_score", "min_size", "margin") if getattr(args, k) is not None}
+    try:
+        det_cfg = DetectorConfig(type=args.detector, threads=args.threads, **overrides)
+    except ValueError as exc:  # pydantic ValidationError: a range check failed
+        err = exc.errors()[0] if hasattr(exc, "errors") else {"loc": ("?",), "msg": str(exc)}
+        opt = "--" + str(err["loc"][0]).replace("_", "-")
+        raise DataError(f"invalid {opt} {err.get('input')!r}: {err['msg'].lower()}") from None
+    detector = create_detector(det_cfg)
+    classifier = ExpressionClassifier(ModelConfig(path=args.model, accelerator=args.accelerator, device=args.device,
+                                                  threads=args.threads))
+    failed: list[str] = []
+    try:
+        out = open(args.output, "w", newline="", encoding="utf-8") if args.output else sys.stdout
+    except OSError as exc:
+        raise DataError(f"cannot write --output {args.output} ({exc.strerror}): choose a writable path") from None
+    progress = _progress(sum(_frame_count(f, args.every) for f in files)) if files else None
+    try:
+        writer = RecordWriter(out, args.format, classifier.labels)
+        for path in files:
+            try:
+                for rec in analyze_file(path, detector, classifier, args.every, progress):
+                    writer.write(rec)
+            except OSError as exc:
+                failed.append(str(path))
+                log.warning("skipping %s: %s", path, exc)
+    finally:
+        if progress is not None:
+            progress.close()
+        if out is not sys.stdout:
+            out.close()
+    log.info("analyzed %d file(s) on %s: %d face record(s)%s", len(files) - len(failed), classifier.backend,
+             writer.count, f" -> {args.output}" if args.output else "")
+    if failed:
+        print(f"fer-edge analyze: {len(failed)} of {len(files)} file(s) could not be read: {', '.join(failed)}",
+              file=sys.stderr)
+        return 1
+    return 0

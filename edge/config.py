@@ -1,0 +1,169 @@
+"""The daemon's one TOML config file (``/etc/fer-edge/config.toml``), validated by pydantic.
+
+Each configurable part owns its section model (``CameraConfig`` in ``edge.camera``, ``MqttConfig``
+in ``edge.publish``, ...); ``Config`` assembles them. Every key has a working default, so no file
+at all runs on the built-in sample video and prints events to stdout. Errors raise ``ConfigError``
+with one line naming the key path, the bad value and what is expected.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from edge.camera import CameraConfig
+from edge.classify import ModelConfig
+from edge.detect import DetectorConfig
+from edge.errors import ConfigError
+from edge.health import WatchdogConfig
+from edge.outbox import OutboxConfig
+from edge.publish import MqttConfig, TlsConfig  # noqa: F401  (TlsConfig re-exported for users of Config)
+from edge.track import TrackerConfig
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+class DeviceConfig(BaseModel):
+    """``[device]``: who this device is; ``id`` is the second MQTT topic level."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str = "fer-edge-1"
+
+    @field_validator("id")
+    @classmethod
+    def _topic_safe(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", v):
+            raise ValueError("1-64 characters from letters, digits, '.', '_', '-' (it becomes an MQTT topic level)")
+        return v
+
+
+class EventsConfig(BaseModel):
+    """``[events]``: an expression event per face on change, and at least every ``interval_s``."""
+
+    model_config = ConfigDict(extra="forbid")
+    interval_s: float = Field(10.0, gt=0)
+
+
+class SummaryConfig(BaseModel):
+    """``[summary]``: one retained summary of all faces every ``interval_s``."""
+
+    model_config = ConfigDict(extra="forbid")
+    interval_s: float = Field(30.0, gt=0)
+
+
+class StatsConfig(BaseModel):
+    """``[stats]``: fps, stage latencies and health every ``interval_s``."""
+
+    model_config = ConfigDict(extra="forbid")
+    interval_s: float = Field(30.0, gt=0)
+
+
+class PrivacyConfig(BaseModel):
+    """``[privacy]``: no image or face crop ever leaves the device unless ``publish_crops = true``."""
+
+    model_config = ConfigDict(extra="forbid")
+    publish_crops: bool = False
+
+
+class Config(BaseModel):
+    """The whole config file: one section per configurable part."""
+
+    model_config = ConfigDict(extra="forbid")
+    device: DeviceConfig = Field(default_factory=DeviceConfig)
+    camera: CameraConfig = Field(default_factory=CameraConfig)
+    detector: DetectorConfig = Field(default_factory=DetectorConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    tracker: TrackerConfig = Field(default_factory=TrackerConfig)
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    events: EventsConfig = Field(default_factory=EventsConfig)
+    summary: SummaryConfig = Field(default_factory=SummaryConfig)
+    stats: StatsConfig = Field(default_factory=StatsConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    outbox: OutboxConfig = Field(default_factory=OutboxConfig)
+    watchdog: WatchdogConfig = Field(default_factory=WatchdogConfig)
+
+
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    """The pydantic model that owns the key at ``loc`` (to list its valid keys)."""
+    model: Any = Config
+    for part in loc[:-1]:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return None
+        model = field.annotation
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _key(err: dict) -> str:
+    """Dotted key path of a pydantic error, without the union-branch tags (``str``, ``int``...)."""
+    loc = [p for p in err["loc"] if not (isinstance(p, str) and (p in ("str", "int", "float", "bool") or p.startswith("literal[")))]
+    return ".".join(str(p) for p in loc) or "(top level)"
+
+
+def _expectation(err: dict) -> str:
+    msg = err["msg"]
+    for prefix in ("Value error, ", "Input should be "):
+        if msg.startswith(prefix):
+            msg = msg[len(prefix):]
+    return msg
+
+
+def _describe(errs: list[dict]) -> str:
+    """The errors of one key as ``key.path = value: expected ...`` (union branches joined by "or")."""
+    err = errs[0]
+    key = _key(err)
+    loc = tuple(key.split("."))
+    if err["type"] == "extra_forbidden":
+        if loc[-1] == "password":
+            return (f"{key}: passwords never go in the config (it is world-readable); use mqtt.password_file, "
+                    "systemd LoadCredential=mqtt_password, or the environment variable named by mqtt.password_env")
+        owner = _model_at(loc)
+        valid = ", ".join(owner.model_fields) if owner else ""
+        return f"{key}: unknown key" + (f"; valid keys here: {valid}" if valid else "")
+    expected = " or ".join(dict.fromkeys(_expectation(e) for e in errs))
+    value = err.get("input")
+    if isinstance(value, dict):
+        return f"{key}: expected {expected}"
+    return f"{key} = {value!r}: expected {expected}"
+
+
+def validate_config(data: dict, source: str = "config") -> Config:
+    """Validate a parsed TOML document; raises ConfigError (one line) on the first problem."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        by_key: dict[str, list[dict]] = {}
+        for err in exc.errors():
+            by_key.setdefault(_key(err), []).append(err)
+        first = _describe(next(iter(by_key.values())))
+        more = len(by_key) - 1
+        raise ConfigError(f"{source}: {first}" + (f" (and {more} more problem(s))" if more > 0 else "")) from None
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Read and validate the TOML config at ``path``; None -> all defaults (sample video, stdout)."""
+    if path is None:
+        return Config()
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found; pass an existing file to --config, or omit it for defaults") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not readable ({exc}); fix its permissions or encoding") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        m = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
+        where = f"{path}:{m.group(1)}" if m else str(path)
+        reason = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
+        col = f" (column {m.group(2)})" if m else ""
+        raise ConfigError(f"{where}: invalid TOML: {reason}{col}; fix the syntax (see the sample config in the README)") from None
+    return validate_config(data, str(path))

@@ -1,0 +1,184 @@
+"""The device daemon: the only place where the pipeline stages are wired together.
+
+``camera -> detect -> classify -> track -> publish``, one frame at a time, plus the periodic
+summary and stats, systemd notify/watchdog, and a clean stop on SIGTERM/SIGINT or after
+``--max-frames``: publish ``offline``, flush the outbox (bounded wait), exit 0. A broker that is
+down only means buffering in the outbox; the pipeline keeps running.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+
+from edge.config import Config
+from edge.events import ExpressionSchedule, StageTimer, SummaryWindow
+from edge.health import Health, cpu_temperature_c
+from edge.outbox import Outbox, resolve_outbox_path
+from edge.publish import create_publisher, expression_event, stats_event, summary_event
+
+log = logging.getLogger(__name__)
+
+READ_TIMEOUT_S = 0.5  # bounded waits keep the loop responsive to signals and the watchdog
+FLUSH_TIMEOUT_S = 2.5  # SIGTERM -> exit within 5 s: flush, then "offline" (<= 1 s), inside that budget
+
+
+@dataclass
+class RunResult:
+    """What a run did, logged at exit (and returned, for tests and benchmarks)."""
+
+    frames: int = 0
+    events: dict = field(default_factory=dict)
+    outbox_left: int = 0
+    outbox_dropped: int = 0
+    stop_reason: str = ""
+    last_stats: dict | None = None
+
+
+class Pipeline:
+    """The opened stages, created from the config (errors surface here, before any connect)."""
+
+    def __init__(self, cfg: Config):
+        # Imported here so that `fer-edge --help` stays light; these pull in cv2 / the TFLite runtime.
+        from edge.camera import open_source
+        from edge.classify import ExpressionClassifier
+        from edge.detect import create_detector
+        from edge.track import FaceTracker
+
+        self.classifier = ExpressionClassifier(cfg.model)  # ModelError on a bad model: fail before the camera
+        self.detector = create_detector(cfg.detector)
+        self.tracker = FaceTracker(cfg.tracker, self.classifier.labels)
+        self.source = open_source(cfg.camera)
+
+    def close(self) -> None:
+        try:
+            self.source.close()
+        except Exception as exc:  # closing a dead camera must not hide the real exit status
+            log.debug("closing the source failed: %s", exc)
+
+
+def install_stop_handlers(stop: threading.Event) -> None:
+    """SIGTERM/SIGINT set ``stop``; the main loop notices within READ_TIMEOUT_S. A second signal
+    aborts the clean stop (exit 130; the outbox keeps what was not delivered)."""
+
+    def handler(signum, _frame):
+        if stop.is_set():  # a second signal while stopping: give up on the clean stop
+            raise KeyboardInterrupt
+        log.info("received %s: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, handler)
+
+
+def run_daemon(cfg: Config, max_frames: int | None = None, stop: threading.Event | None = None) -> RunResult:
+    """Run the pipeline until stopped, the source ends, or ``max_frames`` frames were processed."""
+    stop = stop or threading.Event()
+    health = Health(cfg.watchdog.stall_s)
+    pipe = Pipeline(cfg)
+    labels, backend, device = pipe.classifier.labels, pipe.classifier.backend, cfg.device.id
+
+    def open_outbox() -> Outbox:
+        return Outbox(resolve_outbox_path(cfg.outbox), cfg.outbox.max_events, cfg.outbox.max_age_s)
+
+    try:
+        publisher = create_publisher(cfg.mqtt, device, open_outbox)
+    except BaseException:
+        pipe.close()
+        raise
+    publisher.start()
+    schedule = ExpressionSchedule(cfg.events.interval_s)
+    window = SummaryWindow(labels)
+    timer = StageTimer()
+    result = RunResult()
+    started = time.monotonic()
+    next_summary = started + cfg.summary.interval_s
+    next_stats = started + cfg.stats.interval_s
+    live_faces = 0
+    log.info("running: source %r, detector %s, model %s on %s, publishing to %s", cfg.camera.source,
+             cfg.detector.type, pipe.classifier.model_path.name, backend,
+             f"mqtt://{cfg.mqtt.host}:{cfg.mqtt.port}/{cfg.mqtt.prefix}/{device}" if cfg.mqtt.host else "stdout")
+    health.ready(f"running on {backend}")
+
+    def publish_summary(now_wall: float) -> None:
+        publisher.publish_event("summary", summary_event(
+            device, now_wall, len(window.faces), window.counts, window.mean_scores(),
+            window.start, now_wall, window.observations))
+        window.reset(now_wall)
+
+    def publish_stats(now: float) -> None:
+        payload = stats_event(
+            device, time.time(), timer.fps(now), timer.latency_ms(), backend, result.frames,
+            getattr(pipe.source, "dropped", 0), publisher.outbox_depth, publisher.outbox_dropped,
+            now - started, cpu_temperature_c(), publisher.produced, live_faces, publisher.connected)
+        publisher.publish_event("stats", payload)
+        result.last_stats = payload
+        timer.reset(now)
+        health.status(f"{payload['fps']} fps, {live_faces} face(s), broker "
+                      f"{'connected' if publisher.connected else 'down'}, outbox {publisher.outbox_depth}")
+
+    try:
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            try:
+                frame = pipe.source.read(timeout=READ_TIMEOUT_S)
+            except TimeoutError:
+                health.tick()  # live source reconnecting: keep pinging until watchdog.stall_s
+                continue
+            t1 = time.perf_counter()
+            health.tick()
+            if frame is None:
+                result.stop_reason = "source ended"
+                break
+            faces = pipe.detector.detect(frame.image)
+            t2 = time.perf_counter()
+            scores = pipe.classifier.classify_batch([f.crop for f in faces])
+            t3 = time.perf_counter()
+            tracks = pipe.tracker.update(faces, scores, frame.ts)
+            seen = [t for t in tracks if t.last_seen >= frame.ts]  # matched in this very frame
+            live_faces = len(tracks)
+            t4 = time.perf_counter()
+            height, width = frame.image.shape[:2]
+            crops = {tuple(f.box): f.crop for f in faces} if cfg.privacy.publish_crops else {}
+            for t in schedule.due(seen, time.monotonic()):
+                publisher.publish_event("expression", expression_event(
+                    device, t, frame.index, frame.ts, (width, height), labels, backend,
+                    crop=crops.get(tuple(t.box))))
+            window.add(seen)
+            t5 = time.perf_counter()
+            for stage, seconds in zip(("capture", "detect", "classify", "track", "publish"),
+                                      (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
+                timer.add(stage, seconds)
+            timer.frame_done()
+            result.frames += 1
+            health.frame_done()
+            now = time.monotonic()
+            if now >= next_summary:
+                publish_summary(time.time())
+                next_summary = now + cfg.summary.interval_s
+            if now >= next_stats:
+                publish_stats(now)
+                next_stats = now + cfg.stats.interval_s
+            if max_frames is not None and result.frames >= max_frames:
+                result.stop_reason = f"--max-frames {max_frames} reached"
+                break
+        else:
+            result.stop_reason = "signal"
+        # Clean stop: last summary and stats, then offline + outbox flush inside the 5 s budget.
+        health.stopping()
+        publish_summary(time.time())
+        publish_stats(time.monotonic())
+    finally:
+        pipe.close()
+        publisher.stop(timeout=FLUSH_TIMEOUT_S)
+        result.events = dict(publisher.produced)
+        result.outbox_left = publisher.outbox_depth
+        result.outbox_dropped = publisher.outbox_dropped
+    log.info("stopped (%s): %s", result.stop_reason, json.dumps({
+        "frames": result.frames, "events": result.events,
+        "outbox_left": result.outbox_left, "outbox_dropped": result.outbox_dropped}))
+    return result

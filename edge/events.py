@@ -1,0 +1,111 @@
+"""When to publish, and what goes into the summary and stats: small stateful helpers for the daemon.
+
+* ``ExpressionSchedule``: an expression event per face when its reported expression changes, and
+  at least every ``events.interval_s`` while the face stays in view.
+* ``SummaryWindow``: per-label counts and mean scores of face observations over one window.
+* ``StageTimer``: mean per-stage latency (ms) and fps over one stats interval.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+
+import numpy as np
+
+STAGES = ("capture", "detect", "classify", "track", "publish")
+
+
+class ExpressionSchedule:
+    """Decides which tracks get an expression event now.
+
+    Args:
+        interval_s: re-send a face's expression at least this often even when it did not change.
+    """
+
+    def __init__(self, interval_s: float):
+        self.interval_s = interval_s
+        self._last_sent: dict[int, float] = {}
+
+    def due(self, tracks: list, now: float) -> list:
+        """The tracks (with ``face_id``, ``changed``, ``expression``) to publish at monotonic time ``now``."""
+        out = []
+        for t in tracks:
+            if not t.expression:
+                continue
+            last = self._last_sent.get(t.face_id)
+            if t.changed or last is None or now - last >= self.interval_s:
+                self._last_sent[t.face_id] = now
+                out.append(t)
+        # Forget faces the tracker dropped, so the dict does not grow forever.
+        live = {t.face_id for t in tracks}
+        for fid in [f for f in self._last_sent if f not in live]:
+            del self._last_sent[fid]
+        return out
+
+
+class SummaryWindow:
+    """Accumulates face observations (one face in one frame) for the ``summary`` payload.
+
+    Args:
+        labels: the classifier's labels, in score order.
+    """
+
+    def __init__(self, labels: list[str], start: float | None = None):
+        self.labels = list(labels)
+        self.reset(time.time() if start is None else start)
+
+    def reset(self, start: float) -> None:
+        """Begin a new window at unix time ``start``."""
+        self.start = start
+        self.faces: set[int] = set()
+        self.counts = {label: 0 for label in self.labels}
+        self.score_sum = np.zeros(len(self.labels), np.float64)
+        self.observations = 0
+
+    def add(self, tracks: list) -> None:
+        """Count the tracks seen in this frame (``expression`` set, smoothed ``scores``)."""
+        for t in tracks:
+            if not t.expression:
+                continue
+            self.faces.add(t.face_id)
+            self.counts[t.expression] += 1
+            self.score_sum += np.asarray(t.scores, np.float64)
+            self.observations += 1
+
+    def mean_scores(self) -> dict[str, float]:
+        """Mean smoothed probability per label over the window (zeros when empty)."""
+        mean = self.score_sum / self.observations if self.observations else self.score_sum
+        return {label: float(p) for label, p in zip(self.labels, mean)}
+
+
+class StageTimer:
+    """Per-stage wall time over one stats interval."""
+
+    def __init__(self):
+        self.reset(time.monotonic())
+
+    def reset(self, now: float) -> None:
+        """Start a new interval at monotonic time ``now``."""
+        self.since = now
+        self.frames = 0
+        self.total_s: dict[str, float] = defaultdict(float)
+
+    def add(self, stage: str, seconds: float) -> None:
+        """Charge ``seconds`` to ``stage`` for the current frame."""
+        self.total_s[stage] += seconds
+
+    def frame_done(self) -> None:
+        self.frames += 1
+
+    def fps(self, now: float) -> float:
+        """Frames per second since the interval began."""
+        elapsed = now - self.since
+        return self.frames / elapsed if elapsed > 0 else 0.0
+
+    def latency_ms(self) -> dict[str, float]:
+        """Mean milliseconds per frame for each stage, plus their ``total``."""
+        n = max(self.frames, 1)
+        out = {s: 1000.0 * self.total_s.get(s, 0.0) / n for s in STAGES}
+        out["total"] = sum(out.values())
+        return out

@@ -1,0 +1,437 @@
+"""MQTT publishing (paho-mqtt 2.x) and the payloads of the MQTT contract (DESIGN.md, "MQTT contract").
+
+Topics are ``<prefix>/<device_id>/{status,expression,summary,stats}``:
+
+* ``status``: ``online`` on every connect, ``offline`` on a clean stop and as the broker-held
+  last will; retained, QoS 1; a plain string, not JSON.
+* ``expression``: QoS 1, not retained; ``summary``: QoS 1, retained. Both go through the SQLite
+  ``Outbox`` first and are deleted only on the broker's PUBACK.
+* ``stats``: QoS 0, retained; best effort (the next one replaces it), sent only while connected.
+
+Ordering: the outbox is drained in id order in batches; the next batch is handed to paho only
+when every message of the previous one was acknowledged. paho re-sends unacknowledged messages
+itself after a reconnect, so a batch never overtakes the messages of an older one.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import queue
+import sqlite3
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from edge.errors import ConfigError
+from edge.outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+PAYLOAD_VERSION = 1
+TOPIC_KINDS = ("status", "expression", "summary", "stats")
+# (qos, retain) per topic kind: the contract.
+TOPIC_QOS_RETAIN = {"status": (1, True), "expression": (1, False), "summary": (1, True), "stats": (0, True)}
+# Kinds that must survive an outage: written to the outbox, deleted on PUBACK.
+DURABLE_KINDS = ("expression", "summary")
+SCHEMAS_DIR = Path(__file__).resolve().parent / "schemas"
+_BATCH = 50  # outbox rows handed to paho at once (also paho's max in-flight)
+
+
+class TlsConfig(BaseModel):
+    """``[mqtt.tls]``: TLS to the broker; an empty ``ca_file`` means the system CA store."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = False
+    ca_file: str = ""
+    certfile: str = ""  # client certificate (mutual TLS), optional
+    keyfile: str = ""
+
+
+class MqttConfig(BaseModel):
+    """``[mqtt]``: the broker. An empty ``host`` means no broker: events go to stdout only."""
+
+    model_config = ConfigDict(extra="forbid")
+    host: str = ""
+    port: int = Field(1883, ge=1, le=65535)
+    prefix: str = "fer"
+    username: str = ""
+    password_file: str = ""  # empty: $CREDENTIALS_DIRECTORY/mqtt_password if present, else password_env
+    password_env: str = "FER_EDGE_MQTT_PASSWORD"
+    client_id: str = ""  # empty: fer-edge-<device.id>
+    keepalive: int = Field(30, ge=5, le=3600)
+    reconnect_min_s: float = Field(1.0, gt=0)
+    reconnect_max_s: float = Field(30.0, gt=0)
+    tls: TlsConfig = Field(default_factory=TlsConfig)
+    ha_discovery: bool = False  # announce sensors to Home Assistant (MQTT discovery) on every connect
+    ha_discovery_prefix: str = "homeassistant"
+
+    @field_validator("prefix")
+    @classmethod
+    def _plain_prefix(cls, v: str) -> str:
+        if not v or any(c in v for c in "+#\0") or v.startswith("/") or v.endswith("/"):
+            raise ValueError("a topic prefix without wildcards (+ #) or leading/trailing '/', e.g. \"fer\"")
+        return v
+
+
+def topic(prefix: str, device_id: str, kind: str) -> str:
+    """``<prefix>/<device_id>/<kind>``."""
+    return f"{prefix}/{device_id}/{kind}"
+
+
+def resolve_password(cfg: MqttConfig) -> str | None:
+    """The broker password: ``password_file``, else ``$CREDENTIALS_DIRECTORY/mqtt_password``
+    (systemd ``LoadCredential=``), else the environment variable ``password_env``; None if none."""
+    if cfg.password_file:
+        try:
+            return Path(cfg.password_file).read_text().rstrip("\r\n")
+        except OSError as exc:
+            raise ConfigError(
+                f"mqtt.password_file: cannot read {cfg.password_file!r} ({exc.strerror}); "
+                "give a readable file, or leave it empty to use $CREDENTIALS_DIRECTORY or the environment"
+            ) from None
+    cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+    if cred_dir and (Path(cred_dir) / "mqtt_password").is_file():
+        return (Path(cred_dir) / "mqtt_password").read_text().rstrip("\r\n")
+    return os.environ.get(cfg.password_env) if cfg.password_env else None
+
+
+# --- payloads -------------------------------------------------------------------------------
+
+
+def _r(x: float, nd: int = 4) -> float:
+    return round(float(x), nd)
+
+
+def expression_event(
+    device_id: str, track: Any, frame_index: int, ts: float, frame_size: tuple[int, int],
+    labels: list[str], backend: str, crop: Any = None,
+) -> dict:
+    """The ``expression`` payload for one tracked face.
+
+    Args:
+        track: an ``edge.track.Track`` (face_id, box in pixels, smoothed scores, expression, confidence).
+        frame_size: (width, height) of the frame, to normalise the box to 0..1.
+        crop: the 48x48 grayscale face crop, included (base64 PNG) only when privacy.publish_crops is on.
+    """
+    w_img, h_img = frame_size
+    x, y, w, h = (float(v) for v in track.box)
+    x0, y0 = min(max(x / w_img, 0.0), 1.0), min(max(y / h_img, 0.0), 1.0)
+    box = [x0, y0, min(w / w_img, 1.0 - x0), min(h / h_img, 1.0 - y0)]
+    payload = {
+        "v": PAYLOAD_VERSION,
+        "ts": round(float(ts), 3),
+        "device": device_id,
+        "face_id": int(track.face_id),
+        "expression": str(track.expression),
+        "confidence": _r(track.confidence),
+        "scores": {label: _r(p) for label, p in zip(labels, track.scores)},
+        "box": [_r(v) for v in box],
+        "frame": int(frame_index),
+        "backend": backend,
+    }
+    if crop is not None:
+        import cv2  # only when crops are published at all
+
+        ok, png = cv2.imencode(".png", crop)
+        if ok:
+            payload["crop"] = base64.b64encode(png.tobytes()).decode()
+    return payload
+
+
+def summary_event(
+    device_id: str, ts: float, faces: int, counts: dict[str, int], mean_scores: dict[str, float],
+    window_start: float, window_end: float, observations: int,
+) -> dict:
+    """The ``summary`` payload: what the faces in one window showed.
+
+    Args:
+        faces: distinct face ids seen in the window.
+        counts: per label, face observations (one face in one frame) whose smoothed expression was that label.
+        mean_scores: per label, the mean smoothed probability over those observations.
+        observations: total face observations in the window.
+    """
+    dominant = max(counts, key=lambda k: counts[k]) if observations and any(counts.values()) else None
+    return {
+        "v": PAYLOAD_VERSION,
+        "ts": round(float(ts), 3),
+        "device": device_id,
+        "faces": int(faces),
+        "counts": {k: int(n) for k, n in counts.items()},
+        "mean_scores": {k: _r(p) for k, p in mean_scores.items()},
+        "dominant": dominant,
+        "window": {
+            "start": round(float(window_start), 3),
+            "end": round(float(window_end), 3),
+            "seconds": round(float(window_end - window_start), 3),
+            "observations": int(observations),
+        },
+    }
+
+
+def stats_event(
+    device_id: str, ts: float, fps: float, latency_ms: dict[str, float], backend: str, frames: int,
+    dropped_frames: int, outbox_depth: int, outbox_dropped: int, uptime_s: float,
+    cpu_temp_c: float | None, events: dict[str, int], faces: int, broker_connected: bool,
+) -> dict:
+    """The ``stats`` payload: throughput, per-stage latency (mean ms over the interval), health."""
+    return {
+        "v": PAYLOAD_VERSION,
+        "ts": round(float(ts), 3),
+        "device": device_id,
+        "fps": round(float(fps), 2),
+        "latency_ms": {k: round(float(v), 2) for k, v in latency_ms.items()},
+        "backend": backend,
+        "frames": int(frames),
+        "dropped_frames": int(dropped_frames),
+        "faces": int(faces),
+        "outbox": {"depth": int(outbox_depth), "dropped": int(outbox_dropped)},
+        "events": {k: int(n) for k, n in events.items()},
+        "broker_connected": bool(broker_connected),
+        "uptime_s": round(float(uptime_s), 1),
+        "cpu_temp_c": None if cpu_temp_c is None else round(float(cpu_temp_c), 1),
+    }
+
+
+def _encode(payload: dict | str) -> bytes:
+    return payload.encode() if isinstance(payload, str) else json.dumps(payload, separators=(",", ":")).encode()
+
+
+# --- publishers -----------------------------------------------------------------------------
+
+
+def make_client(cfg: MqttConfig, client_id: str):
+    """A paho 2.x client set up from ``[mqtt]``: auth, TLS, reconnect back-off (not connected yet).
+
+    Raises ConfigError for TLS files that do not exist or an unreadable password file.
+    """
+    import paho.mqtt.client as mqtt
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311,
+                         clean_session=True)
+    client.reconnect_delay_set(min_delay=max(1, int(cfg.reconnect_min_s)), max_delay=max(1, int(cfg.reconnect_max_s)))
+    if cfg.username:
+        client.username_pw_set(cfg.username, resolve_password(cfg))
+    if cfg.tls.enabled:
+        for key in ("ca_file", "certfile", "keyfile"):
+            value = getattr(cfg.tls, key)
+            if value and not Path(value).is_file():
+                raise ConfigError(f"mqtt.tls.{key}: file {value!r} not found; give an existing PEM file or leave it empty")
+        if bool(cfg.tls.certfile) != bool(cfg.tls.keyfile):
+            raise ConfigError("mqtt.tls: set both certfile and keyfile for a client certificate, or neither")
+        # ca_certs=None: the system CA store.
+        client.tls_set(ca_certs=cfg.tls.ca_file or None, certfile=cfg.tls.certfile or None,
+                       keyfile=cfg.tls.keyfile or None)
+    return client
+
+
+class StdoutPublisher:
+    """No broker configured: one JSON line per message on stdout ``{"topic": ..., "payload": ...}``."""
+
+    connected = False
+
+    def __init__(self, prefix: str, device_id: str, stream: TextIO | None = None):
+        self.prefix, self.device_id = prefix, device_id
+        self.stream = stream or sys.stdout
+        self.produced = {k: 0 for k in TOPIC_KINDS if k != "status"}
+        self.outbox_depth = 0
+        self.outbox_dropped = 0
+
+    def start(self) -> None:
+        self._write("status", "online")
+
+    def publish_event(self, kind: str, payload: dict) -> None:
+        """Write one message of ``kind`` (expression, summary, stats)."""
+        self.produced[kind] += 1
+        self._write(kind, payload)
+
+    def stop(self, timeout: float = 3.0) -> bool:
+        self._write("status", "offline")
+        return True
+
+    def _write(self, kind: str, payload: dict | str) -> None:
+        line = json.dumps({"topic": topic(self.prefix, self.device_id, kind), "payload": payload})
+        self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+class MqttPublisher:
+    """Publishes to an MQTT broker through a durable ``Outbox``; reconnects by itself.
+
+    Args:
+        cfg: the ``[mqtt]`` section (host must be set).
+        device_id: ``device.id``, the second topic level.
+        outbox: where durable messages wait for their PUBACK.
+    """
+
+    def __init__(self, cfg: MqttConfig, device_id: str, outbox: Outbox):
+        self.cfg, self.device_id, self.outbox = cfg, device_id, outbox
+        self.produced = {k: 0 for k in TOPIC_KINDS if k != "status"}
+        self.connected = False
+        self._acks: queue.SimpleQueue[int] = queue.SimpleQueue()  # mids acked, filled by paho's thread
+        self._inflight: dict[int, int] = {}  # mid -> outbox row id
+        self._last_pushed = 0  # highest outbox id handed to paho
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._warned_down = False
+        self._thread: threading.Thread | None = None
+        self._status_topic = topic(cfg.prefix, device_id, "status")
+
+        client = make_client(cfg, cfg.client_id or f"fer-edge-{device_id}")
+        client.max_inflight_messages_set(_BATCH)
+        client.max_queued_messages_set(0)  # unbounded in paho; the outbox and _BATCH bound it
+        client.will_set(self._status_topic, "offline", qos=1, retain=True)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_publish = self._on_publish
+        self.client = client
+
+    # paho callbacks (run in paho's network thread; they must not take locks paho might wait on)
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            self._warn_down(f"broker refused the connection: {reason_code}")
+            return
+        log.info("connected to mqtt broker %s:%d", self.cfg.host, self.cfg.port)
+        self._warned_down = False
+        client.publish(self._status_topic, "online", qos=1, retain=True)
+        if self.cfg.ha_discovery:
+            from edge.hass import discovery_messages
+            from fer_edge import __version__
+
+            for t, cfg in discovery_messages(self.cfg.ha_discovery_prefix, self.cfg.prefix, self.device_id, __version__):
+                client.publish(t, json.dumps(cfg), qos=1, retain=True)
+        self.connected = True
+        self._wake.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        was = self.connected
+        self.connected = False
+        if not self._stop.is_set() and was:
+            self._warn_down(f"lost the connection ({reason_code})")
+
+    def _on_connect_fail(self, client, userdata) -> None:
+        self._warn_down("cannot connect")
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        self._acks.put(mid)
+        self._wake.set()
+
+    def _warn_down(self, why: str) -> None:
+        if not self._warned_down:
+            self._warned_down = True
+            log.warning(
+                "mqtt broker %s:%d unreachable (%s): buffering events in the outbox %s and retrying",
+                self.cfg.host, self.cfg.port, why, self.outbox.path,
+            )
+
+    # public API
+
+    @property
+    def outbox_depth(self) -> int:
+        return self.outbox.depth
+
+    @property
+    def outbox_dropped(self) -> int:
+        return self.outbox.dropped
+
+    def start(self) -> None:
+        """Connect in the background (works with the broker down) and start draining the outbox."""
+        self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive)
+        self.client.loop_start()
+        self._thread = threading.Thread(target=self._drain_loop, name="outbox-drain", daemon=True)
+        self._thread.start()
+
+    def publish_event(self, kind: str, payload: dict) -> None:
+        """Publish one message of ``kind``: durable kinds via the outbox, stats directly (QoS 0)."""
+        qos, retain = TOPIC_QOS_RETAIN[kind]
+        self.produced[kind] += 1
+        t = topic(self.cfg.prefix, self.device_id, kind)
+        if kind in DURABLE_KINDS:
+            try:
+                self.outbox.append(t, _encode(payload), qos, retain)
+            except sqlite3.Error as exc:  # disk full, file removed: count it, keep the pipeline running
+                self.outbox.dropped += 1
+                if self.outbox.dropped == 1 or self.outbox.dropped % 1000 == 0:
+                    log.error("cannot write to the outbox %s (%s): %d message(s) lost so far; free disk space",
+                              self.outbox.path, exc, self.outbox.dropped)
+                return
+            self._wake.set()
+        elif self.connected:
+            self.client.publish(t, _encode(payload), qos=qos, retain=retain)
+
+    def stop(self, timeout: float = 3.0) -> bool:
+        """Flush the outbox (at most ``timeout`` s, only while connected), publish ``offline``,
+        disconnect. Returns True when nothing was left undelivered."""
+        deadline = time.monotonic() + timeout
+        while self.connected and (self.outbox.depth or self._inflight) and time.monotonic() < deadline:
+            self._wake.set()
+            time.sleep(0.02)
+        self._stop.set()
+        self._wake.set()
+        if self._thread:
+            self._thread.join(2.0)
+        self._process_acks()
+        if self.connected:
+            info = self.client.publish(self._status_topic, "offline", qos=1, retain=True)
+            try:
+                info.wait_for_publish(max(0.2, min(1.0, deadline - time.monotonic() + 1.0)))
+            except (RuntimeError, ValueError):
+                pass
+        was_connected = self.connected
+        self.client.disconnect()
+        if was_connected:
+            self.client.loop_stop()
+        # else: paho's thread may sit in a connect attempt (up to its 5 s timeout); it is a daemon
+        # thread and exits after that attempt, so a stop never waits for an unreachable broker.
+        left = self.outbox.depth
+        self.outbox.close()
+        if left:
+            log.warning("%d message(s) stay in the outbox %s for the next run", left, self.outbox.path)
+        return left == 0
+
+    # outbox drain (own thread)
+
+    def _process_acks(self) -> None:
+        while True:
+            try:
+                mid = self._acks.get_nowait()
+            except queue.Empty:
+                return
+            row_id = self._inflight.pop(mid, None)
+            if row_id is not None:
+                self.outbox.delete(row_id)
+
+    def _drain_loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(0.5)
+            self._wake.clear()
+            try:
+                self._drain_once()
+            except Exception:  # a bad row or a database hiccup must not end delivery for good
+                log.exception("outbox drain failed; retrying in 1 s")
+                self._stop.wait(1.0)
+
+    def _drain_once(self) -> None:
+        self._process_acks()
+        # Next batch only once the previous one is fully acknowledged: keeps order across reconnects.
+        if not self.connected or self._inflight:
+            return
+        for row in self.outbox.pending(self._last_pushed, _BATCH):
+            info = self.client.publish(row.topic, row.payload, qos=row.qos, retain=row.retain)
+            self._inflight[info.mid] = row.id
+            self._last_pushed = row.id
+
+
+def create_publisher(mqtt_cfg: MqttConfig, device_id: str, outbox_factory) -> StdoutPublisher | MqttPublisher:
+    """``MqttPublisher`` when ``mqtt.host`` is set (``outbox_factory()`` opens its outbox), else stdout."""
+    if not mqtt_cfg.host:
+        return StdoutPublisher(mqtt_cfg.prefix, device_id)
+    return MqttPublisher(mqtt_cfg, device_id, outbox_factory())

@@ -1,0 +1,97 @@
+"""SQLite outbox: durable, ordered, bounded (oldest dropped and counted), survives kill -9."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+from pathlib import Path
+
+from edge.outbox import Outbox, OutboxConfig, default_outbox_path, resolve_outbox_path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_append_pending_delete_in_order(tmp_path):
+    box = Outbox(tmp_path / "o.sqlite")
+    ids = [box.append("fer/d/expression", f"m{i}", 1, False) for i in range(5)]
+    assert ids == sorted(ids) and box.depth == 5
+    rows = box.pending()
+    assert [r.payload for r in rows] == [f"m{i}".encode() for i in range(5)]
+    assert rows[0].topic == "fer/d/expression" and rows[0].qos == 1 and rows[0].retain is False
+    assert [r.id for r in box.pending(after_id=ids[2])] == ids[3:]
+    box.delete(ids[0])
+    box.delete(ids[0])  # deleting twice is harmless and does not corrupt the depth
+    assert box.depth == 4 and box.pending()[0].id == ids[1]
+
+
+def test_survives_reopen(tmp_path):
+    box = Outbox(tmp_path / "o.sqlite")
+    box.append("t", b"x", 1, True)
+    box.close()
+    again = Outbox(tmp_path / "o.sqlite")
+    assert again.depth == 1 and again.pending()[0].retain is True
+
+
+def test_max_events_drops_oldest_and_counts(tmp_path, caplog):
+    box = Outbox(tmp_path / "o.sqlite", max_events=3)
+    for i in range(7):
+        box.append("t", str(i), 1, False)
+    assert box.depth == 3 and box.dropped == 4
+    assert [r.payload for r in box.pending()] == [b"4", b"5", b"6"]
+    assert "dropped the 1 oldest" in caplog.text
+
+
+def test_max_age_drops_old_rows_on_open(tmp_path):
+    path = tmp_path / "o.sqlite"
+    box = Outbox(path)
+    box.append("t", "old", 1, False)
+    box.append("t", "new", 1, False)
+    box.close()
+    db = sqlite3.connect(path)
+    db.execute("UPDATE outbox SET ts = ts - 1000 WHERE payload = ?", (b"old",))
+    db.commit()
+    db.close()
+    box = Outbox(path, max_age_s=100)
+    assert [r.payload for r in box.pending()] == [b"new"] and box.dropped == 1
+
+
+def test_committed_rows_survive_kill_9(tmp_path):
+    """A writer killed with SIGKILL right after append() returned loses nothing."""
+    path = tmp_path / "o.sqlite"
+    code = (
+        "import sys, time; from edge.outbox import Outbox\n"
+        f"b = Outbox({str(path)!r})\n"
+        "for i in range(50): b.append('t', str(i), 1, False)\n"
+        "print('written', flush=True); time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.stdout.readline().strip() == "written"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    box = Outbox(path)
+    assert [r.payload for r in box.pending(limit=100)] == [str(i).encode() for i in range(50)]
+
+
+def test_default_path_uses_state_directory(monkeypatch, tmp_path):
+    monkeypatch.setenv("STATE_DIRECTORY", f"{tmp_path}/a:{tmp_path}/b")
+    assert default_outbox_path() == tmp_path / "a" / "outbox.sqlite"
+    monkeypatch.delenv("STATE_DIRECTORY")
+    assert default_outbox_path().parts[-3:] == ("state", "fer-edge", "outbox.sqlite")
+    assert resolve_outbox_path(OutboxConfig(path=str(tmp_path / "x.db"))) == tmp_path / "x.db"
+
+
+def test_unwritable_path_is_a_config_error(tmp_path):
+    import pytest
+
+    from edge.errors import ConfigError
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(ConfigError, match="outbox.path"):
+        Outbox(blocker / "sub" / "o.sqlite")
