@@ -151,3 +151,27 @@ def test_cli_accuracy_without_data_is_a_one_line_error(tmp_path):
 def test_cli_rejects_bad_threads(tmp_path):
     proc = _cli(["bench", "speed", "--threads", "0", "--no-fer", "--out", str(tmp_path / "r")], tmp_path)
     assert proc.returncode == 2 and "--threads" in proc.stderr
+
+
+def test_cli_speed_end_to_end_on_a_short_clip(tmp_path):
+    """Our real pipeline (decode, BlazeFace and Haar, int8 classifier, tracker) on a 0.4 s four-face clip."""
+    pytest.importorskip("skimage")
+    for mod in ("camera", "detect", "classify", "track"):
+        pytest.importorskip(f"edge.{mod}")
+    clip = bench.make_multiface_video(tmp_path / "clip.mp4", seconds=0.4, fps=10)
+    out = tmp_path / "results"
+    proc = _cli(["bench", "speed", "--runs", "50", "--models", "mini_xception", "--threads", "1", "--no-fer",
+                 "--repeat", "1", "--video", str(clip), "--out", str(out)], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    e2e = json.loads((out / "speed.json").read_text())["e2e"]
+    assert [r["detector"] for r in e2e] == ["blazeface_full", "haar"]
+    for r in e2e:
+        assert r["frames"] == 4 and r["fps"] > 0 and len(r["fps_all"]) == 1
+        assert 0 < r["faces_per_frame"] <= 8  # four faces are in every frame
+    assert "End-to-end" in (out / "speed.md").read_text()
+
+
+def test_cli_missing_video_is_a_one_line_error(tmp_path):
+    proc = _cli(["bench", "speed", "--no-fer", "--video", str(tmp_path / "nope.mp4"), "--out", str(tmp_path)],
+                tmp_path)
+    assert proc.returncode == 2 and "--video" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
