@@ -175,3 +175,23 @@ def test_cli_missing_video_is_a_one_line_error(tmp_path):
     proc = _cli(["bench", "speed", "--no-fer", "--video", str(tmp_path / "nope.mp4"), "--out", str(tmp_path)],
                 tmp_path)
     assert proc.returncode == 2 and "--video" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_estimate_latency_ranges_and_float_models():
+    small = bench.estimate_latency(6e6, 33)
+    big = bench.estimate_latency(127e6, 41)
+    for key in ("pi4_1t", "pi5_1t", "coral_usb"):
+        assert 0 < small[key][0] <= small[key][1]
+        assert small[key][1] < big[key][1]
+    assert small["pi5_1t"][1] < small["pi4_1t"][1]  # a Pi 5 is faster than a Pi 4
+    flt = bench.estimate_latency(6e6, 33, int8=False)
+    assert flt["coral_usb"] is None and flt["pi4_1t"][0] > small["pi4_1t"][0]  # no int8 kernels
+
+
+def test_frame_budget_adds_detector_and_faces():
+    rows = [{"model": "mini_xception", "pi4_1t": (2.0, 4.0), "pi5_1t": (0.5, 1.0), "coral_usb": (0.5, 1.5)},
+            {"model": "BlazeFace full-range detector", "pi4_1t": (50.0, 100.0), "pi5_1t": (10.0, 30.0),
+             "coral_usb": None}]
+    budget = bench._frame_budget({"rows": rows, "faces_per_frame": 4}, models=("mini_xception",))
+    assert budget[0] == ["mini_xception", "Pi 4 CPU only", "58-116", "9-17"]
+    assert budget[1] == ["mini_xception", "Pi 4 + Coral USB", "52-106", "9-19"]
