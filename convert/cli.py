@@ -53,3 +53,19 @@ def _train(args) -> int:
           f"of {summary['epochs_run']} ({summary['params']} params, {summary['wall_seconds']:.0f} s); "
           f"model: {out / 'best.keras'}")
     return 0
+
+
+def run_standalone(prog: str, doc: str | None, add_arguments, run, argv=None) -> int:
+    """``python -m convert.<module>``: parse with the module's ``add_arguments``, call its ``run``,
+    and print a FerEdgeError as one line (the same as the ``fer-edge`` subcommand)."""
+    import sys
+
+    from edge.errors import FerEdgeError
+
+    parser = argparse.ArgumentParser(prog=prog, description=(doc or "").strip().splitlines()[0] if doc else None)
+    add_arguments(parser)
+    try:
+        return run(parser.parse_args(argv))
+    except FerEdgeError as exc:
+        print(f"fer-edge: error: {exc}", file=sys.stderr)
+        return exc.exit_code

@@ -32,19 +32,6 @@ KL_EPS = 1e-6
 
 # --------------------------------------------------------------------------- int8 inference
 
-def _interpreter_class():
-    """TFLite interpreter: ``tflite_runtime`` where installed, else ``ai_edge_litert``."""
-    try:
-        from tflite_runtime.interpreter import Interpreter
-    except ImportError:
-        try:
-            from ai_edge_litert.interpreter import Interpreter
-        except ImportError:
-            raise ModelError("running a .tflite needs ai-edge-litert (pip install ai-edge-litert) "
-                             "or tflite-runtime") from None
-    return Interpreter
-
-
 def _as_images(x: np.ndarray) -> np.ndarray:
     """Accept [N,48,48] or [N,48,48,1] uint8; return [N,48,48] uint8."""
     x = np.asarray(x)
@@ -86,7 +73,9 @@ def predict_int8(tflite_path: str | Path, x_uint8: np.ndarray, mean: float, std:
     if not tflite_path.is_file():
         raise ModelError(f"model file {tflite_path} not found; pass the int8 .tflite")
     x = _as_images(x_uint8)
-    Interpreter = _interpreter_class()
+    from edge.runtime import interpreter_module
+
+    Interpreter = interpreter_module().Interpreter
     try:
         interp = Interpreter(model_path=str(tflite_path), num_threads=threads)
         inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
@@ -560,16 +549,10 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m convert.drift ...`` (the same as ``fer-edge drift``)."""
-    from edge.errors import FerEdgeError
+    from convert.cli import run_standalone
 
-    parser = argparse.ArgumentParser(prog="fer-edge drift", description=__doc__.splitlines()[0])
-    add_arguments(parser)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return run(parser.parse_args(argv))
-    except FerEdgeError as exc:
-        print(f"fer-edge: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+    return run_standalone("fer-edge drift", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

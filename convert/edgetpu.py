@@ -704,17 +704,9 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m convert.edgetpu MODEL.tflite`` (the same as ``fer-edge edgetpu``)."""
-    import sys
+    from convert.cli import run_standalone
 
-    from edge.errors import FerEdgeError
-
-    parser = argparse.ArgumentParser(prog="fer-edge edgetpu", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    try:
-        return run(parser.parse_args(argv))
-    except FerEdgeError as exc:
-        print(f"fer-edge: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+    return run_standalone("fer-edge edgetpu", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

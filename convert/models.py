@@ -57,6 +57,12 @@ def mini_xception(stem_filters=8, block_filters=(16, 32, 64, 128), convs_per_blo
     x = _conv_bn(x, stem_filters, 3, l2=l2)
     for f in block_filters:
         x = _xception_block(x, f, convs=convs_per_block, l2=l2)
+    return keras.Model(inputs, _classifier_head(x, num_classes, dropout, head), name=name)
+
+
+def _classifier_head(x, num_classes, dropout=0.0, head="dense"):
+    """Scores from a feature map: "conv" = dropout, 3x3 conv to classes, global average pool
+    (Arriaga et al.); "dense" = global average pool, dropout, dense. Softmax either way."""
     if head == "conv":
         if dropout:
             x = layers.Dropout(dropout)(x)
@@ -67,8 +73,7 @@ def mini_xception(stem_filters=8, block_filters=(16, 32, 64, 128), convs_per_blo
         if dropout:
             x = layers.Dropout(dropout)(x)
         x = layers.Dense(num_classes)(x)
-    outputs = layers.Softmax(name="scores")(x)
-    return keras.Model(inputs, outputs, name=name)
+    return layers.Softmax(name="scores")(x)
 
 
 def _preact_block(x, filters, l2=0.0):
@@ -95,12 +100,7 @@ def preact_tiny(stem_filters=16, block_filters=(24, 48, 80, 112), l2=0.0, dropou
         x = _preact_block(x, f, l2=l2)
     x = layers.BatchNormalization()(x)
     x = layers.ReLU()(x)
-    x = layers.GlobalAveragePooling2D()(x)
-    if dropout:
-        x = layers.Dropout(dropout)(x)
-    x = layers.Dense(num_classes)(x)
-    outputs = layers.Softmax(name="scores")(x)
-    return keras.Model(inputs, outputs, name=name)
+    return keras.Model(inputs, _classifier_head(x, num_classes, dropout, "dense"), name=name)
 
 
 def standard(batch_size=None, name="standard", **kw):

@@ -1,4 +1,7 @@
-"""Quantization-aware fine-tuning: teaches a trained model to tolerate int8 activations.
+"""Quantization-aware fine-tuning (experiment): teaches a trained model to tolerate int8 activations.
+
+Measured on mini_xception (PublicTest, 3 epochs): agreement 96.63% -> 95.74%, int8 65.67% -> 64.92%,
+i.e. worse; weight quantization with folded batch norm is not simulated yet. Not used for shipped models.
 
 Post-training int8 conversion adds rounding noise to every activation tensor (about 0.29 of a
 quantization step, measured with TFLite's QuantizationDebugger); on small FER nets with many

@@ -1,0 +1,84 @@
+"""Quantization round trip: train one epoch on a few hundred generated faces, convert to int8,
+check every tensor is int8/uint8 (int32 biases), the manifest validates, and drift runs on it."""
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+
+import convert  # noqa: F401
+from convert import drift
+from convert.quantize import build_manifest, convert_to_int8, representative_images
+from convert.recipes import get_recipe
+from convert.train import train
+from edge.manifest import FER_LABELS, load_manifest, write_manifest
+
+
+def _synthetic_faces(n, seed):
+    """Class k = a bright square at one of 7 positions, plus noise: learnable in one epoch."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 7, n)
+    x = rng.integers(0, 60, (n, 48, 48)).astype(np.uint8)
+    for i, k in enumerate(y):
+        r, c = divmod(int(k), 3)
+        x[i, 4 + r * 14:16 + r * 14, 4 + c * 14:16 + c * 14] = 230
+    return x, y
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    xt, yt = _synthetic_faces(384, 0)
+    xv, yv = _synthetic_faces(128, 1)
+    recipe = get_recipe("smoke", epochs=1, batch_size=32, erasing=0.0)
+    summary = train(recipe, xt, yt, xv, yv, out, verbose=0)
+    return out, summary, (xt, yt), (xv, yv)
+
+
+def test_training_writes_checkpoint_history_and_resumes(trained):
+    out, summary, (xt, yt), (xv, yv) = trained
+    for name in ("best.keras", "history.csv", "curves.png", "train.json", "backup"):
+        assert (out / name).exists(), name
+    assert summary["epochs_run"] == 1 and summary["params"] == 58423
+    from edge.errors import FerEdgeError
+
+    with pytest.raises(FerEdgeError, match="--resume"):
+        train(get_recipe("smoke", epochs=2), xt, yt, xv, yv, out, verbose=0)
+
+
+def test_int8_round_trip(trained, tmp_path):
+    import keras
+
+    from edge.runtime import interpreter_module
+
+    out, summary, (xt, yt), (xv, yv) = trained
+    model = keras.models.load_model(out / "best.keras", compile=False)
+    tflite = tmp_path / "synthetic.tflite"
+    tflite.write_bytes(convert_to_int8(model, representative_images(xt, yt, 64)))
+    interp = interpreter_module().Interpreter(model_path=str(tflite))
+    interp.allocate_tensors()
+    inp, outp = interp.get_input_details()[0], interp.get_output_details()[0]
+    assert list(inp["shape"]) == [1, 48, 48, 1] and inp["dtype"] == np.int8
+    assert list(outp["shape"]) == [1, 7] and outp["dtype"] == np.int8
+    dtypes = {t["dtype"] for t in interp.get_tensor_details()}
+    assert dtypes <= {np.int8, np.uint8, np.int32}, dtypes
+    float_tensors = [t["name"] for t in interp.get_tensor_details() if t["dtype"] == np.float32]
+    assert not float_tensors
+
+    info = json.loads((out / "train.json").read_text())
+    manifest = build_manifest("synthetic", tflite, summary["params"], info, 127.5, 127.5)
+    write_manifest(manifest, tflite)
+    loaded = load_manifest(tflite)
+    assert loaded.labels == FER_LABELS and loaded.params == 58423 and loaded.trained.recipe == "smoke"
+
+    # The drift command on the same pair: float and int8 agree on these easy images.
+    np.savez(tmp_path / "val.npz", x=xv, y=yv)
+    args = argparse.Namespace(keras=str(out / "best.keras"), tflite=str(tflite), data=str(tmp_path / "val.npz"),
+                              split="PublicTest", out=str(tmp_path / "report"), name="synthetic", dataset="synthetic",
+                              max_drop=100.0, min_agreement=0.0, update_manifest=True, mean=None, std=None,
+                              limit=None, threads=1, batch_size=64)
+    assert drift.run(args) == 0
+    metrics = load_manifest(tflite).metrics
+    assert metrics.split == "PublicTest" and 0.0 <= metrics.int8_accuracy <= 1.0
+    assert (tmp_path / "report" / "synthetic_confusion_int8.png").is_file()
