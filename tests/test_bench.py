@@ -195,3 +195,15 @@ def test_frame_budget_adds_detector_and_faces():
     budget = bench._frame_budget({"rows": rows, "faces_per_frame": 4}, models=("mini_xception",))
     assert budget[0] == ["mini_xception", "Pi 4 CPU only", "58-116", "9-17"]
     assert budget[1] == ["mini_xception", "Pi 4 + Coral USB", "52-106", "9-19"]
+
+
+def test_update_readme_replaces_only_the_marked_section(tmp_path):
+    from fer_edge.bench import update_readme
+
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- bench:speed:start -->\nold table\n<!-- bench:speed:end -->\noutro\n")
+    assert update_readme(readme, "speed", "| new | table |\n")
+    assert readme.read_text() == "intro\n<!-- bench:speed:start -->\n| new | table |\n<!-- bench:speed:end -->\noutro\n"
+    before = readme.read_text()
+    assert not update_readme(readme, "accuracy", "x")  # no markers: unchanged
+    assert readme.read_text() == before
