@@ -61,29 +61,27 @@ def class_weight_for(y: np.ndarray) -> dict[int, float]:
     return {i: float(v / w.mean()) for i, v in enumerate(w)}
 
 
-class _EpochArtifacts:
-    """Keras callback: save best.keras on PublicTest improvement, redraw curves.png each epoch."""
+def epoch_artifacts_callback(inner, out_dir: Path, best: float):
+    """Keras callback: save ``best.keras`` when PublicTest accuracy improves, redraw ``curves.png``
+    every epoch. ``inner`` is the bare model (without the augmentation layers) that gets saved."""
+    import keras
 
-    def __new__(cls, *a, **kw):
-        import keras
+    class EpochArtifacts(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.best = best
 
-        class Impl(keras.callbacks.Callback):
-            def __init__(self, inner, out_dir: Path, best: float):
-                super().__init__()
-                self.inner, self.out_dir, self.best = inner, out_dir, best
-                self.best_epoch = None
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            acc = float(logs.get("val_accuracy", float("nan")))
+            if acc > self.best:
+                self.best = acc
+                tmp = out_dir / "best.tmp.keras"
+                inner.save(tmp)
+                tmp.replace(out_dir / "best.keras")  # atomic: a crash never leaves half a file
+            plot_history(out_dir / "history.csv", out_dir / "curves.png", extra=(epoch + 1, logs))
 
-            def on_epoch_end(self, epoch, logs=None):
-                logs = logs or {}
-                acc = float(logs.get("val_accuracy", float("nan")))
-                if acc > self.best:
-                    self.best, self.best_epoch = acc, epoch + 1
-                    tmp = self.out_dir / "best.tmp.keras"
-                    self.inner.save(tmp)
-                    tmp.replace(self.out_dir / "best.keras")  # atomic: a crash never leaves half a file
-                plot_history(self.out_dir / "history.csv", self.out_dir / "curves.png", extra=(epoch + 1, logs))
-
-        return Impl(*a, **kw)
+    return EpochArtifacts()
 
 
 def read_history(path: Path) -> list[dict]:
@@ -156,12 +154,11 @@ def train(recipe: Recipe, x_train, y_train, x_val, y_val, out_dir: str | Path, r
 
     history = read_history(out / "history.csv")
     best = max((float(r["val_accuracy"]) for r in history), default=-1.0)
-    artifacts = _EpochArtifacts(model, out, best)
     callbacks = [
         keras.callbacks.BackupAndRestore(str(backup), save_freq="epoch", delete_checkpoint=False),
         keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
         keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=recipe.patience),
-        artifacts,
+        epoch_artifacts_callback(model, out, best),
     ]
     n = len(FER_LABELS)
     t0 = time.time()
