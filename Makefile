@@ -18,6 +18,9 @@ setup: $(BIN)/python
 # systemd-analyze, in build/deploy-venv). DEPLOY_TARGET=1 also gets debootstrap for the real-target run.
 setup-dev: $(BIN)/python
 	$(BIN)/pip install -q -e '.[edge,convert,dev]'
+	# PyTorch for convert/torch_gpu.py (the CUDA trainer) and its tests; pinned to the CPU build that
+	# this workplace's machines carry on disk (an unpinned torch pulls a multi-GB CUDA build).
+	$(BIN)/pip install -q torch==2.13.0
 	@command -v mosquitto >/dev/null 2>&1 && command -v openssl >/dev/null 2>&1 || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto openssl >/dev/null)
 	PY=$(PY) bash tests/deploy/setup.sh $(if $(DEPLOY_TARGET),--target,)

@@ -1,0 +1,57 @@
+"""The CUDA trainer that produced the shipped models runs the Keras graph in PyTorch: check, on the
+CPU, that it computes exactly what Keras computes (TensorFlow 'same' padding, batch norm) and that
+trained weights come back into a Keras model that reproduces the torch net."""
+
+import json
+
+import numpy as np
+import pytest
+
+import convert  # noqa: F401
+from convert.models import build_model
+from convert.recipes import get_recipe
+
+torch = pytest.importorskip("torch", reason="the GPU trainer needs PyTorch: make setup-dev installs torch==2.13.0")
+
+from convert.torch_gpu import GraphExecutor, train_torch  # noqa: E402
+
+
+@pytest.mark.parametrize("name", ["mini_xception", "tiny"])
+def test_graph_executor_matches_keras(name):
+    model = build_model(name)
+    rng = np.random.default_rng(0)
+    # Non-trivial batch-norm statistics, so a wrong BN or padding convention shows up.
+    for layer in model.layers:
+        if type(layer).__name__ == "BatchNormalization":
+            g, b, m, v = layer.get_weights()
+            layer.set_weights([g * rng.uniform(0.5, 1.5, g.shape), b + rng.normal(0, 0.1, b.shape),
+                               rng.normal(0, 0.1, m.shape), rng.uniform(0.5, 2.0, v.shape)])
+    x = rng.uniform(-1, 1, (4, 48, 48, 1)).astype(np.float32)
+    net = GraphExecutor(model).eval()
+    with torch.no_grad():
+        p_torch = torch.softmax(net(torch.tensor(x).permute(0, 3, 1, 2)), 1).numpy()
+    p_keras = model.predict(x, verbose=0)
+    assert np.abs(p_torch - p_keras).max() < 1e-4
+
+
+def test_quant_points_are_the_int8_activation_tensors():
+    net = GraphExecutor(build_model("mini_xception"))
+    # 15 conv outputs (BN/ReLU fused), 8 depthwise outputs, 4 adds, 1 mean: as TFLite converts it.
+    assert len(net.quant_points) == 28
+    assert sum(p.endswith("/depthwise") for p in net.quant_points) == 8
+
+
+def test_train_torch_exports_a_keras_model(tmp_path):
+    import keras
+
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 255, (96, 48, 48), dtype=np.uint8)
+    y = rng.integers(0, 7, 96)
+    recipe = get_recipe("smoke", epochs=1, batch_size=32)
+    summary = train_torch(recipe, x, y, x[:32], y[:32], tmp_path, device="cpu")
+    assert summary["epochs_run"] == 1 and summary["export_max_abs_diff"] < 1e-3
+    info = json.loads((tmp_path / "train.json").read_text())
+    assert info["trainer"].startswith("torch")
+    reloaded = keras.models.load_model(tmp_path / "best.keras", compile=False)
+    assert reloaded.count_params() == 58423
+    assert (tmp_path / "checkpoint.pt").is_file() and (tmp_path / "history.csv").is_file()
