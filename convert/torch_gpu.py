@@ -43,6 +43,13 @@ def _pad_same(x, k: int, s: int, value: float = 0.0):
     return F.pad(x, (pw[0], pw[1], ph[0], ph[1]), value=value)
 
 
+def _fake_quant_per_channel(kernel):
+    """Symmetric int8 fake quantization of a conv kernel per output channel (dim 0), straight-through."""
+    scale = kernel.detach().abs().amax(dim=tuple(range(1, kernel.dim()))).clamp(min=1e-8) / 127.0
+    zero = torch.zeros_like(scale, dtype=torch.int32)
+    return torch.fake_quantize_per_channel_affine(kernel, scale, zero, 0, -127, 127)
+
+
 class GraphExecutor(torch.nn.Module):
     """Runs a Keras functional model's layers in PyTorch (NCHW). Returns logits (the final Softmax is skipped)."""
 
@@ -86,6 +93,16 @@ class GraphExecutor(torch.nn.Module):
         self.output_id = id(kmodel.outputs[0])
         self.quant_points = self._int8_tensor_boundaries()
         self.fake_quant = None  # optional callable(point_name, tensor) -> tensor (convert.qat)
+        # conv name -> the BatchNormalization right after it (the converter folds it into the conv)
+        users: dict[int, list[tuple[str, str]]] = {}
+        for kind, name, ins, _, _ in self.steps:
+            for i in ins:
+                users.setdefault(i, []).append((kind, name))
+        self.bn_after = {name: users[oid][0][1] for kind, name, _, oid, _ in self.steps
+                         if kind in ("Conv2D", "SeparableConv2D") and [k for k, _ in users.get(oid, [])] == ["BatchNormalization"]}
+        self.folded_bns = set(self.bn_after.values())
+        self.steps_by_name = {name: layer for _, name, _, _, layer in self.steps}
+        self.weight_quant = False  # convert.qat: fold BN and fake-quantize weights per channel, as the converter does
 
     def _int8_tensor_boundaries(self) -> set[str]:
         """Names of the steps whose output is a separate int8 tensor after TFLite conversion.
@@ -111,24 +128,42 @@ class GraphExecutor(torch.nn.Module):
                 points.add(name)
         return points
 
+    def _folded(self, name, kernel, bias):
+        """``kernel``/``bias`` with the following BN folded in and the kernel fake-quantized to int8
+        per output channel (symmetric, as TFLite's converter quantizes conv weights)."""
+        bn = self.bn_after.get(name)
+        if bn is not None:
+            scale = self.params[f"{bn}__g"] / torch.sqrt(getattr(self, f"{bn}__v") + self.steps_by_name[bn].epsilon)
+            kernel = kernel * scale.view(-1, 1, 1, 1)
+            bias = self.params[f"{bn}__be"] + ((bias if bias is not None else 0.0) - getattr(self, f"{bn}__m")) * scale
+        return _fake_quant_per_channel(kernel), bias
+
     def forward(self, x):
         env = {self.input_id: x}
+        fold = self.weight_quant
         P = self.params
         out = None
         for kind, name, ins, oid, layer in self.steps:
             a = [env[i] for i in ins]
             x = a[0]
             if kind == "Conv2D":
-                k = P[f"{name}__k"]
+                k, b = P[f"{name}__k"], P[f"{name}__b"] if layer.use_bias else None
+                if fold:
+                    k, b = self._folded(name, k, b)
                 s = layer.strides[0]
-                x = F.conv2d(_pad_same(x, k.shape[-1], s), k, P[f"{name}__b"] if layer.use_bias else None, stride=s)
+                x = F.conv2d(_pad_same(x, k.shape[-1], s), k, b, stride=s)
             elif kind == "SeparableConv2D":
-                dk = P[f"{name}__dk"]
+                dk = _fake_quant_per_channel(P[f"{name}__dk"]) if fold else P[f"{name}__dk"]
                 s = layer.strides[0]
                 x = F.conv2d(_pad_same(x, dk.shape[-1], s), dk, None, stride=s, groups=dk.shape[0])
                 if self.fake_quant is not None:
                     x = self.fake_quant(f"{name}/depthwise", x)
-                x = F.conv2d(x, P[f"{name}__pk"], P[f"{name}__b"] if layer.use_bias else None)
+                pk, b = P[f"{name}__pk"], P[f"{name}__b"] if layer.use_bias else None
+                if fold:
+                    pk, b = self._folded(name, pk, b)
+                x = F.conv2d(x, pk, b)
+            elif kind == "BatchNormalization" and fold and name in self.folded_bns:
+                pass  # already folded into the convolution before it
             elif kind == "BatchNormalization":
                 x = F.batch_norm(x, getattr(self, f"{name}__m"), getattr(self, f"{name}__v"), P[f"{name}__g"],
                                  P[f"{name}__be"], training=self.training, momentum=1.0 - layer.momentum,

@@ -55,3 +55,24 @@ def test_train_torch_exports_a_keras_model(tmp_path):
     reloaded = keras.models.load_model(tmp_path / "best.keras", compile=False)
     assert reloaded.count_params() == 58423
     assert (tmp_path / "checkpoint.pt").is_file() and (tmp_path / "history.csv").is_file()
+
+
+def test_weight_quant_folds_batch_norm():
+    """With BN folded into the convolutions and int8 per-channel weights, the net still computes
+    (almost) the float function: only weight rounding separates the two."""
+    model = build_model("mini_xception")
+    rng = np.random.default_rng(2)
+    for layer in model.layers:
+        if type(layer).__name__ == "BatchNormalization":
+            g, b, m, v = layer.get_weights()
+            layer.set_weights([g * rng.uniform(0.5, 1.5, g.shape), b + rng.normal(0, 0.1, b.shape),
+                               rng.normal(0, 0.1, m.shape), rng.uniform(0.5, 2.0, v.shape)])
+    net = GraphExecutor(model).eval()
+    assert len(net.bn_after) == 14  # 2 stem + 4 shortcut convs, 8 separable convs; the logits conv has none
+    x = torch.tensor(rng.uniform(-1, 1, (8, 1, 48, 48)).astype(np.float32))
+    with torch.no_grad():
+        ref = net(x)
+        net.weight_quant = True
+        folded = net(x)
+    err = (folded - ref).abs().max() / ref.abs().max()
+    assert 0 < err < 0.05  # rounded (not identical), but the same function
