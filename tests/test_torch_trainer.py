@@ -16,16 +16,20 @@ torch = pytest.importorskip("torch", reason="the GPU trainer needs PyTorch: make
 from convert.torch_gpu import GraphExecutor, train_torch  # noqa: E402
 
 
-@pytest.mark.parametrize("name", ["mini_xception", "tiny"])
-def test_graph_executor_matches_keras(name):
-    model = build_model(name)
-    rng = np.random.default_rng(0)
-    # Non-trivial batch-norm statistics, so a wrong BN or padding convention shows up.
+def _with_random_batch_norm(model, rng):
+    """Non-trivial batch-norm statistics, so a wrong BN, folding or padding convention shows up."""
     for layer in model.layers:
         if type(layer).__name__ == "BatchNormalization":
             g, b, m, v = layer.get_weights()
             layer.set_weights([g * rng.uniform(0.5, 1.5, g.shape), b + rng.normal(0, 0.1, b.shape),
                                rng.normal(0, 0.1, m.shape), rng.uniform(0.5, 2.0, v.shape)])
+    return model
+
+
+@pytest.mark.parametrize("name", ["mini_xception", "tiny"])
+def test_graph_executor_matches_keras(name):
+    rng = np.random.default_rng(0)
+    model = _with_random_batch_norm(build_model(name), rng)
     x = rng.uniform(-1, 1, (4, 48, 48, 1)).astype(np.float32)
     net = GraphExecutor(model).eval()
     with torch.no_grad():
@@ -60,13 +64,8 @@ def test_train_torch_exports_a_keras_model(tmp_path):
 def test_weight_quant_folds_batch_norm():
     """With BN folded into the convolutions and int8 per-channel weights, the net still computes
     (almost) the float function: only weight rounding separates the two."""
-    model = build_model("mini_xception")
     rng = np.random.default_rng(2)
-    for layer in model.layers:
-        if type(layer).__name__ == "BatchNormalization":
-            g, b, m, v = layer.get_weights()
-            layer.set_weights([g * rng.uniform(0.5, 1.5, g.shape), b + rng.normal(0, 0.1, b.shape),
-                               rng.normal(0, 0.1, m.shape), rng.uniform(0.5, 2.0, v.shape)])
+    model = _with_random_batch_norm(build_model("mini_xception"), rng)
     net = GraphExecutor(model).eval()
     assert len(net.bn_after) == 14  # 2 stem + 4 shortcut convs, 8 separable convs; the logits conv has none
     x = torch.tensor(rng.uniform(-1, 1, (8, 1, 48, 48)).astype(np.float32))
