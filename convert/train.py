@@ -16,7 +16,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -193,8 +192,3 @@ def build_model_for(recipe: Recipe, batch_size=None):
     from convert.models import build_model
 
     return build_model(recipe.model, batch_size=batch_size, **recipe.model_kw)
-
-
-def clean_backup(out_dir: str | Path) -> None:
-    """Remove the resumable state once a run is final (best.keras and history stay)."""
-    shutil.rmtree(Path(out_dir) / "backup", ignore_errors=True)
