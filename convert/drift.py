@@ -459,6 +459,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write the metrics into the <name>.json beside the .tflite")
     parser.add_argument("--mean", type=float, default=None, help="input mean (default: from the manifest, else 127.5)")
     parser.add_argument("--std", type=float, default=None, help="input std (default: from the manifest, else 127.5)")
+    parser.add_argument("--float-mean", type=float, default=127.5,
+                        help="the float model's own input mean, as trained (default: %(default)s)")
+    parser.add_argument("--float-std", type=float, default=127.5,
+                        help="the float model's own input std, as trained (default: %(default)s)")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N images (quick check)")
     parser.add_argument("--threads", type=int, default=2, help="TFLite interpreter threads (default 2)")
     parser.add_argument("--batch-size", type=int, default=256, help="Keras predict batch size (default 256)")
@@ -527,7 +531,10 @@ def run(args: argparse.Namespace) -> int:
     if args.limit:
         x, y = x[: args.limit], y[: args.limit]
     log.info("evaluating %d images of %s %s", len(y), args.dataset, args.split)
-    float_probs = predict_float(keras_path, x, mean, std, batch_size=args.batch_size)
+    # Each model gets its own input contract: the float model the normalisation it was trained with,
+    # the int8 model the one in its manifest (convert folds the difference into the first conv).
+    float_mean, float_std = getattr(args, "float_mean", 127.5), getattr(args, "float_std", 127.5)
+    float_probs = predict_float(keras_path, x, float_mean, float_std, batch_size=args.batch_size)
     int8_probs = predict_int8(tflite, x, mean, std, threads=args.threads)
     if float_probs.shape[1] != len(labels) or int8_probs.shape[1] != len(labels):
         raise ModelError(f"models output {float_probs.shape[1]} (float) and {int8_probs.shape[1]} (int8) scores, "
@@ -535,7 +542,8 @@ def run(args: argparse.Namespace) -> int:
 
     report = compute_drift(y, float_probs, int8_probs, labels)
     report["source"] = {"keras": str(keras_path), "tflite": str(tflite), "data": str(args.data),
-                        "dataset": args.dataset, "split": args.split, "mean": mean, "std": std}
+                        "dataset": args.dataset, "split": args.split, "mean": mean, "std": std,
+                        "float_mean": float_mean, "float_std": float_std}
     report["thresholds"] = {"max_drop": args.max_drop, "min_agreement": args.min_agreement}
     ok, reasons = drift_verdict(report, args.max_drop, args.min_agreement)
     report["verdict"] = {"ok": ok, "reasons": reasons}

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 
 import convert  # noqa: F401  (ONEDNN_MAX_CPU_ISA before TensorFlow)
+from convert.equalize import (equalize_relu_channels, equalize_residual_channels, expand_separable,
+                              fold_input_normalization)
 from edge.errors import ModelError
 from edge.manifest import FER_LABELS, ModelManifest, Training, sha256_of, write_manifest
 
@@ -29,7 +31,20 @@ def representative_images(x_uint8: np.ndarray, y: np.ndarray, n: int, seed: int 
     return x_uint8[stratified_sample(y, n, seed)]
 
 
-def convert_to_int8(keras_model, calibration_uint8: np.ndarray, mean: float = 127.5, std: float = 127.5) -> bytes:
+# The int8 input contract (DESIGN.md): the quantized input is exactly ``pixel - 128``, i.e. the float
+# input (pixel - 128) / 128 with scale 1/128 and zero point 0. Models train on (pixel - 127.5) / 127.5,
+# which the converter would quantize with scale 2/255 and zero point -1: every pixel then lands half a
+# grey level off, and that alone flipped ~1% of top-1 answers (simulated on PublicTest).
+INT8_MEAN = 128.0
+INT8_STD = 128.0
+
+
+# Expanding separable convolutions multiplies their weights by ~9 (3x3 kernels); below this many
+# weights the int8 model stays small (a few hundred KiB: fast on a Pi CPU, fits the Edge TPU's SRAM).
+EXPAND_MAX_WEIGHTS = 1_000_000
+
+
+def convert_to_int8(keras_model, calibration_uint8: np.ndarray, mean: float = INT8_MEAN, std: float = INT8_STD) -> bytes:
     """Full-integer int8 conversion of ``keras_model`` with a static batch of 1.
 
     ``calibration_uint8``: [N,48,48] uint8 images for the representative dataset. Input and output
@@ -64,6 +79,19 @@ def convert_to_int8(keras_model, calibration_uint8: np.ndarray, mean: float = 12
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def check_input_quantization(tflite_path: Path) -> None:
+    """Warn when the int8 input is not exactly ``pixel - 128`` (scale 1/128, zero point 0): that
+    happens when the calibration images lack pure black or pure white pixels."""
+    from edge.runtime import make_interpreter
+
+    interpreter, _ = make_interpreter(tflite_path, accelerator="cpu")
+    detail = interpreter.get_input_details()[0]
+    scale, zero_point = detail["quantization"]
+    if abs(scale * INT8_STD - 1.0) > 1e-5 or zero_point != 0:
+        log.warning("int8 input of %s has scale %.6g and zero point %d, not 1/128 and 0: the calibration images do "
+                    "not span 0..255, so pixels are rounded on the way in", tflite_path.name, scale, zero_point)
+
+
 def build_manifest(name: str, tflite_path: Path, params: int, train_info: dict | None, mean: float, std: float) -> ModelManifest:
     """The contract manifest for a freshly converted model (metrics are filled in by drift)."""
     info = train_info or {}
@@ -95,6 +123,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-drop", type=float, default=1.0, help="drift gate: max accuracy drop in points")
     parser.add_argument("--min-agreement", type=float, default=0.97, help="drift gate: min top-1 agreement")
     parser.add_argument("--seed", type=int, default=0, help="calibration sample seed")
+    parser.add_argument("--no-equalize", dest="equalize", action="store_false",
+                        help="skip the per-channel range equalisation (convert/equalize.py) before calibration")
+    parser.add_argument("--expand-separable", choices=("auto", "yes", "no"), default="auto",
+                        help="compute each separable convolution as one full convolution in the int8 model: no 8-bit "
+                             "rounding between its depthwise and pointwise halves (closer to float), more weights and "
+                             f"MACs. auto: when the expanded graph has at most {EXPAND_MAX_WEIGHTS:,} weights (default)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -118,11 +152,29 @@ def run(args: argparse.Namespace) -> int:
     calib = representative_images(x, y, args.representative, args.seed)
     print(f"converting {keras_path} ({model.count_params()} params) to int8 with {len(calib)} calibration images")
     tflite_path = out / f"{name}.tflite"
-    tflite_path.write_bytes(convert_to_int8(model, calib))
+    fold_input_normalization(model, 127.5, 127.5, INT8_MEAN, INT8_STD)  # trained on (pixel - 127.5) / 127.5
+    if args.equalize:
+        x_cal = ((calib.astype(np.float32) - INT8_MEAN) / INT8_STD)[..., None]
+        n_relu, n_add = equalize_relu_channels(model, x_cal), equalize_residual_channels(model, x_cal)
+        print(f"equalized channel ranges: {n_relu} ReLU outputs, {n_add} residual adds")
+    graph = model
+    if args.expand_separable != "no" and any(isinstance(l, keras.layers.SeparableConv2D) for l in model.layers):
+        expanded = expand_separable(model)
+        if args.expand_separable == "yes" or expanded.count_params() <= EXPAND_MAX_WEIGHTS:
+            graph = expanded
+    expanded_note = graph is not model
+    if expanded_note:
+        print(f"int8 graph: separable convolutions expanded to full convolutions ({graph.count_params():,} weights)")
+    tflite_path.write_bytes(convert_to_int8(graph, calib))
+    check_input_quantization(tflite_path)
     train_json = keras_path.with_name("train.json")
     info = json.loads(train_json.read_text()) if train_json.is_file() else None
-    manifest = build_manifest(name, tflite_path, int(model.count_params()), info, 127.5, 127.5)
+    manifest = build_manifest(name, tflite_path, int(model.count_params()), info, INT8_MEAN, INT8_STD)
     manifest.trained.representative_images = len(calib)  # type: ignore[attr-defined]
+    manifest.trained.int8_graph = (  # type: ignore[attr-defined]
+        f"separable convolutions expanded to full convolutions ({graph.count_params()} weights in the int8 graph)"
+        if expanded_note else "as trained")
+    manifest.trained.int8_equalized = bool(args.equalize)  # type: ignore[attr-defined]
     write_manifest(manifest, tflite_path)
     print(f"wrote {tflite_path} ({tflite_path.stat().st_size / 1024:.0f} KiB) and {tflite_path.with_suffix('.json')}")
 
@@ -134,6 +186,6 @@ def run(args: argparse.Namespace) -> int:
     drift_args = argparse.Namespace(
         keras=str(keras_path), tflite=str(tflite_path), data=args.data, split=args.split, out=str(report_dir),
         name=name, dataset="FER2013", max_drop=args.max_drop, min_agreement=args.min_agreement,
-        update_manifest=True, mean=None, std=None, limit=None, threads=2, batch_size=256)
+        update_manifest=True, mean=None, std=None, float_mean=127.5, float_std=127.5, limit=None, threads=2, batch_size=256)
     drift_rc = drift.run(drift_args)
     return 0 if (tpu.ok and drift_rc == 0) else 1

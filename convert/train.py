@@ -135,6 +135,8 @@ def train(recipe: Recipe, x_train, y_train, x_val, y_val, out_dir: str | Path, r
     keras.utils.set_random_seed(recipe.seed)
 
     model = build_model_for(recipe)
+    if recipe.init:
+        model.set_weights(keras.models.load_model(recipe.init, compile=False).get_weights())
     aug = build_augmenter(recipe, recipe.seed)
     inp = keras.Input(shape=model.input_shape[1:])
     trainer = keras.Model(inp, model(aug(inp)), name=f"train_{model.name}")
@@ -161,8 +163,12 @@ def train(recipe: Recipe, x_train, y_train, x_val, y_val, out_dir: str | Path, r
     ]
     n = len(FER_LABELS)
     t0 = time.time()
+    targets = keras.utils.to_categorical(y_train, n)
+    if recipe.teacher and recipe.distill:
+        soft = teacher_scores(recipe.teacher, x_train, out / "teacher_scores.npy")
+        targets = (1.0 - recipe.distill) * targets + recipe.distill * soft
     trainer.fit(
-        normalize(x_train), keras.utils.to_categorical(y_train, n),
+        normalize(x_train), targets,
         validation_data=(normalize(x_val), keras.utils.to_categorical(y_val, n)),
         epochs=recipe.epochs, batch_size=recipe.batch_size, shuffle=True,
         class_weight=class_weight_for(y_train) if recipe.class_weights else None,
@@ -186,6 +192,26 @@ def train(recipe: Recipe, x_train, y_train, x_val, y_val, out_dir: str | Path, r
     (out / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
     plot_history(out / "history.csv", out / "curves.png")
     return summary
+
+
+def teacher_scores(teacher_path: str | Path, x_uint8: np.ndarray, cache: Path) -> np.ndarray:
+    """Soft targets for distillation: the teacher's scores on each image and on its mirror image,
+    averaged (the student sees flipped copies). Cached in ``cache`` so ``--resume`` does not redo it."""
+    import keras
+
+    if cache.is_file():
+        scores = np.load(cache)
+        if scores.shape[0] == len(x_uint8):
+            return scores
+    if not Path(teacher_path).is_file():
+        raise FerEdgeError(f"teacher model {teacher_path} not found; train it first "
+                           f"(fer-edge train --recipe standard) or fix the recipe's teacher path")
+    teacher = keras.models.load_model(teacher_path, compile=False)
+    x = normalize(x_uint8)
+    scores = 0.5 * (teacher.predict(x, batch_size=256, verbose=2)
+                    + teacher.predict(x[:, :, ::-1], batch_size=256, verbose=2))
+    np.save(cache, scores.astype(np.float32))
+    return scores.astype(np.float32)
 
 
 def build_model_for(recipe: Recipe, batch_size=None):

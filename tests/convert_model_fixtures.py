@@ -16,6 +16,16 @@ os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")  # TF 2.21 oneDNN segfaults 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+def with_random_batch_norm(model, rng):
+    """Non-trivial batch-norm statistics, so a wrong BN, folding or padding convention shows up."""
+    for layer in model.layers:
+        if type(layer).__name__ == "BatchNormalization":
+            g, b, m, v = layer.get_weights()
+            layer.set_weights([g * rng.uniform(0.5, 1.5, g.shape), b + rng.normal(0, 0.1, b.shape),
+                               rng.normal(0, 0.1, m.shape), rng.uniform(0.5, 2.0, v.shape)])
+    return model
+
+
 def _tf():
     import tensorflow as tf
 

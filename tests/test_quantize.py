@@ -19,10 +19,10 @@ def _synthetic_faces(n, seed):
     """Class k = a bright square at one of 7 positions, plus noise: learnable in one epoch."""
     rng = np.random.default_rng(seed)
     y = rng.integers(0, 7, n)
-    x = rng.integers(0, 60, (n, 48, 48)).astype(np.uint8)
+    x = rng.integers(0, 60, (n, 48, 48)).astype(np.uint8)  # includes 0 (and the squares 255)
     for i, k in enumerate(y):
         r, c = divmod(int(k), 3)
-        x[i, 4 + r * 14:16 + r * 14, 4 + c * 14:16 + c * 14] = 230
+        x[i, 4 + r * 14:16 + r * 14, 4 + c * 14:16 + c * 14] = 255
     return x, y
 
 
@@ -82,3 +82,31 @@ def test_int8_round_trip(trained, tmp_path):
     metrics = load_manifest(tflite).metrics
     assert metrics.split == "PublicTest" and 0.0 <= metrics.int8_accuracy <= 1.0
     assert (tmp_path / "report" / "synthetic_confusion_int8.png").is_file()
+
+
+def test_convert_command_end_to_end(trained, tmp_path, capsys):
+    """`fer-edge convert` on the trained model: rewrites, int8 file, manifest, Edge TPU check, drift."""
+    from convert import quantize
+    from edge.runtime import make_interpreter
+
+    out, summary, (xt, yt), (xv, yv) = trained
+    data = tmp_path / "fer.npz"
+    np.savez(data, Training_x=xt, Training_y=yt, PublicTest_x=xv, PublicTest_y=yv)
+    parser = argparse.ArgumentParser()
+    quantize.add_arguments(parser)
+    args = parser.parse_args(["--keras", str(out / "best.keras"), "--data", str(data), "--name", "synthetic",
+                              "--out", str(tmp_path / "models"), "--report-dir", str(tmp_path / "reports"),
+                              "--representative", "64", "--split", "PublicTest", "--max-drop", "100",
+                              "--min-agreement", "0"])
+    assert quantize.run(args) == 0
+    printed = capsys.readouterr().out
+    assert "separable convolutions expanded" in printed and "equalized channel ranges: 6 ReLU outputs, 4 residual adds" in printed
+    tflite = tmp_path / "models" / "synthetic.tflite"
+    manifest = load_manifest(tflite, check_sha=True)
+    assert (manifest.input.mean, manifest.input.std) == (128.0, 128.0)
+    assert manifest.metrics.split == "PublicTest" and manifest.metrics.agreement > 0.9
+    assert "expanded" in manifest.trained.int8_graph and manifest.trained.int8_equalized is True
+    interpreter, _ = make_interpreter(tflite)
+    scale, zero_point = interpreter.get_input_details()[0]["quantization"]
+    assert zero_point == 0 and abs(scale - 1 / 128) < 1e-9  # the int8 input is exactly pixel - 128
+    assert (tmp_path / "reports" / "edgetpu.md").is_file()

@@ -14,16 +14,7 @@ from convert.recipes import get_recipe
 torch = pytest.importorskip("torch", reason="the GPU trainer needs PyTorch: make setup-dev installs torch==2.13.0")
 
 from convert.torch_gpu import GraphExecutor, train_torch  # noqa: E402
-
-
-def _with_random_batch_norm(model, rng):
-    """Non-trivial batch-norm statistics, so a wrong BN, folding or padding convention shows up."""
-    for layer in model.layers:
-        if type(layer).__name__ == "BatchNormalization":
-            g, b, m, v = layer.get_weights()
-            layer.set_weights([g * rng.uniform(0.5, 1.5, g.shape), b + rng.normal(0, 0.1, b.shape),
-                               rng.normal(0, 0.1, m.shape), rng.uniform(0.5, 2.0, v.shape)])
-    return model
+from tests.convert_model_fixtures import with_random_batch_norm as _with_random_batch_norm  # noqa: E402
 
 
 @pytest.mark.parametrize("name", ["mini_xception", "tiny"])
