@@ -56,10 +56,19 @@ def fold_input_normalization(model, mean: float, std: float, new_mean: float, ne
     after[0].moving_mean.assign(after[0].moving_mean.numpy() - shift)
 
 
+# A channel's factor is (tensor max / channel max) ** EQUALIZE_POWER. The reader's weights for that
+# channel shrink by the same factor and are quantized per output channel, so the full factor (power 1)
+# trades activation precision for weight precision; the square root balances the two. Measured on
+# PublicTest (float vs int8, mean KL): tiny 0.0094 without, 0.0102 with power 1 (factors up to 16),
+# 0.0088 with the square root; mini_xception 0.0046 without, 0.0043 power 1, 0.0041 square root.
+EQUALIZE_POWER = 0.5
+MAX_FACTOR = 8.0
+
+
 def equalize_relu_channels(model, x_calibration: np.ndarray) -> int:
-    """Scale each channel of every ``BatchNormalization -> ReLU`` pair so that all channels of the
-    ReLU output span the same range on ``x_calibration``, and undo the scale in the input weights of
-    the convolutions that read it. In place; returns how many ReLU outputs were equalised.
+    """Scale each channel of every ``BatchNormalization -> ReLU`` pair up towards the range of the
+    widest channel of the ReLU output on ``x_calibration`` (see EQUALIZE_POWER), and undo the scale in
+    the input weights of the convolutions that read it. In place; returns how many were equalised.
 
     Why: int8 activations get one scale per tensor, set by the widest channel, so narrow channels
     keep few levels. A positive per-channel factor passes through ReLU unchanged, so the model
@@ -88,7 +97,8 @@ def equalize_relu_channels(model, x_calibration: np.ndarray) -> int:
     for (bn, _, readers), out in zip(pairs, outs):
         hi = out.reshape(-1, out.shape[-1]).max(axis=0)
         live = hi > 1e-6 * hi.max()  # dead channels keep factor 1
-        factor = np.where(live, hi.max() / np.maximum(hi, 1e-12), 1.0).astype(np.float32)
+        factor = np.where(live, hi.max() / np.maximum(hi, 1e-12), 1.0)
+        factor = np.minimum(factor ** EQUALIZE_POWER, MAX_FACTOR).astype(np.float32)
         bn.gamma.assign(bn.gamma.numpy() * factor)
         bn.beta.assign(bn.beta.numpy() * factor)
         for r in readers:
@@ -121,8 +131,8 @@ def _headroom(out: np.ndarray) -> np.ndarray:
 def equalize_residual_channels(model, x_calibration: np.ndarray) -> int:
     """The same equalisation for the residual adds of the mini-Xception blocks: ``BN [-> MaxPool]``
     on both inputs of an ``Add`` whose output is read only by convolutions. Channel c of both
-    batch norms (hence of the sum) is scaled by the largest factor that keeps it inside the
-    calibrated range of all three tensors, and the readers' input weights undo it (max pooling
+    batch norms (hence of the sum) is scaled by (a power of) the largest factor that keeps it inside
+    the calibrated range of all three tensors, and the readers' input weights undo it (max pooling
     commutes with a positive factor). In place; returns how many adds were equalised.
     """
     import keras
@@ -152,7 +162,8 @@ def equalize_residual_channels(model, x_calibration: np.ndarray) -> int:
     probe = keras.Model(model.inputs, [t for add, bns, _ in found for t in (bns[0].output, bns[1].output, add.output)])
     outs = probe.predict(x_calibration, batch_size=256, verbose=0)
     for i, (add, bns, readers) in enumerate(found):
-        factor = np.minimum.reduce([_headroom(o) for o in outs[3 * i: 3 * i + 3]]).astype(np.float32)
+        factor = np.minimum.reduce([_headroom(o) for o in outs[3 * i: 3 * i + 3]])
+        factor = np.minimum(factor ** EQUALIZE_POWER, MAX_FACTOR).astype(np.float32)
         for bn in bns:
             bn.gamma.assign(bn.gamma.numpy() * factor)
             bn.beta.assign(bn.beta.numpy() * factor)

@@ -13,6 +13,9 @@ from tests.convert_model_fixtures import with_random_batch_norm
 
 
 def _model(name, seed=0):
+    import keras
+
+    keras.utils.set_random_seed(seed)  # the convolution weights too, so every run checks the same model
     return with_random_batch_norm(build_model(name), np.random.default_rng(seed))
 
 
@@ -58,20 +61,26 @@ def test_fold_refuses_a_model_that_does_not_start_with_a_convolution():
 def test_equalization_keeps_the_function_and_equalizes_ranges():
     import keras
 
+    from convert.equalize import EQUALIZE_POWER, MAX_FACTOR
+
     model = _model("mini_xception")
     x = ((_pixels(64) - 128.0) / 128.0)[..., None]
     before = _logits(model, x)
     relus = [l for l in model.layers if type(l).__name__ == "ReLU"]
+    probe = keras.Model(model.inputs, [r.output for r in relus])
+    his = [o.reshape(-1, o.shape[-1]).max(axis=0) for o in probe.predict(x, verbose=0)]
     assert equalize_relu_channels(model, x) == len(relus) == 6
     assert equalize_residual_channels(model, x) == 4
     assert np.abs(_logits(model, x) - before).max() < 1e-5 * np.abs(before).max()
-    # every channel of a ReLU output now reaches the tensor's maximum on the calibration images
-    outs = keras.Model(model.inputs, [r.output for r in relus]).predict(x, verbose=0)
-    for out in outs:
-        hi = out.reshape(-1, out.shape[-1]).max(axis=0)
+    # each live channel of a ReLU output moved towards the widest one by the documented factor
+    for hi, out in zip(his, probe.predict(x, verbose=0)):
+        new = out.reshape(-1, out.shape[-1]).max(axis=0)
         live = hi > 0  # a channel that is never positive (dead ReLU) keeps its factor of 1
         assert live.sum() >= len(hi) // 2
-        np.testing.assert_allclose(hi[live], hi.max(), rtol=1e-4)
+        factor = np.minimum((hi.max() / hi[live]) ** EQUALIZE_POWER, MAX_FACTOR)
+        np.testing.assert_allclose(new[live], hi[live] * factor, rtol=1e-4)
+        assert new.max() == pytest.approx(hi.max(), rel=1e-5)  # the tensor's range, hence its scale, is kept
+        assert (new[live] / new.max()).min() > (hi[live] / hi.max()).min()  # narrowest channel got wider
 
 
 def test_residual_equalization_stays_inside_each_range():
