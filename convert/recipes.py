@@ -47,11 +47,6 @@ RECIPES = {
     "mini_xception": Recipe(name="mini_xception", model="mini_xception", epochs=200),
     "tiny": Recipe(name="tiny", model="tiny", epochs=200),
     "standard": Recipe(name="standard", model="standard", epochs=150, lr=2e-3, weight_decay=5e-4),
-    # tiny, fine-tuned from its 200-epoch checkpoint with soft targets from `standard` (70.7%):
-    # what fits on two CPU cores in under an hour (a warm restart of the cosine schedule).
-    "tiny_kd": Recipe(name="tiny_kd", model="tiny", epochs=45, lr=1e-3, warmup_epochs=1, label_smoothing=0.0,
-                      patience=45, teacher="models/float/standard/best.keras", distill=0.7,
-                      init="models/float/tiny/best.keras"),
     # A few minutes on a CPU: checks the whole pipeline, not meant to be accurate.
     "smoke": Recipe(name="smoke", model="mini_xception", epochs=2, warmup_epochs=0, patience=2),
 }

@@ -134,9 +134,7 @@ def train(recipe: Recipe, x_train, y_train, x_val, y_val, out_dir: str | Path, r
     out.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(recipe.seed)
 
-    model = build_model_for(recipe)
-    if recipe.init:
-        model.set_weights(keras.models.load_model(recipe.init, compile=False).get_weights())
+    model = initial_model(recipe)
     aug = build_augmenter(recipe, recipe.seed)
     inp = keras.Input(shape=model.input_shape[1:])
     trainer = keras.Model(inp, model(aug(inp)), name=f"train_{model.name}")
@@ -192,6 +190,18 @@ def train(recipe: Recipe, x_train, y_train, x_val, y_val, out_dir: str | Path, r
     (out / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
     plot_history(out / "history.csv", out / "curves.png")
     return summary
+
+
+def initial_model(recipe: Recipe):
+    """The recipe's model, with the weights of ``recipe.init`` when it names one (a warm start)."""
+    import keras
+
+    model = build_model_for(recipe)
+    if recipe.init:
+        if not Path(recipe.init).is_file():
+            raise FerEdgeError(f"init model {recipe.init} not found; fix the recipe's init path")
+        model.set_weights(keras.models.load_model(recipe.init, compile=False).get_weights())
+    return model
 
 
 def teacher_scores(teacher_path: str | Path, x_uint8: np.ndarray, cache: Path) -> np.ndarray:

@@ -47,6 +47,30 @@ def test_training_writes_checkpoint_history_and_resumes(trained):
         train(get_recipe("smoke", epochs=2), xt, yt, xv, yv, out, verbose=0)
 
 
+def test_distillation_uses_teacher_scores_and_warm_start(trained, tmp_path):
+    """Recipe fields teacher/distill/init: soft targets from a teacher (cached), weights from init."""
+    from edge.errors import FerEdgeError
+
+    out, summary, (xt, yt), (xv, yv) = trained
+    recipe = get_recipe("smoke", epochs=1, batch_size=32, erasing=0.0, teacher=str(out / "best.keras"),
+                        distill=0.5, init=str(out / "best.keras"))
+    student = train(recipe, xt, yt, xv, yv, tmp_path / "kd", verbose=0)
+    scores = np.load(tmp_path / "kd" / "teacher_scores.npy")
+    assert scores.shape == (len(xt), 7) and np.allclose(scores.sum(axis=1), 1.0, atol=1e-4)
+    assert student["epochs_run"] == 1
+    # the warm start really starts from init's weights
+    import keras
+
+    from convert.train import initial_model
+
+    start = initial_model(recipe).get_weights()
+    trained_weights = keras.models.load_model(out / "best.keras", compile=False).get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(start, trained_weights))
+    missing = get_recipe("smoke", epochs=1, teacher=str(tmp_path / "nope.keras"), distill=0.5)
+    with pytest.raises(FerEdgeError, match="teacher model .* not found"):
+        train(missing, xt, yt, xv, yv, tmp_path / "kd2", verbose=0)
+
+
 def test_int8_round_trip(trained, tmp_path):
     import keras
 
