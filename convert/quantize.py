@@ -171,6 +171,10 @@ def run(args: argparse.Namespace) -> int:
     info = json.loads(train_json.read_text()) if train_json.is_file() else None
     manifest = build_manifest(name, tflite_path, int(model.count_params()), info, INT8_MEAN, INT8_STD)
     manifest.trained.representative_images = len(calib)  # type: ignore[attr-defined]
+    note = keras_path.with_suffix(".json")  # e.g. python -m convert.batchnorm's record
+    if note.is_file():
+        for key, value in json.loads(note.read_text()).items():
+            setattr(manifest.trained, key, value)
     manifest.trained.int8_graph = (  # type: ignore[attr-defined]
         f"separable convolutions expanded to full convolutions ({graph.count_params()} weights in the int8 graph)"
         if expanded_note else "as trained")

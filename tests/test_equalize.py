@@ -142,3 +142,24 @@ def test_converted_model_takes_pixel_minus_128_and_has_no_depthwise_op(tmp_path)
         interpreter.invoke()
         scores.append((interpreter.get_tensor(out["index"])[0].astype(np.float32) - o_zero) * o_scale)
     assert np.abs(np.array(scores) - reference[:16]).max() < 0.1
+
+
+def test_batch_norm_recalibration_measures_the_clean_statistics():
+    """convert/batchnorm.py: moving statistics become the batch-norm input's statistics on the data."""
+    import keras
+
+    from convert.batchnorm import recalibrate_batch_norm
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((48, 48, 1))
+    conv = keras.layers.Conv2D(4, 3, padding="same", use_bias=False)(inp)
+    bn = keras.layers.BatchNormalization()
+    out = keras.layers.Dense(7)(keras.layers.GlobalAveragePooling2D()(keras.layers.ReLU()(bn(conv))))
+    model = keras.Model(inp, out)
+    x = ((_pixels(1024, seed=7) - 128.0) / 128.0)[..., None]
+    pre = keras.Model(inp, conv).predict(x, verbose=0).reshape(-1, 4)
+    assert recalibrate_batch_norm(model, x, batch_size=256) == 1
+    np.testing.assert_allclose(bn.moving_mean.numpy(), pre.mean(axis=0), rtol=1e-3, atol=1e-5)
+    # the average of per-batch variances: the population variance up to the between-batch spread
+    np.testing.assert_allclose(bn.moving_variance.numpy(), pre.var(axis=0), rtol=0.02)
+    assert bn.momentum == 0.99  # training-time setting restored
