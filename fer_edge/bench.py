@@ -232,7 +232,8 @@ def run_accuracy(data: str | Path, models: list[str], split: str = "PrivateTest"
     """Evaluate each shipped model (float ``.keras`` and int8 ``.tflite``) and fer's model on ``split``.
 
     data: FER2013 CSV(.gz), image-folder root or ``.npz``. models: names under ``edge/models``
-    (float weights from ``models/float/<name>/best.keras``). limit: first N images only (smoke runs).
+    (float weights from ``models/float/<name>/recalibrated.keras``, the model that was converted, else
+    ``best.keras``). limit: first N images only (smoke runs).
     Returns ``{"split", "n", "labels", "rows": [...]}``.
     """
     import convert  # noqa: F401  (sets the oneDNN guard before TensorFlow loads)
@@ -247,14 +248,18 @@ def run_accuracy(data: str | Path, models: list[str], split: str = "PrivateTest"
     rows = []
     for name in models:
         tfl = MODELS_DIR / f"{name}.tflite"
-        keras_path = REPO_ROOT / "models" / "float" / name / "best.keras"
+        float_dir = REPO_ROOT / "models" / "float" / name
+        keras_path = float_dir / "recalibrated.keras"  # what `fer-edge convert` was given (README)
+        if not keras_path.is_file():
+            keras_path = float_dir / "best.keras"
         if not tfl.is_file():
             raise ModelError(f"{tfl} not found; pass a shipped model name ({', '.join(SHIPPED_MODELS)})")
         man = load_manifest(tfl)
         mean, std = man.input.mean, man.input.std
         log.info("accuracy: %s on %d %s images", name, len(y), split)
         pq = predict_int8(tfl, x, mean, std)
-        pf = predict_float(keras_path, x, mean, std) if keras_path.is_file() else None
+        # the float model takes its training normalisation; the manifest's mean/std is the int8 input's
+        pf = predict_float(keras_path, x, 127.5, 127.5) if keras_path.is_file() else None
         if pf is None:
             log.warning("%s missing: float accuracy of %s not measured", keras_path, name)
         rep = compute_drift(y, pf if pf is not None else pq, pq, FER_LABELS)
