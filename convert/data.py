@@ -171,7 +171,12 @@ def load_split(path: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     return data[split]
 
 
-def normalize(x_uint8: np.ndarray, mean: float = 127.5, std: float = 127.5) -> np.ndarray:
+# Every model trains on (pixel - TRAIN_MEAN) / TRAIN_STD, i.e. [-1, 1]; the float model keeps it.
+TRAIN_MEAN = 127.5
+TRAIN_STD = 127.5
+
+
+def normalize(x_uint8: np.ndarray, mean: float = TRAIN_MEAN, std: float = TRAIN_STD) -> np.ndarray:
     """uint8 ``[N,48,48]`` -> float32 ``[N,48,48,1]`` as the model contract says: (pixel - mean) / std."""
     x = (x_uint8.astype(np.float32) - mean) / std
     return x[..., None] if x.ndim == 3 else x

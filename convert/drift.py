@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from convert.data import TRAIN_MEAN, TRAIN_STD
 from edge.errors import DataError, ModelError
 
 log = logging.getLogger(__name__)
@@ -459,9 +460,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write the metrics into the <name>.json beside the .tflite")
     parser.add_argument("--mean", type=float, default=None, help="input mean (default: from the manifest, else 127.5)")
     parser.add_argument("--std", type=float, default=None, help="input std (default: from the manifest, else 127.5)")
-    parser.add_argument("--float-mean", type=float, default=127.5,
+    parser.add_argument("--float-mean", type=float, default=TRAIN_MEAN,
                         help="the float model's own input mean, as trained (default: %(default)s)")
-    parser.add_argument("--float-std", type=float, default=127.5,
+    parser.add_argument("--float-std", type=float, default=TRAIN_STD,
                         help="the float model's own input std, as trained (default: %(default)s)")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N images (quick check)")
     parser.add_argument("--threads", type=int, default=2, help="TFLite interpreter threads (default 2)")
@@ -533,7 +534,7 @@ def run(args: argparse.Namespace) -> int:
     log.info("evaluating %d images of %s %s", len(y), args.dataset, args.split)
     # Each model gets its own input contract: the float model the normalisation it was trained with,
     # the int8 model the one in its manifest (convert folds the difference into the first conv).
-    float_mean, float_std = getattr(args, "float_mean", 127.5), getattr(args, "float_std", 127.5)
+    float_mean, float_std = getattr(args, "float_mean", TRAIN_MEAN), getattr(args, "float_std", TRAIN_STD)
     float_probs = predict_float(keras_path, x, float_mean, float_std, batch_size=args.batch_size)
     int8_probs = predict_int8(tflite, x, mean, std, threads=args.threads)
     if float_probs.shape[1] != len(labels) or int8_probs.shape[1] != len(labels):

@@ -18,6 +18,13 @@ import numpy as np
 from edge.errors import ModelError
 
 
+def _linear_readers():
+    """Layers that can absorb a per-input-channel factor into their weights."""
+    from keras import layers
+
+    return (layers.Conv2D, layers.SeparableConv2D, layers.DepthwiseConv2D)
+
+
 def consumers(model, layer) -> list:
     """The layers that take ``layer``'s output as an input (Keras 3 functional graph)."""
     return [l for l in model.layers
@@ -78,7 +85,7 @@ def equalize_relu_channels(model, x_calibration: np.ndarray) -> int:
     import keras
     from keras import layers
 
-    linear_in = (layers.Conv2D, layers.SeparableConv2D, layers.DepthwiseConv2D)
+    linear_in = _linear_readers()
     pairs = []
     for bn in model.layers:
         if not isinstance(bn, layers.BatchNormalization) or not bn.scale or not bn.center:
@@ -110,12 +117,9 @@ def _absorb_input_factor(reader, factor: np.ndarray) -> None:
     """Divide the input-channel weights of a convolution by ``factor`` (one per input channel)."""
     from keras import layers
 
-    if isinstance(reader, layers.SeparableConv2D):  # depthwise kernel [h, w, in, multiplier]
-        reader.depthwise_kernel.assign(reader.depthwise_kernel.numpy() / factor[None, None, :, None])
-    elif isinstance(reader, layers.DepthwiseConv2D):
-        reader.kernel.assign(reader.kernel.numpy() / factor[None, None, :, None])
-    else:  # Conv2D kernel [h, w, in, out]
-        reader.kernel.assign(reader.kernel.numpy() / factor[None, None, :, None])
+    # input channels are axis 2 of every kernel: [h, w, in, multiplier] (depthwise) or [h, w, in, out]
+    kernel = reader.depthwise_kernel if isinstance(reader, layers.SeparableConv2D) else reader.kernel
+    kernel.assign(kernel.numpy() / factor[None, None, :, None])
 
 
 def _headroom(out: np.ndarray) -> np.ndarray:
@@ -138,7 +142,7 @@ def equalize_residual_channels(model, x_calibration: np.ndarray) -> int:
     import keras
     from keras import layers
 
-    linear_in = (layers.Conv2D, layers.SeparableConv2D, layers.DepthwiseConv2D)
+    linear_in = _linear_readers()
     found = []
     for add in model.layers:
         if not isinstance(add, layers.Add):

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 import convert  # noqa: F401  (ONEDNN_MAX_CPU_ISA before TensorFlow)
+from convert.data import TRAIN_MEAN, TRAIN_STD
 from convert.equalize import (equalize_relu_channels, equalize_residual_channels, expand_separable,
                               fold_input_normalization)
 from edge.errors import ModelError
@@ -152,18 +153,18 @@ def run(args: argparse.Namespace) -> int:
     calib = representative_images(x, y, args.representative, args.seed)
     print(f"converting {keras_path} ({model.count_params()} params) to int8 with {len(calib)} calibration images")
     tflite_path = out / f"{name}.tflite"
-    fold_input_normalization(model, 127.5, 127.5, INT8_MEAN, INT8_STD)  # trained on (pixel - 127.5) / 127.5
+    fold_input_normalization(model, TRAIN_MEAN, TRAIN_STD, INT8_MEAN, INT8_STD)
     if args.equalize:
         x_cal = ((calib.astype(np.float32) - INT8_MEAN) / INT8_STD)[..., None]
         n_relu, n_add = equalize_relu_channels(model, x_cal), equalize_residual_channels(model, x_cal)
         print(f"equalized channel ranges: {n_relu} ReLU outputs, {n_add} residual adds")
     graph = model
     if args.expand_separable != "no" and any(isinstance(l, keras.layers.SeparableConv2D) for l in model.layers):
-        expanded = expand_separable(model)
-        if args.expand_separable == "yes" or expanded.count_params() <= EXPAND_MAX_WEIGHTS:
-            graph = expanded
-    expanded_note = graph is not model
-    if expanded_note:
+        candidate = expand_separable(model)
+        if args.expand_separable == "yes" or candidate.count_params() <= EXPAND_MAX_WEIGHTS:
+            graph = candidate
+    expanded = graph is not model
+    if expanded:
         print(f"int8 graph: separable convolutions expanded to full convolutions ({graph.count_params():,} weights)")
     tflite_path.write_bytes(convert_to_int8(graph, calib))
     check_input_quantization(tflite_path)
@@ -177,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
             setattr(manifest.trained, key, value)
     manifest.trained.int8_graph = (  # type: ignore[attr-defined]
         f"separable convolutions expanded to full convolutions ({graph.count_params()} weights in the int8 graph)"
-        if expanded_note else "as trained")
+        if expanded else "as trained")
     manifest.trained.int8_equalized = bool(args.equalize)  # type: ignore[attr-defined]
     write_manifest(manifest, tflite_path)
     print(f"wrote {tflite_path} ({tflite_path.stat().st_size / 1024:.0f} KiB) and {tflite_path.with_suffix('.json')}")
@@ -190,6 +191,6 @@ def run(args: argparse.Namespace) -> int:
     drift_args = argparse.Namespace(
         keras=str(keras_path), tflite=str(tflite_path), data=args.data, split=args.split, out=str(report_dir),
         name=name, dataset="FER2013", max_drop=args.max_drop, min_agreement=args.min_agreement,
-        update_manifest=True, mean=None, std=None, float_mean=127.5, float_std=127.5, limit=None, threads=2, batch_size=256)
+        update_manifest=True, mean=None, std=None, float_mean=TRAIN_MEAN, float_std=TRAIN_STD, limit=None, threads=2, batch_size=256)
     drift_rc = drift.run(drift_args)
     return 0 if (tpu.ok and drift_rc == 0) else 1

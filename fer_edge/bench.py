@@ -237,7 +237,7 @@ def run_accuracy(data: str | Path, models: list[str], split: str = "PrivateTest"
     Returns ``{"split", "n", "labels", "rows": [...]}``.
     """
     import convert  # noqa: F401  (sets the oneDNN guard before TensorFlow loads)
-    from convert.data import load_split
+    from convert.data import TRAIN_MEAN, TRAIN_STD, load_split
     from convert.drift import compute_drift, predict_float, predict_int8
     from edge.errors import ModelError
     from edge.manifest import FER_LABELS, MODELS_DIR, load_manifest
@@ -259,7 +259,7 @@ def run_accuracy(data: str | Path, models: list[str], split: str = "PrivateTest"
         log.info("accuracy: %s on %d %s images", name, len(y), split)
         pq = predict_int8(tfl, x, mean, std)
         # the float model takes its training normalisation; the manifest's mean/std is the int8 input's
-        pf = predict_float(keras_path, x, 127.5, 127.5) if keras_path.is_file() else None
+        pf = predict_float(keras_path, x, TRAIN_MEAN, TRAIN_STD) if keras_path.is_file() else None
         if pf is None:
             log.warning("%s missing: float accuracy of %s not measured", keras_path, name)
         rep = compute_drift(y, pf if pf is not None else pq, pq, FER_LABELS)
