@@ -25,6 +25,7 @@ import numpy as np
 
 from convert.data import TRAIN_MEAN, TRAIN_STD
 from edge.errors import DataError, ModelError
+from edge.manifest import top_classes
 
 log = logging.getLogger(__name__)
 
@@ -168,17 +169,21 @@ def _num(v) -> float | None:
     return None if math.isnan(v) else v
 
 
-def compute_drift(y_true, float_probs, int8_probs, labels: list[str]) -> dict:
+def compute_drift(y_true, float_probs, int8_probs, labels: list[str], prior=None) -> dict:
     """Compare float and int8 scores on the same labelled images. Pure numpy.
 
     y_true: [N] ints in [0, K). float_probs, int8_probs: [N, K] scores (probabilities).
-    labels: K class names. Returns a JSON-ready dict: ``n``, ``labels``, ``float_accuracy``,
+    labels: K class names. prior: None or the K training shares that break ties between equal
+    scores (``edge.manifest.top_classes``; int8 scores tie for ~1% of faces). Returns a JSON-ready
+    dict: ``n``, ``labels``, ``float_accuracy``,
     ``int8_accuracy`` (fractions), ``accuracy_drop_points`` (float minus int8, in points),
     ``agreement`` (fraction of images with the same top-1 class), ``float_macro_f1``,
     ``int8_macro_f1``, ``macro_f1_drop_points``, ``mean_kl`` / ``max_kl`` (KL(float || int8) of the
     score vectors after clipping to ``KL_EPS`` and renormalising), ``per_class`` {label: support,
     float/int8 recall, precision, f1, recall_delta and f1_delta (int8 minus float)},
-    ``confusion_float`` / ``confusion_int8`` (rows true, columns predicted).
+    ``confusion_float`` / ``confusion_int8`` (rows true, columns predicted), ``int8_top_ties``
+    (images whose int8 top score is shared), ``tie_break`` and ``agreement_lowest_index`` (the
+    agreement when ties go to the lowest class index instead).
 
     Macro-F1 averages over the classes that occur in the labels or the predictions (as
     scikit-learn does by default); recall of a class with no images is None.
@@ -193,7 +198,8 @@ def compute_drift(y_true, float_probs, int8_probs, labels: list[str]) -> dict:
         raise ValueError("no images to compare")
     if y.min() < 0 or y.max() >= k:
         raise ValueError(f"labels must be in [0, {k}), got {y.min()}..{y.max()}")
-    pred_f, pred_q = pf.argmax(axis=1), pq.argmax(axis=1)
+    pred_f, pred_q = top_classes(pf, prior), top_classes(pq, prior)
+    top2 = np.sort(pq, axis=1)[:, -2:] if k > 1 else np.zeros((len(y), 2))
     cm_f, cm_q = confusion_matrix(y, pred_f, k), confusion_matrix(y, pred_q, k)
     mf, mq = _class_metrics(cm_f), _class_metrics(cm_q)
 
@@ -223,6 +229,9 @@ def compute_drift(y_true, float_probs, int8_probs, labels: list[str]) -> dict:
         "accuracy_drop_points": (acc_f - acc_q) * 100.0,
         "agreement": float(np.mean(pred_f == pred_q)),
         "disagreements": int(np.sum(pred_f != pred_q)),
+        "int8_top_ties": int(np.sum(top2[:, 0] == top2[:, 1])),
+        "tie_break": "class_prior" if prior is not None else "lowest_index",
+        "agreement_lowest_index": float(np.mean(pf.argmax(axis=1) == pq.argmax(axis=1))),
         "float_macro_f1": f1_f,
         "int8_macro_f1": f1_q,
         "macro_f1_drop_points": (f1_f - f1_q) * 100.0,
@@ -276,6 +285,10 @@ def format_summary(report: dict, verdict: tuple[bool, list[str]] | None = None) 
              f"{r['int8_macro_f1'] - r['float_macro_f1']:+.4f} |",
              f"| top-1 agreement | | {r['agreement']:.2%} | {r['disagreements']} changed |",
              f"| mean KL(float‖int8) | | {r['mean_kl']:.3g} | max {r['max_kl']:.3g} |"]
+    if "int8_top_ties" in r:
+        rule = "the more frequent class (class_prior)" if r["tie_break"] == "class_prior" else "the lowest index"
+        lines.append(f"| int8 top-score ties | | {r['int8_top_ties']} | to {rule}; "
+                     f"lowest-index agreement {r['agreement_lowest_index']:.2%} |")
     for name, c in r["per_class"].items():
         lines.append(f"| recall {name} (n={c['support']}) | {_pct(c['float_recall'])} | "
                      f"{_pct(c['int8_recall'])} | {_pts(c['recall_delta'])} |")
@@ -469,14 +482,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=256, help="Keras predict batch size (default 256)")
 
 
-def _model_info(tflite: Path, args) -> tuple[float, float, list[str]]:
-    """mean, std and labels: CLI flags first, then the manifest beside the model, then defaults."""
+def _model_info(tflite: Path, args) -> tuple[float, float, list[str], list[float] | None]:
+    """mean, std, labels and class prior: CLI flags first, then the manifest beside the model, then defaults."""
     from edge.manifest import FER_LABELS, load_manifest, manifest_path_for
 
-    mean, std, labels = 127.5, 127.5, list(FER_LABELS)
+    mean, std, labels, prior = 127.5, 127.5, list(FER_LABELS), None
     if manifest_path_for(tflite).is_file():
         m = load_manifest(tflite, check_sha=args.update_manifest)
-        mean, std, labels = m.input.mean, m.input.std, list(m.labels)
+        mean, std, labels, prior = m.input.mean, m.input.std, list(m.labels), m.class_prior
     elif args.update_manifest:
         raise ModelError(f"no manifest {manifest_path_for(tflite)} to update; write it with `fer-edge convert` "
                          "or drop --update-manifest")
@@ -486,7 +499,7 @@ def _model_info(tflite: Path, args) -> tuple[float, float, list[str]]:
     std = args.std if args.std is not None else std
     if std <= 0:
         raise DataError(f"--std must be > 0, got {std}")
-    return mean, std, labels
+    return mean, std, labels, prior
 
 
 def update_manifest_metrics(tflite_path: str | Path, report: dict) -> Path:
@@ -526,7 +539,7 @@ def run(args: argparse.Namespace) -> int:
         raise DataError(f"--min-agreement is a fraction in [0, 1], got {args.min_agreement}")
     name = args.name or tflite.stem
     out_dir = Path(args.out) if args.out else Path(f"drift-{name}")
-    mean, std, labels = _model_info(tflite, args)
+    mean, std, labels, prior = _model_info(tflite, args)
 
     x, y = load_eval_data(args.data, args.split)
     if args.limit:
@@ -541,7 +554,7 @@ def run(args: argparse.Namespace) -> int:
         raise ModelError(f"models output {float_probs.shape[1]} (float) and {int8_probs.shape[1]} (int8) scores, "
                          f"expected {len(labels)} (one per label)")
 
-    report = compute_drift(y, float_probs, int8_probs, labels)
+    report = compute_drift(y, float_probs, int8_probs, labels, prior)
     report["source"] = {"keras": str(keras_path), "tflite": str(tflite), "data": str(args.data),
                         "dataset": args.dataset, "split": args.split, "mean": mean, "std": std,
                         "float_mean": float_mean, "float_std": float_std}

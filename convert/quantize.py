@@ -93,8 +93,12 @@ def check_input_quantization(tflite_path: Path) -> None:
                     "not span 0..255, so pixels are rounded on the way in", tflite_path.name, scale, zero_point)
 
 
-def build_manifest(name: str, tflite_path: Path, params: int, train_info: dict | None, mean: float, std: float) -> ModelManifest:
-    """The contract manifest for a freshly converted model (metrics are filled in by drift)."""
+def build_manifest(name: str, tflite_path: Path, params: int, train_info: dict | None, mean: float, std: float,
+                   class_prior: list[float] | None = None) -> ModelManifest:
+    """The contract manifest for a freshly converted model (metrics are filled in by drift).
+
+    class_prior: share of each label in the training split (breaks ties between equal int8 scores).
+    """
     info = train_info or {}
     recipe = info.get("recipe", {})
     trained = Training(epochs=int(info.get("epochs_run", 0)), seed=int(recipe.get("seed", 0)),
@@ -107,7 +111,7 @@ def build_manifest(name: str, tflite_path: Path, params: int, train_info: dict |
         name=name, version=1, labels=list(FER_LABELS),
         input={"size": [48, 48], "color": "gray", "mean": mean, "std": std},
         params=params, sha256=sha256_of(tflite_path),
-        trained=Training.model_validate({**trained.model_dump(), **extra}),
+        trained=Training.model_validate({**trained.model_dump(), **extra}), class_prior=class_prior,
     )
 
 
@@ -170,7 +174,8 @@ def run(args: argparse.Namespace) -> int:
     check_input_quantization(tflite_path)
     train_json = keras_path.with_name("train.json")
     info = json.loads(train_json.read_text()) if train_json.is_file() else None
-    manifest = build_manifest(name, tflite_path, int(model.count_params()), info, INT8_MEAN, INT8_STD)
+    prior = [round(float(c), 6) for c in np.bincount(y, minlength=len(FER_LABELS)) / len(y)]
+    manifest = build_manifest(name, tflite_path, int(model.count_params()), info, INT8_MEAN, INT8_STD, prior)
     manifest.trained.representative_images = len(calib)  # type: ignore[attr-defined]
     note = keras_path.with_suffix(".json")  # e.g. python -m convert.batchnorm's record
     if note.is_file():

@@ -268,7 +268,7 @@ def train_torch(recipe: Recipe, x_train, y_train, x_val, y_val, out_dir, resume:
     """Train ``recipe`` in PyTorch on ``device``; same files and summary as convert.train.train."""
     import keras
 
-    from convert.train import build_model_for, class_weight_for, plot_history
+    from convert.train import class_weight_for, initial_model, plot_history
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -276,8 +276,9 @@ def train_torch(recipe: Recipe, x_train, y_train, x_val, y_val, out_dir, resume:
     torch.manual_seed(recipe.seed)
     keras.utils.set_random_seed(recipe.seed)
     torch.backends.cudnn.benchmark = True
-    kmodel = build_model_for(recipe)
+    kmodel = initial_model(recipe)
     net = GraphExecutor(kmodel).to(device)
+    teacher = load_teacher(recipe, device)
     decay = [p for k, p in net.params.items() if k.endswith(("__k", "__dk", "__pk"))]
     no_decay = [p for k, p in net.params.items() if not k.endswith(("__k", "__dk", "__pk"))]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": recipe.weight_decay},
@@ -312,6 +313,8 @@ def train_torch(recipe: Recipe, x_train, y_train, x_val, y_val, out_dir, resume:
                 g["lr"] = recipe.lr * _lr_factor(epoch * steps + b, warm, total)
             logits = net(xb)
             loss = F.cross_entropy(logits, yt[idx], weight=cw, label_smoothing=recipe.label_smoothing)
+            if teacher is not None:
+                loss = (1.0 - recipe.distill) * loss + recipe.distill * distillation_loss(logits, teacher, xb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -356,6 +359,64 @@ def train_torch(recipe: Recipe, x_train, y_train, x_val, y_val, out_dir, resume:
     }
     (out / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def load_teacher(recipe: Recipe, device):
+    """The recipe's teacher as a callable: augmented batch ([-1, 1], NCHW) -> class scores; None
+    when the recipe does not distil.
+
+    recipe.teacher is a float ``.keras`` (run in torch) or an int8 ``.tflite`` with its manifest
+    beside it (run by the TFLite interpreter, one image at a time). On a 2-core CPU the int8
+    ``standard`` scores a batch of 128 in ~0.1 s where its float graph in torch takes ~1.2 s.
+    """
+    if not (recipe.teacher and recipe.distill):
+        return None
+    from edge.errors import FerEdgeError
+
+    path = Path(recipe.teacher)
+    if not path.is_file():
+        raise FerEdgeError(f"teacher model {path} not found; train it first "
+                           f"(fer-edge train --recipe standard) or fix the recipe's teacher path")
+    if path.suffix == ".tflite":
+        return _tflite_teacher(path)
+    import keras
+
+    net = GraphExecutor(keras.models.load_model(path, compile=False)).to(device).eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return lambda xb: torch.softmax(net(xb), 1)
+
+
+def _tflite_teacher(path: Path):
+    from convert.drift import quantize_input
+    from edge.manifest import load_manifest
+    from edge.runtime import interpreter_module
+
+    manifest = load_manifest(path)
+    interp = interpreter_module().Interpreter(model_path=str(path), num_threads=torch.get_num_threads())
+    interp.allocate_tensors()
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    out_scale, out_zp = out["quantization"]
+
+    def scores(xb):
+        pixels = xb.detach().cpu().numpy()[:, 0] * 127.5 + 127.5  # back to the 0..255 pixel scale
+        xq = quantize_input(pixels, manifest.input.mean, manifest.input.std, *inp["quantization"], inp["dtype"])
+        res = np.empty((len(xq), int(np.prod(out["shape"][1:]))), np.float32)
+        for i in range(len(xq)):
+            interp.set_tensor(inp["index"], xq[i:i + 1, :, :, None])
+            interp.invoke()
+            res[i] = interp.get_tensor(out["index"]).reshape(-1)
+        return torch.tensor((res - out_zp) * out_scale if out_scale else res, device=xb.device)
+
+    return scores
+
+
+def distillation_loss(logits, teacher, xb):
+    """Cross-entropy against the teacher's scores on the same augmented batch (online distillation:
+    the soft target matches the crop, flip and erase the student sees, unlike cached scores)."""
+    with torch.no_grad():
+        soft = teacher(xb)
+    return -(soft * F.log_softmax(logits, 1)).sum(1).mean()
 
 
 @torch.no_grad()

@@ -18,6 +18,7 @@ from typing import IO, Iterator
 import numpy as np
 
 from edge.errors import DataError
+from edge.manifest import top_classes
 
 # cv2 and the pipeline modules are imported when the command runs: `fer-edge --help` stays fast.
 
@@ -146,7 +147,7 @@ def analyze_file(path: Path, detector, classifier, every: int = 1, progress=None
         faces = detector.detect(image)
         probs = classifier.classify_batch([f.crop for f in faces])
         for i, (face, p) in enumerate(zip(faces, probs)):
-            top = int(np.argmax(p))
+            top = top_classes(p, classifier.manifest.class_prior)
             yield {
                 "path": str(path), "frame": frame_no, "time_s": time_s, "face": i,
                 "box": [int(v) for v in face.box], "detector_score": round(float(face.score), 4),

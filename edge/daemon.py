@@ -51,7 +51,7 @@ class Pipeline:
 
         self.classifier = ExpressionClassifier(cfg.model)  # ModelError on a bad model: fail before the camera
         self.detector = create_detector(cfg.detector)
-        self.tracker = FaceTracker(cfg.tracker, self.classifier.labels)
+        self.tracker = FaceTracker(cfg.tracker, self.classifier.labels, self.classifier.manifest.class_prior)
         self.source = open_source(cfg.camera)
 
     def close(self) -> None:

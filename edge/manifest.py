@@ -10,6 +10,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edge.errors import ModelError
@@ -69,6 +70,9 @@ class ModelManifest(BaseModel):
     sha256: str
     metrics: Metrics = Field(default_factory=Metrics)
     trained: Training = Field(default_factory=Training)
+    # Share of each label in the training split. int8 scores tie often (the softmax output has
+    # 1/256 steps and its logits ~0.04): ties go to the more frequent class (see top_classes).
+    class_prior: list[float] | None = None
 
     @field_validator("labels")
     @classmethod
@@ -76,6 +80,30 @@ class ModelManifest(BaseModel):
         if len(v) != len(FER_LABELS):
             raise ValueError(f"expected {len(FER_LABELS)} labels, got {len(v)}")
         return v
+
+    @field_validator("class_prior")
+    @classmethod
+    def _prior_per_label(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and (len(v) != len(FER_LABELS) or min(v) < 0):
+            raise ValueError(f"class_prior needs {len(FER_LABELS)} non-negative shares, got {v}")
+        return v
+
+
+def top_classes(scores, prior=None):
+    """Index of the top class of each score vector, ties broken by ``prior``.
+
+    scores: [K] or [N, K] class scores. prior: None or K training-split shares of the labels
+    (``ModelManifest.class_prior``). Among classes with equal top scores the one with the larger
+    prior wins (then the lower index), the most likely answer when the scores cannot tell; with no
+    prior this is plain argmax (the lowest tied index, which favours "angry").
+    Returns an int for one vector, an int array [N] for a batch.
+    """
+    s = np.asarray(scores, np.float64)
+    if prior is None:
+        return s.argmax(axis=-1) if s.ndim > 1 else int(s.argmax())
+    top = s == s.max(axis=-1, keepdims=True)
+    pick = np.where(top, np.asarray(prior, np.float64), -1.0).argmax(axis=-1)
+    return pick if s.ndim > 1 else int(pick)
 
 
 def sha256_of(path: str | Path) -> str:

@@ -10,6 +10,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from edge.detect import Face
+from edge.manifest import top_classes
 
 
 class TrackerConfig(BaseModel):
@@ -76,9 +77,12 @@ class FaceTracker:
     seen within ``expire_s`` (their ``last_seen`` is older than ``ts``).
     """
 
-    def __init__(self, cfg: TrackerConfig | None, labels: list[str]):
+    def __init__(self, cfg: TrackerConfig | None, labels: list[str], prior: list[float] | None = None):
+        """cfg: tracker settings; labels: the model's class names; prior: the manifest's
+        ``class_prior`` (breaks ties between equal scores), or None for plain argmax."""
         self.cfg = cfg or TrackerConfig()
         self.labels = list(labels)
+        self.prior = prior
         self._tracks: list[Track] = []
         self._next_id = 1
 
@@ -87,7 +91,7 @@ class FaceTracker:
         t.changed = False
         if t.hits < self.cfg.min_hits:
             return
-        top = int(np.argmax(t.scores))
+        top = top_classes(t.scores, self.prior)
         if not t.expression:
             t.expression, t.changed = self.labels[top], True
         else:

@@ -262,7 +262,7 @@ def run_accuracy(data: str | Path, models: list[str], split: str = "PrivateTest"
         pf = predict_float(keras_path, x, TRAIN_MEAN, TRAIN_STD) if keras_path.is_file() else None
         if pf is None:
             log.warning("%s missing: float accuracy of %s not measured", keras_path, name)
-        rep = compute_drift(y, pf if pf is not None else pq, pq, FER_LABELS)
+        rep = compute_drift(y, pf if pf is not None else pq, pq, FER_LABELS, man.class_prior)
         row = _accuracy_row(name, rep, man.params, count_macs(tfl)["total"], tfl.stat().st_size)
         if pf is None:
             row["float_accuracy"] = row["float_macro_f1"] = None
@@ -403,7 +403,7 @@ def e2e_ours_worker(video: str, model: str, threads: int, detector: str = "blaze
     cv2.setNumThreads(threads)
     det = create_detector(DetectorConfig(type=detector, threads=threads))
     clf = ExpressionClassifier(ModelConfig(path=model, accelerator="cpu", threads=threads))
-    tracker = FaceTracker(TrackerConfig(), clf.labels)
+    tracker = FaceTracker(TrackerConfig(), clf.labels, clf.manifest.class_prior)
     src = open_source(CameraConfig(source=video))
     frames = faces = 0
     t0 = time.perf_counter()

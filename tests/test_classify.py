@@ -109,6 +109,22 @@ def test_six_labels_are_refused(standin_model, tmp_path):
         ExpressionClassifier(ModelConfig(path=str(p), accelerator="cpu"))
 
 
+def test_class_prior_must_have_one_share_per_label(standin_model, tmp_path):
+    p = _copy_with_manifest(standin_model, tmp_path / "m.tflite", class_prior=[0.5, 0.5])
+    with pytest.raises(ModelError, match="class_prior"):
+        ExpressionClassifier(ModelConfig(path=str(p), accelerator="cpu"))
+
+
+def test_top_classes_breaks_ties_by_prior_only():
+    from edge.manifest import top_classes
+
+    prior = [0.1, 0.0, 0.1, 0.3, 0.2, 0.1, 0.2]
+    scores = np.array([[0.3, 0, 0, 0, 0.3, 0, 0.3], [0.3, 0, 0, 0, 0.3, 0, 0.31], [0.5, 0, 0, 0, 0.5, 0, 0]])
+    assert top_classes(scores, prior).tolist() == [4, 6, 4]  # sad (0.2) beats neutral (0.2) by index
+    assert top_classes(scores).tolist() == [0, 6, 0]
+    assert top_classes(scores[0], prior) == 4 and isinstance(top_classes(scores[0]), int)
+
+
 def test_wrong_input_shape_is_refused(tmp_path):
     path = build_int8_model(tmp_path, name="big", input_shape=(64, 64, 1))
     with pytest.raises(ModelError, match=r"input shape is \[1, 64, 64, 1\]"):

@@ -51,6 +51,22 @@ def test_compute_drift_hand_computed():
     json.dumps(r)  # JSON-ready as returned
 
 
+def test_int8_ties_go_to_the_more_frequent_class_with_a_prior():
+    # The int8 scores tie between "a" and "c" on both images; float says "c" on both.
+    tied = [0.45, 0.05, 0.45, 0.05]
+    floats, int8 = [[0.40, 0.05, 0.50, 0.05]] * 2, [tied] * 2
+    plain = compute_drift([2, 2], floats, int8, LABELS)
+    assert plain["int8_top_ties"] == 2 and plain["tie_break"] == "lowest_index"
+    assert plain["agreement"] == 0.0 and plain["int8_accuracy"] == 0.0  # argmax takes "a", the lower index
+    prior = [0.1, 0.2, 0.6, 0.1]  # "c" is the more frequent class in training
+    r = compute_drift([2, 2], floats, int8, LABELS, prior)
+    assert r["tie_break"] == "class_prior" and r["agreement"] == 1.0 and r["int8_accuracy"] == 1.0
+    assert r["agreement_lowest_index"] == 0.0
+    assert "int8 top-score ties | | 2 | to the more frequent class" in drift.format_summary(r)
+    # A prior never overrides a strict maximum.
+    assert compute_drift([0], [A], [A], LABELS, [0.0, 0.0, 1.0, 0.0])["agreement"] == 1.0
+
+
 def test_kl_is_finite_when_int8_scores_are_zero():
     r = compute_drift([0], [[1.0, 0.0]], [[0.0, 1.0]], ["x", "y"])
     assert math.isfinite(r["mean_kl"]) and r["mean_kl"] == pytest.approx(math.log(1 / drift.KL_EPS), rel=1e-3)

@@ -130,6 +130,8 @@ def test_convert_command_end_to_end(trained, tmp_path, capsys):
     assert (manifest.input.mean, manifest.input.std) == (128.0, 128.0)
     assert manifest.metrics.split == "PublicTest" and manifest.metrics.agreement > 0.9
     assert "expanded" in manifest.trained.int8_graph and manifest.trained.int8_equalized is True
+    counts = np.bincount(yt, minlength=len(FER_LABELS))
+    assert manifest.class_prior == pytest.approx((counts / counts.sum()).tolist(), abs=1e-6)
     interpreter, _ = make_interpreter(tflite)
     scale, zero_point = interpreter.get_input_details()[0]["quantization"]
     assert zero_point == 0 and abs(scale - 1 / 128) < 1e-9  # the int8 input is exactly pixel - 128

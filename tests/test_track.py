@@ -52,6 +52,15 @@ def test_min_hits_delays_the_first_report():
     assert not t.changed
 
 
+def test_equal_scores_are_reported_as_the_more_frequent_class():
+    tied = probs(angry=0.4, sad=0.4)
+    (t,) = FaceTracker(TrackerConfig(min_hits=1), FER_LABELS).update([face(0, 0)], tied[None], 0.0)
+    assert t.expression == "angry"  # plain argmax: the lowest index
+    prior = [0.14, 0.02, 0.14, 0.25, 0.17, 0.11, 0.17]  # FER2013 Training shares
+    (t,) = FaceTracker(TrackerConfig(min_hits=1), FER_LABELS, prior).update([face(0, 0)], tied[None], 0.0)
+    assert t.expression == "sad"
+
+
 def test_smoothing_weights_the_new_observation():
     tr = FaceTracker(TrackerConfig(min_hits=1, smoothing=0.25), FER_LABELS)
     a, b = probs(happy=0.9), probs(sad=0.9)
