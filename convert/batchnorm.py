@@ -6,7 +6,9 @@ erasing, contrast and brightness jitter), but the model is evaluated on clean fa
 them on clean images closes that gap without touching a trained weight. Measured on PublicTest:
 see README "Batch-norm recalibration". Only Training images are used.
 
-``python -m convert.batchnorm --keras best.keras --data fer2013.csv.gz --out recalibrated.keras``
+``fer-edge train`` (and the torch trainer) write ``recalibrated.keras`` beside ``best.keras`` when
+training ends; ``python -m convert.batchnorm --keras best.keras --data fer2013.csv.gz --out
+recalibrated.keras`` does it for an existing model.
 """
 
 from __future__ import annotations
@@ -46,6 +48,25 @@ def recalibrate_batch_norm(model, x: np.ndarray, batch_size: int = 512) -> int:
     return len(bns)
 
 
+def write_recalibrated(src: str | Path, x_train_uint8: np.ndarray, out: str | Path, batch_size: int = 512) -> dict:
+    """Load ``src`` (.keras), recalibrate its batch norms on ``x_train_uint8`` ([N, 48, 48] Training
+    pixels), save it as ``out`` and the note ``out.json`` (``fer-edge convert`` copies it into the
+    manifest). Returns the note."""
+    import keras
+
+    from convert.data import normalize
+
+    src, out = Path(src), Path(out)
+    model = keras.models.load_model(src, compile=False)
+    n = recalibrate_batch_norm(model, normalize(x_train_uint8), batch_size)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model.save(out)
+    note = {"batch_norm_recalibration": {"from": src.name, "split": "Training", "images": int(len(x_train_uint8)),
+                                         "batch_norms": n}}
+    out.with_suffix(".json").write_text(json.dumps(note, indent=2) + "\n")
+    return note
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keras", required=True, help="trained float model (.keras)")
     p.add_argument("--data", required=True, help="FER2013 data (its Training split is used)")
@@ -55,26 +76,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Recalibrate ``--keras`` on clean Training images and save it as ``--out``."""
-    import keras
-
-    from convert.data import load_split, normalize
+    from convert.data import load_split
 
     src = Path(args.keras)
     if not src.is_file():
         raise ModelError(f"Keras model {src} not found; pass the best.keras written by `fer-edge train`")
-    model = keras.models.load_model(src, compile=False)
     x, _ = load_split(args.data, "Training")
-    n = recalibrate_batch_norm(model, normalize(x), args.batch_size)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    model.save(out)
+    note = write_recalibrated(src, x, out, args.batch_size)
     info_src = src.with_name("train.json")
     if info_src.is_file() and out.parent != src.parent:
         shutil.copy(info_src, out.with_name("train.json"))
-    # `fer-edge convert` copies this note into the manifest's "trained" section
-    note = {"batch_norm_recalibration": {"from": src.name, "split": "Training", "images": int(len(x)),
-                                         "batch_norms": n}}
-    out.with_suffix(".json").write_text(json.dumps(note, indent=2) + "\n")
     print(json.dumps({"model": str(out), **note}))
     return 0
 

@@ -51,7 +51,8 @@ def _train(args) -> int:
     summary = train(recipe, x_train, y_train, x_val, y_val, out, resume=args.resume)
     print(f"best PublicTest accuracy {summary['best_val_accuracy']:.4f} at epoch {summary['best_epoch']} "
           f"of {summary['epochs_run']} ({summary['params']} params, {summary['wall_seconds']:.0f} s); "
-          f"model: {out / 'best.keras'}")
+          f"model: {out / 'best.keras'}; batch norms recalibrated on clean Training images: "
+          f"{out / 'recalibrated.keras'} (convert this one)")
     return 0
 
 

@@ -358,6 +358,9 @@ def train_torch(recipe: Recipe, x_train, y_train, x_val, y_val, out_dir, resume:
         "export_max_abs_diff": diff,
     }
     (out / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
+    from convert.batchnorm import write_recalibrated
+
+    write_recalibrated(out / "best.keras", x_train, out / "recalibrated.keras")
     return summary
 
 

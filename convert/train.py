@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 import convert  # noqa: F401  (sets ONEDNN_MAX_CPU_ISA before TensorFlow loads)
+from convert.batchnorm import write_recalibrated
 from convert.data import normalize
 from convert.recipes import Recipe
 from edge.errors import FerEdgeError
@@ -189,6 +190,7 @@ def train(recipe: Recipe, x_train, y_train, x_val, y_val, out_dir: str | Path, r
     }
     (out / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
     plot_history(out / "history.csv", out / "curves.png")
+    write_recalibrated(out / "best.keras", x_train, out / "recalibrated.keras")
     return summary
 
 

@@ -38,9 +38,18 @@ def trained(tmp_path_factory):
 
 def test_training_writes_checkpoint_history_and_resumes(trained):
     out, summary, (xt, yt), (xv, yv) = trained
-    for name in ("best.keras", "history.csv", "curves.png", "train.json", "backup"):
+    for name in ("best.keras", "recalibrated.keras", "history.csv", "curves.png", "train.json", "backup"):
         assert (out / name).exists(), name
     assert summary["epochs_run"] == 1 and summary["params"] == 58423
+    # batch norms re-estimated on the clean training images: same weights, new moving statistics
+    import keras
+
+    best, recal = (keras.models.load_model(out / n, compile=False) for n in ("best.keras", "recalibrated.keras"))
+    bn = next(l.name for l in best.layers if isinstance(l, keras.layers.BatchNormalization))
+    (g0, b0, m0, v0), (g1, b1, m1, v1) = best.get_layer(bn).get_weights(), recal.get_layer(bn).get_weights()
+    assert np.array_equal(g0, g1) and np.array_equal(b0, b1) and not np.allclose(m0, m1)
+    note = json.loads((out / "recalibrated.json").read_text())["batch_norm_recalibration"]
+    assert note["from"] == "best.keras" and note["images"] == len(xt) and note["batch_norms"] == 14
     from edge.errors import FerEdgeError
 
     with pytest.raises(FerEdgeError, match="--resume"):

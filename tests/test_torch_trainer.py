@@ -50,6 +50,28 @@ def test_train_torch_exports_a_keras_model(tmp_path):
     reloaded = keras.models.load_model(tmp_path / "best.keras", compile=False)
     assert reloaded.count_params() == 58423
     assert (tmp_path / "checkpoint.pt").is_file() and (tmp_path / "history.csv").is_file()
+    assert (tmp_path / "recalibrated.keras").is_file() and (tmp_path / "recalibrated.json").is_file()
+
+    # warm start + online distillation from the model just trained
+    kd = get_recipe("smoke", epochs=1, batch_size=32, init=str(tmp_path / "best.keras"),
+                    teacher=str(tmp_path / "best.keras"), distill=0.5)
+    student = train_torch(kd, x, y, x[:32], y[:32], tmp_path / "kd", device="cpu")
+    assert student["recipe"]["distill"] == 0.5 and (tmp_path / "kd" / "best.keras").is_file()
+
+
+def test_int8_teacher_scores_what_the_interpreter_scores(standin_model):
+    """An int8 .tflite teacher scores an augmented batch as the TFLite interpreter scores those pixels."""
+    from convert.drift import predict_int8
+    from convert.torch_gpu import load_teacher
+    from edge.manifest import load_manifest
+
+    teacher = load_teacher(get_recipe("smoke", teacher=str(standin_model), distill=0.5), "cpu")
+    pixels = np.random.default_rng(3).integers(0, 256, (5, 48, 48)).astype(np.uint8)
+    xb = torch.tensor((pixels.astype(np.float32) - 127.5) / 127.5)[:, None]
+    m = load_manifest(standin_model)
+    expected = predict_int8(standin_model, pixels, m.input.mean, m.input.std, threads=1, progress=False)
+    assert np.allclose(teacher(xb).numpy(), expected, atol=1e-6)
+    assert load_teacher(get_recipe("smoke"), "cpu") is None
 
 
 def test_weight_quant_folds_batch_norm():
