@@ -62,19 +62,15 @@ def quantize_input(x_uint8: np.ndarray, mean: float, std: float, scale: float, z
     return np.clip(q, info.min, info.max).astype(dtype)
 
 
-def predict_int8(tflite_path: str | Path, x_uint8: np.ndarray, mean: float, std: float,
-                 threads: int = 2, progress: bool = True) -> np.ndarray:
-    """Scores of the TFLite model for each image.
+def open_int8(tflite_path: str | Path, threads: int = 2):
+    """Load a TFLite model for batch-1 scoring: ``(interpreter, input detail, output detail)``.
 
-    tflite_path: int8 (or uint8, or float) model with input [1, H, W, 1].
-    x_uint8: [N, H, W] uint8 raw pixels. mean, std: the model's normalisation; the float input
-    ``(pixel - mean) / std`` is then quantized with the input tensor's scale/zero point.
-    Returns float32 [N, num_classes], the output dequantized with its scale/zero point.
+    tflite_path: int8 (or uint8, or float) model with input [1, H, W, 1]. threads: interpreter threads.
+    A missing or unreadable file raises ModelError with what to do next.
     """
     tflite_path = Path(tflite_path)
     if not tflite_path.is_file():
         raise ModelError(f"model file {tflite_path} not found; pass the int8 .tflite")
-    x = _as_images(x_uint8)
     from edge.runtime import interpreter_module
 
     Interpreter = interpreter_module().Interpreter
@@ -88,21 +84,21 @@ def predict_int8(tflite_path: str | Path, x_uint8: np.ndarray, mean: float, std:
         hint = ("it is compiled for the Edge TPU; pass the CPU model (without _edgetpu)"
                 if "edgetpu" in tflite_path.name else "re-export it with `fer-edge convert`")
         raise ModelError(f"cannot load {tflite_path} ({str(exc).splitlines()[0]}); {hint}") from None
-    h, w = int(inp["shape"][1]), int(inp["shape"][2])
-    if x.shape[1:] != (h, w):
-        raise DataError(f"images are {x.shape[1]}x{x.shape[2]} but {tflite_path.name} takes {h}x{w}")
+    return interp, inp, out
 
-    in_scale, in_zp = inp["quantization"]
-    xq = quantize_input(x, mean, std, in_scale, in_zp, inp["dtype"])[..., None]
 
+def score_int8(model, xq: np.ndarray, tflite_path: str | Path, progress: bool = False) -> np.ndarray:
+    """Scores of ``model`` (``open_int8``'s triple for ``tflite_path``) for already-quantized inputs
+    ``xq`` [N, H, W, 1], one invoke per image; float32 [N, num_classes], dequantized with the
+    output's scale/zero point. progress: show a tqdm bar."""
+    interp, inp, out = model
     out_scale, out_zp = out["quantization"]
-    n_out = int(np.prod(out["shape"][1:]))
-    scores = np.empty((len(x), n_out), np.float32)
-    it = range(len(x))
+    scores = np.empty((len(xq), int(np.prod(out["shape"][1:]))), np.float32)
+    it = range(len(xq))
     if progress:
         from tqdm import tqdm
 
-        it = tqdm(it, desc=f"int8 {tflite_path.name}", unit="img", leave=False)
+        it = tqdm(it, desc=f"int8 {Path(tflite_path).name}", unit="img", leave=False)
     try:
         for i in it:
             interp.set_tensor(inp["index"], xq[i: i + 1])
@@ -113,6 +109,26 @@ def predict_int8(tflite_path: str | Path, x_uint8: np.ndarray, mean: float, std:
     if out_scale:  # dequantize; the raw values were written into float storage unchanged
         scores = (scores - np.float32(out_zp)) * np.float32(out_scale)
     return scores
+
+
+def predict_int8(tflite_path: str | Path, x_uint8: np.ndarray, mean: float, std: float,
+                 threads: int = 2, progress: bool = True) -> np.ndarray:
+    """Scores of the TFLite model for each image.
+
+    tflite_path: int8 (or uint8, or float) model with input [1, H, W, 1].
+    x_uint8: [N, H, W] uint8 raw pixels. mean, std: the model's normalisation; the float input
+    ``(pixel - mean) / std`` is then quantized with the input tensor's scale/zero point.
+    Returns float32 [N, num_classes], the output dequantized with its scale/zero point.
+    """
+    tflite_path = Path(tflite_path)
+    model = open_int8(tflite_path, threads)
+    x = _as_images(x_uint8)
+    inp = model[1]
+    h, w = int(inp["shape"][1]), int(inp["shape"][2])
+    if x.shape[1:] != (h, w):
+        raise DataError(f"images are {x.shape[1]}x{x.shape[2]} but {tflite_path.name} takes {h}x{w}")
+    xq = quantize_input(x, mean, std, *inp["quantization"], inp["dtype"])[..., None]
+    return score_int8(model, xq, tflite_path, progress)
 
 
 def predict_float(keras_path: str | Path, x_uint8: np.ndarray, mean: float, std: float,
@@ -199,7 +215,6 @@ def compute_drift(y_true, float_probs, int8_probs, labels: list[str], prior=None
     if y.min() < 0 or y.max() >= k:
         raise ValueError(f"labels must be in [0, {k}), got {y.min()}..{y.max()}")
     pred_f, pred_q = top_classes(pf, prior), top_classes(pq, prior)
-    top2 = np.sort(pq, axis=1)[:, -2:] if k > 1 else np.zeros((len(y), 2))
     cm_f, cm_q = confusion_matrix(y, pred_f, k), confusion_matrix(y, pred_q, k)
     mf, mq = _class_metrics(cm_f), _class_metrics(cm_q)
 
@@ -229,7 +244,7 @@ def compute_drift(y_true, float_probs, int8_probs, labels: list[str], prior=None
         "accuracy_drop_points": (acc_f - acc_q) * 100.0,
         "agreement": float(np.mean(pred_f == pred_q)),
         "disagreements": int(np.sum(pred_f != pred_q)),
-        "int8_top_ties": int(np.sum(top2[:, 0] == top2[:, 1])),
+        "int8_top_ties": int(np.sum((pq == pq.max(axis=1, keepdims=True)).sum(axis=1) > 1)),
         "tie_break": "class_prior" if prior is not None else "lowest_index",
         "agreement_lowest_index": float(np.mean(pf.argmax(axis=1) == pq.argmax(axis=1))),
         "float_macro_f1": f1_f,

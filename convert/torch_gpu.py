@@ -374,12 +374,9 @@ def load_teacher(recipe: Recipe, device):
     """
     if not (recipe.teacher and recipe.distill):
         return None
-    from edge.errors import FerEdgeError
+    from convert.train import teacher_file
 
-    path = Path(recipe.teacher)
-    if not path.is_file():
-        raise FerEdgeError(f"teacher model {path} not found; train it first "
-                           f"(fer-edge train --recipe standard) or fix the recipe's teacher path")
+    path = teacher_file(recipe.teacher)
     if path.suffix == ".tflite":
         return _tflite_teacher(path)
     import keras
@@ -391,25 +388,17 @@ def load_teacher(recipe: Recipe, device):
 
 
 def _tflite_teacher(path: Path):
-    from convert.drift import quantize_input
+    from convert.drift import open_int8, quantize_input, score_int8
     from edge.manifest import load_manifest
-    from edge.runtime import interpreter_module
 
     manifest = load_manifest(path)
-    interp = interpreter_module().Interpreter(model_path=str(path), num_threads=torch.get_num_threads())
-    interp.allocate_tensors()
-    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
-    out_scale, out_zp = out["quantization"]
+    model = open_int8(path, threads=torch.get_num_threads())
+    inp = model[1]
 
     def scores(xb):
         pixels = xb.detach().cpu().numpy()[:, 0] * 127.5 + 127.5  # back to the 0..255 pixel scale
         xq = quantize_input(pixels, manifest.input.mean, manifest.input.std, *inp["quantization"], inp["dtype"])
-        res = np.empty((len(xq), int(np.prod(out["shape"][1:]))), np.float32)
-        for i in range(len(xq)):
-            interp.set_tensor(inp["index"], xq[i:i + 1, :, :, None])
-            interp.invoke()
-            res[i] = interp.get_tensor(out["index"]).reshape(-1)
-        return torch.tensor((res - out_zp) * out_scale if out_scale else res, device=xb.device)
+        return torch.tensor(score_int8(model, xq[..., None], path), device=xb.device)
 
     return scores
 

@@ -206,6 +206,15 @@ def initial_model(recipe: Recipe):
     return model
 
 
+def teacher_file(teacher_path: str | Path) -> Path:
+    """The recipe's teacher model as a Path; FerEdgeError naming the fix when it is missing."""
+    path = Path(teacher_path)
+    if not path.is_file():
+        raise FerEdgeError(f"teacher model {path} not found; train it first "
+                           f"(fer-edge train --recipe standard) or fix the recipe's teacher path")
+    return path
+
+
 def teacher_scores(teacher_path: str | Path, x_uint8: np.ndarray, cache: Path) -> np.ndarray:
     """Soft targets for distillation: the teacher's scores on each image and on its mirror image,
     averaged (the student sees flipped copies). Cached in ``cache`` so ``--resume`` does not redo it."""
@@ -215,10 +224,7 @@ def teacher_scores(teacher_path: str | Path, x_uint8: np.ndarray, cache: Path) -
         scores = np.load(cache)
         if scores.shape[0] == len(x_uint8):
             return scores
-    if not Path(teacher_path).is_file():
-        raise FerEdgeError(f"teacher model {teacher_path} not found; train it first "
-                           f"(fer-edge train --recipe standard) or fix the recipe's teacher path")
-    teacher = keras.models.load_model(teacher_path, compile=False)
+    teacher = keras.models.load_model(teacher_file(teacher_path), compile=False)
     x = normalize(x_uint8)
     scores = 0.5 * (teacher.predict(x, batch_size=256, verbose=2)
                     + teacher.predict(x[:, :, ::-1], batch_size=256, verbose=2))
