@@ -293,9 +293,12 @@ def train_torch(recipe: Recipe, x_train, y_train, x_val, y_val, out_dir, resume:
     gen = torch.Generator(device=device)
     gen.manual_seed(recipe.seed)
     start, history, best, best_state, wall0 = 0, [], -1.0, None, 0.0
+    ema = _clone_state(net) if recipe.ema else None
     if resume and ckpt.is_file():
         state = torch.load(ckpt, map_location=device, weights_only=False)
         net.load_state_dict(state["net"])
+        if ema is not None:
+            ema = state["ema"]
         opt.load_state_dict(state["opt"])
         gen.set_state(state["gen"].cpu() if hasattr(state["gen"], "cpu") else state["gen"])
         start, history, best, best_state, wall0 = (state["epoch"], state["history"], state["best"],
@@ -318,20 +321,32 @@ def train_torch(recipe: Recipe, x_train, y_train, x_val, y_val, out_dir, resume:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if ema is not None:
+                _update_ema(ema, net, recipe.ema)
             tl += loss.detach() * len(idx)
             tc += (logits.argmax(1) == yt[idx]).sum()
         va, vl = evaluate(net, xv, yv)
         row = {"epoch": epoch, "accuracy": float(tc) / len(xt), "loss": float(tl) / len(xt),
                "val_accuracy": va, "val_loss": vl}
+        candidate = net.state_dict()
+        if ema is not None:
+            # the average is what gets selected and exported; the live weights' score is kept for the curves
+            live = _clone_state(net)
+            net.load_state_dict(ema)
+            row["val_accuracy_live"] = va
+            va, vl = row["val_accuracy"], row["val_loss"] = evaluate(net, xv, yv)
+            candidate = ema
+            net.load_state_dict(live)
         history.append(row)
         if va > best:
             best, patience_left = va, recipe.patience
-            best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+            best_state = {k: v.detach().cpu().clone() for k, v in candidate.items()}
         else:
             patience_left -= 1
         print(f"epoch {epoch + 1}/{recipe.epochs} {time.time() - te:.1f}s loss {row['loss']:.4f} "
               f"acc {row['accuracy']:.4f} val_loss {vl:.4f} val_acc {va:.4f} best {best:.4f}", flush=True)
         torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(), "epoch": epoch + 1,
+                    "ema": ema,
                     "history": history, "best": best, "best_state": best_state,
                     "wall": wall0 + time.time() - t0}, out / "checkpoint.tmp.pt")
         (out / "checkpoint.tmp.pt").replace(ckpt)
@@ -362,6 +377,17 @@ def train_torch(recipe: Recipe, x_train, y_train, x_val, y_val, out_dir, resume:
 
     write_recalibrated(out / "best.keras", x_train, out / "recalibrated.keras")
     return summary
+
+
+def _clone_state(net) -> dict:
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
+@torch.no_grad()
+def _update_ema(ema: dict, net, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * current, for weights and batch-norm statistics alike."""
+    for k, v in net.state_dict().items():
+        ema[k].lerp_(v.detach(), 1.0 - decay)
 
 
 def load_teacher(recipe: Recipe, device):

@@ -59,6 +59,26 @@ def test_train_torch_exports_a_keras_model(tmp_path):
     assert student["recipe"]["distill"] == 0.5 and (tmp_path / "kd" / "best.keras").is_file()
 
 
+def test_weight_average_is_what_gets_exported(tmp_path):
+    import keras
+    import torch
+
+    rng = np.random.default_rng(2)
+    x = rng.integers(0, 255, (64, 48, 48), dtype=np.uint8)
+    y = rng.integers(0, 7, 64)
+    recipe = get_recipe("smoke", epochs=1, batch_size=32, ema=0.5)
+    train_torch(recipe, x, y, x[:32], y[:32], tmp_path, device="cpu")
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    key = next(k for k in state["ema"] if k.endswith("__k"))
+    live, avg = state["net"][key].numpy(), state["ema"][key].numpy()
+    assert np.abs(live - avg).max() > 1e-6  # two steps at decay 0.5 leave the average behind
+    assert np.array_equal(state["best_state"][key].numpy(), avg)
+    rows = (tmp_path / "history.csv").read_text().splitlines()
+    assert "val_accuracy_live" in rows[0]
+    layer = keras.models.load_model(tmp_path / "best.keras", compile=False).get_layer(key.split("__")[0].removeprefix("params."))
+    np.testing.assert_allclose(layer.get_weights()[0], avg.transpose(2, 3, 1, 0), atol=1e-7)
+
+
 def test_int8_teacher_scores_what_the_interpreter_scores(standin_model):
     """An int8 .tflite teacher scores an augmented batch as the TFLite interpreter scores those pixels."""
     from convert.drift import predict_int8
