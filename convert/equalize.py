@@ -208,3 +208,60 @@ def expand_separable(model):
         else:
             new.set_weights(old.get_weights())
     return expanded
+
+
+def standalone_batch_norms(model) -> list:
+    """The BatchNormalization layers that the TFLite converter cannot fold into a convolution before
+    them (their input comes from an Add, a pooling or another non-linear layer)."""
+    from keras import layers
+
+    folds_into = (layers.Conv2D, layers.SeparableConv2D, layers.DepthwiseConv2D, layers.Dense)
+    found = []
+    for layer in model.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            src = layer._inbound_nodes[0].input_tensors[0]._keras_history.operation
+            if not isinstance(src, folds_into):
+                found.append(layer)
+    return found
+
+
+def batch_norm_as_depthwise(model):
+    """A copy of ``model`` in which every standalone batch norm (see ``standalone_batch_norms``) is a
+    1x1 DepthwiseConv2D with bias computing the same per-channel affine map
+    ``gamma * (x - mean) / sqrt(var + eps) + beta``. Returns ``model`` itself when there is none.
+
+    Why: TFLite lowers a standalone batch norm to MUL then ADD and rounds the MUL's output, which
+    is neither centred nor clipped by the ReLU that follows, to 8 bits; in `tiny` (pre-activated
+    blocks) that tensor's quantization step is ~3x the step of the ReLU output after it. A depthwise
+    convolution does the multiply and the add in its 32-bit accumulator, takes the ReLU as its
+    fused activation and rounds once. Each channel has one weight, so per-channel int8 weights are
+    exact. The float function is unchanged.
+    """
+    import keras
+    from keras import layers
+
+    targets = {l.name for l in standalone_batch_norms(model)}
+    if not targets:
+        return model
+
+    def clone(layer):
+        if layer.name in targets:
+            return layers.DepthwiseConv2D(1, use_bias=True, name=layer.name)
+        return layer.__class__.from_config(layer.get_config())
+
+    def call(layer, *args, **kwargs):
+        if layer.name in targets:
+            kwargs.pop("mask", None)  # BatchNormalization's call takes a mask, a convolution's does not
+            kwargs.pop("training", None)
+        return layer(*args, **kwargs)
+
+    rewritten = keras.models.clone_model(model, clone_function=clone, call_function=call)
+    for old in model.layers:
+        new = rewritten.get_layer(old.name)
+        if old.name in targets:
+            gamma, beta, mean, var = old.get_weights()
+            scale = gamma / np.sqrt(var + old.epsilon)
+            new.set_weights([scale.reshape(1, 1, -1, 1).astype(np.float32), (beta - mean * scale).astype(np.float32)])
+        else:
+            new.set_weights(old.get_weights())
+    return rewritten

@@ -17,8 +17,8 @@ import numpy as np
 
 import convert  # noqa: F401  (ONEDNN_MAX_CPU_ISA before TensorFlow)
 from convert.data import TRAIN_MEAN, TRAIN_STD
-from convert.equalize import (equalize_relu_channels, equalize_residual_channels, expand_separable,
-                              fold_input_normalization)
+from convert.equalize import (batch_norm_as_depthwise, equalize_relu_channels, equalize_residual_channels,
+                              expand_separable, fold_input_normalization, standalone_batch_norms)
 from edge.errors import ModelError
 from edge.manifest import FER_LABELS, ModelManifest, Training, sha256_of, write_manifest
 
@@ -130,6 +130,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="calibration sample seed")
     parser.add_argument("--no-equalize", dest="equalize", action="store_false",
                         help="skip the per-channel range equalisation (convert/equalize.py) before calibration")
+    parser.add_argument("--bn-as-depthwise", choices=("yes", "no"), default="yes",
+                        help="compute each batch norm that cannot fold into a convolution (after an Add, as in tiny's "
+                             "pre-activated blocks) as a 1x1 depthwise convolution with the ReLU fused: one 8-bit "
+                             "rounding instead of two (default: %(default)s)")
     parser.add_argument("--expand-separable", choices=("auto", "yes", "no"), default="auto",
                         help="compute each separable convolution as one full convolution in the int8 model: no 8-bit "
                              "rounding between its depthwise and pointwise halves (closer to float), more weights and "
@@ -163,11 +167,15 @@ def run(args: argparse.Namespace) -> int:
         n_relu, n_add = equalize_relu_channels(model, x_cal), equalize_residual_channels(model, x_cal)
         print(f"equalized channel ranges: {n_relu} ReLU outputs, {n_add} residual adds")
     graph = model
+    n_bn = len(standalone_batch_norms(model)) if args.bn_as_depthwise == "yes" else 0
+    if n_bn:
+        graph = batch_norm_as_depthwise(model)
+        print(f"int8 graph: {n_bn} standalone batch norms computed as 1x1 depthwise convolutions")
+    expanded = False
     if args.expand_separable != "no" and any(isinstance(l, keras.layers.SeparableConv2D) for l in model.layers):
-        candidate = expand_separable(model)
+        candidate = expand_separable(graph)
         if args.expand_separable == "yes" or candidate.count_params() <= EXPAND_MAX_WEIGHTS:
-            graph = candidate
-    expanded = graph is not model
+            graph, expanded = candidate, True
     if expanded:
         print(f"int8 graph: separable convolutions expanded to full convolutions ({graph.count_params():,} weights)")
     tflite_path.write_bytes(convert_to_int8(graph, calib))
@@ -181,9 +189,10 @@ def run(args: argparse.Namespace) -> int:
     if note.is_file():
         for key, value in json.loads(note.read_text()).items():
             setattr(manifest.trained, key, value)
-    manifest.trained.int8_graph = (  # type: ignore[attr-defined]
-        f"separable convolutions expanded to full convolutions ({graph.count_params()} weights in the int8 graph)"
-        if expanded else "as trained")
+    rewrites = ([f"{n_bn} standalone batch norms as 1x1 depthwise convolutions"] if n_bn else []) + (
+        [f"separable convolutions expanded to full convolutions ({graph.count_params()} weights in the int8 graph)"]
+        if expanded else [])
+    manifest.trained.int8_graph = "; ".join(rewrites) or "as trained"  # type: ignore[attr-defined]
     manifest.trained.int8_equalized = bool(args.equalize)  # type: ignore[attr-defined]
     write_manifest(manifest, tflite_path)
     print(f"wrote {tflite_path} ({tflite_path.stat().st_size / 1024:.0f} KiB) and {tflite_path.with_suffix('.json')}")

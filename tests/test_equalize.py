@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 import convert  # noqa: F401
-from convert.equalize import (consumers, equalize_relu_channels, equalize_residual_channels, expand_separable,
-                              fold_input_normalization)
+from convert.equalize import (batch_norm_as_depthwise, consumers, equalize_relu_channels,
+                              equalize_residual_channels, expand_separable, fold_input_normalization,
+                              standalone_batch_norms)
 from convert.models import build_model
 from tests.convert_model_fixtures import with_random_batch_norm
 
@@ -107,6 +108,34 @@ def test_expand_separable_computes_the_same_function(name):
     assert "SeparableConv2D" not in kinds and "SeparableConv2D" in {type(l).__name__ for l in model.layers}
     ref = _logits(model, x)
     np.testing.assert_allclose(_logits(expanded, x), ref, atol=1e-5 * np.abs(ref).max())
+
+
+def test_standalone_batch_norms_become_depthwise_convolutions(tmp_path):
+    """tiny's pre-activation batch norms (after an Add) compute the same function as 1x1 depthwise
+    convolutions, and the converted model then has no MUL op: one rounding per batch norm, not two."""
+    from convert.edgetpu import edgetpu_report
+    from convert.quantize import convert_to_int8
+    from edge.runtime import make_interpreter
+
+    model = _model("tiny")
+    assert len(standalone_batch_norms(model)) == 5 and not standalone_batch_norms(_model("mini_xception"))
+    rewritten = batch_norm_as_depthwise(model)
+    kinds = [type(rewritten.get_layer(l.name)).__name__ for l in standalone_batch_norms(model)]
+    assert kinds == ["DepthwiseConv2D"] * 5
+    x = ((_pixels(4) - 128.0) / 128.0)[..., None]
+    ref = _logits(model, x)
+    np.testing.assert_allclose(_logits(rewritten, x), ref, atol=1e-5 * np.abs(ref).max())
+
+    px = _pixels(32, seed=5).astype(np.uint8)
+    ops = []
+    for graph in (model, expand_separable(rewritten)):
+        path = tmp_path / f"{len(ops)}.tflite"
+        path.write_bytes(convert_to_int8(graph, px))
+        interpreter, _ = make_interpreter(path)
+        ops.append([d["op_name"] for d in interpreter._get_ops_details()])
+        assert edgetpu_report(path).ok
+    assert ops[0].count("MUL") == 5 and "MUL" not in ops[1]
+    assert ops[1].count("DEPTHWISE_CONV_2D") == 5 and len(ops[1]) < len(ops[0])
 
 
 def test_converted_model_takes_pixel_minus_128_and_has_no_depthwise_op(tmp_path):
