@@ -9,6 +9,9 @@ averaged weights do not match averaged statistics.
 
 ``python -m convert.soup --keras a.keras b.keras ... --data fer2013.csv.gz --out soup.keras`` writes
 the soup (already recalibrated, ready for ``fer-edge convert``) and ``soup.json`` describing it.
+
+Measured on the three `tiny`s from one start (README "Training recipes"): PublicTest float 66.12% ->
+66.26%, but int8 66.43% -> 65.84%, so no soup is shipped.
 """
 
 from __future__ import annotations
