@@ -297,7 +297,7 @@ def train_torch(recipe: Recipe, x_train, y_train, x_val, y_val, out_dir, resume:
     if resume and ckpt.is_file():
         state = torch.load(ckpt, map_location=device, weights_only=False)
         net.load_state_dict(state["net"])
-        if ema is not None:
+        if ema is not None and state.get("ema") is not None:  # a checkpoint from before ema was set starts it afresh
             ema = state["ema"]
         opt.load_state_dict(state["opt"])
         gen.set_state(state["gen"].cpu() if hasattr(state["gen"], "cpu") else state["gen"])
