@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from convert.data import TRAIN_MEAN, TRAIN_STD
 from convert.torch_gpu import GraphExecutor, augment, evaluate
 
 
@@ -51,7 +52,7 @@ class ActivationFakeQuant:
         """Recompute every range as the global min/max over ``images_u8`` (uint8 [N,1,48,48] tensor)."""
         self.ranges, self.observe, enabled, self.enabled = {}, True, self.enabled, False
         for i in range(0, len(images_u8), batch_size):
-            net((images_u8[i:i + batch_size].float() - 127.5) / 127.5)
+            net((images_u8[i:i + batch_size].float() - TRAIN_MEAN) / TRAIN_STD)
         self.observe, self.enabled = False, enabled
 
     def __call__(self, key: str, x):
@@ -111,7 +112,7 @@ def fine_tune(keras_path, x_train, y_train, x_val, y_val, out_dir, epochs=3, lr=
             for g in opt.param_groups:
                 g["lr"] = lr * 0.5 * (1 + math.cos(math.pi * (epoch * steps + b) / (epochs * steps)))
             idx = perm[b * batch_size:(b + 1) * batch_size]
-            xb = augment((xt[idx].float() - 127.5) / 127.5, aug_recipe, gen)
+            xb = augment((xt[idx].float() - TRAIN_MEAN) / TRAIN_STD, aug_recipe, gen)
             loss = F.cross_entropy(net(xb), yt[idx], label_smoothing=aug_recipe.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from convert.data import TRAIN_MEAN, TRAIN_STD
 from convert.recipes import Recipe
 
 
@@ -257,7 +258,7 @@ def evaluate(net, x_u8, y, batch=1024):
     net.eval()
     correct, loss = 0, 0.0
     for i in range(0, len(x_u8), batch):
-        xb = (x_u8[i:i + batch].float() - 127.5) / 127.5
+        xb = (x_u8[i:i + batch].float() - TRAIN_MEAN) / TRAIN_STD
         logits = net(xb)
         loss += F.cross_entropy(logits, y[i:i + batch], reduction="sum").item()
         correct += (logits.argmax(1) == y[i:i + batch]).sum().item()
@@ -311,7 +312,7 @@ def train_torch(recipe: Recipe, x_train, y_train, x_val, y_val, out_dir, resume:
         tl, tc, te = 0.0, 0, time.time()
         for b in range(steps):
             idx = perm[b * recipe.batch_size:(b + 1) * recipe.batch_size]
-            xb = augment((xt[idx].float() - 127.5) / 127.5, recipe, gen)
+            xb = augment((xt[idx].float() - TRAIN_MEAN) / TRAIN_STD, recipe, gen)
             for g in opt.param_groups:
                 g["lr"] = recipe.lr * _lr_factor(epoch * steps + b, warm, total)
             logits = net(xb)
@@ -422,7 +423,7 @@ def _tflite_teacher(path: Path):
     inp = model[1]
 
     def scores(xb):
-        pixels = xb.detach().cpu().numpy()[:, 0] * 127.5 + 127.5  # back to the 0..255 pixel scale
+        pixels = xb.detach().cpu().numpy()[:, 0] * TRAIN_STD + TRAIN_MEAN  # back to the 0..255 pixel scale
         xq = quantize_input(pixels, manifest.input.mean, manifest.input.std, *inp["quantization"], inp["dtype"])
         return torch.tensor(score_int8(model, xq[..., None], path), device=xb.device)
 
@@ -445,7 +446,7 @@ def verify_export(net, kmodel, x_u8, device) -> float:
     """
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
-    xf = (x_u8.astype(np.float32) - 127.5) / 127.5
+    xf = (x_u8.astype(np.float32) - TRAIN_MEAN) / TRAIN_STD
     p_torch = torch.softmax(net(torch.tensor(xf[:, None], device=device)), 1).cpu().numpy()
     import keras
 
