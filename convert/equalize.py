@@ -31,6 +31,11 @@ def consumers(model, layer) -> list:
             if any(t._keras_history.operation is layer for n in l._inbound_nodes for t in n.input_tensors)]
 
 
+def producer(layer):
+    """The layer whose output is ``layer``'s (first) input (Keras 3 functional graph)."""
+    return layer._inbound_nodes[0].input_tensors[0]._keras_history.operation
+
+
 def fold_input_normalization(model, mean: float, std: float, new_mean: float, new_std: float) -> None:
     """Make ``model`` (trained on ``(pixel - mean) / std``) take ``(pixel - new_mean) / new_std``
     instead, in place, by folding the change of input into its first convolution.
@@ -155,7 +160,7 @@ def equalize_residual_channels(model, x_calibration: np.ndarray) -> int:
             for t in node.input_tensors:
                 src = t._keras_history.operation
                 if isinstance(src, layers.MaxPooling2D) and len(consumers(model, src)) == 1:
-                    src = src._inbound_nodes[0].input_tensors[0]._keras_history.operation
+                    src = producer(src)
                 if isinstance(src, layers.BatchNormalization) and src.scale and src.center \
                         and len(consumers(model, src)) == 1:
                     bns.append(src)
@@ -219,8 +224,7 @@ def standalone_batch_norms(model) -> list:
     found = []
     for layer in model.layers:
         if isinstance(layer, layers.BatchNormalization):
-            src = layer._inbound_nodes[0].input_tensors[0]._keras_history.operation
-            if not isinstance(src, folds_into):
+            if not isinstance(producer(layer), folds_into):
                 found.append(layer)
     return found
 
