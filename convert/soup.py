@@ -55,27 +55,28 @@ def greedy_soup(paths: list[Path], x_train: np.ndarray, x_val: np.ndarray, y_val
     models = [keras.models.load_model(p, compile=False) for p in paths]
     work = keras.models.clone_model(models[0])
 
-    def score(weights) -> float:
+    def score(weights) -> tuple[float, list]:
+        """PublicTest accuracy of ``weights`` with recalibrated batch norms, and those weights."""
         work.set_weights(weights)
         recalibrate_batch_norm(work, x_train)
-        return accuracy(work, x_val, y_val)
+        return accuracy(work, x_val, y_val), work.get_weights()
 
     alone = [score(m.get_weights()) for m in models]
-    for p, a in zip(paths, alone):
+    for p, (a, _) in zip(paths, alone):
         log(f"ingredient {p}: PublicTest {a:.2%} (batch norms recalibrated)")
-    order = sorted(range(len(paths)), key=lambda i: -alone[i])
-    chosen, best = [order[0]], alone[order[0]]
+    order = sorted(range(len(paths)), key=lambda i: -alone[i][0])
+    chosen, (best, best_weights) = [order[0]], alone[order[0]]
     steps = [{"add": str(paths[order[0]]), "val_accuracy": best, "kept": True}]
     for i in order[1:]:
-        trial = score(average_weights([models[j] for j in chosen + [i]]))
+        trial, weights = score(average_weights([models[j] for j in chosen + [i]]))
         kept = trial >= best
         log(f"+ {paths[i]}: PublicTest {trial:.2%} -> {'kept' if kept else 'rejected'}")
         steps.append({"add": str(paths[i]), "val_accuracy": trial, "kept": kept})
         if kept:
             chosen.append(i)
-            best = trial
-    score(average_weights([models[j] for j in chosen]))
-    report = {"ingredients": [{"model": str(p), "val_accuracy": a} for p, a in zip(paths, alone)],
+            best, best_weights = trial, weights
+    work.set_weights(best_weights)  # the best soup as scored, batch norms already recalibrated
+    report = {"ingredients": [{"model": str(p), "val_accuracy": a} for p, (a, _) in zip(paths, alone)],
               "greedy_steps": steps, "chosen": [str(paths[j]) for j in chosen], "val_accuracy": best,
               "val_split": "PublicTest"}
     return work, report

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from convert.models import build_model
-from convert.soup import average_weights, greedy_soup
+from convert.soup import accuracy, average_weights, greedy_soup
 from edge.errors import ModelError
 
 
@@ -45,6 +45,7 @@ def test_greedy_soup_keeps_an_ingredient_that_does_not_hurt(tmp_path):
     conv = next(l for l in soup.layers if type(l).__name__ == "Conv2D")
     np.testing.assert_allclose(conv.get_weights()[0], a.get_layer(conv.name).get_weights()[0], atol=1e-7)
     # every ingredient is scored and every step recorded, whichever way it goes
-    _, report = greedy_soup([tmp_path / "a.keras", tmp_path / "b.keras"], x, x[:32], y[:32], log=lambda s: None)
+    soup, report = greedy_soup([tmp_path / "a.keras", tmp_path / "b.keras"], x, x[:32], y[:32], log=lambda s: None)
     assert len(report["ingredients"]) == 2 and len(report["greedy_steps"]) == 2
     assert report["val_accuracy"] == max(s["val_accuracy"] for s in report["greedy_steps"] if s["kept"])
+    assert accuracy(soup, x[:32], y[:32]) == report["val_accuracy"]  # the model returned is the one scored
