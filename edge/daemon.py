@@ -19,7 +19,8 @@ from edge.config import Config
 from edge.events import ExpressionSchedule, StageTimer, SummaryWindow
 from edge.health import Health, cpu_temperature_c
 from edge.outbox import Outbox, resolve_outbox_path
-from edge.publish import create_publisher, expression_event, stats_event, summary_event
+from edge.payloads import device_base, expression_event, stats_event, summary_event
+from edge.publish import create_publisher
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ def run_daemon(cfg: Config, max_frames: int | None = None, stop: threading.Event
     live_faces = 0
     log.info("running: source %r, detector %s, model %s on %s, publishing to %s", cfg.camera.source,
              cfg.detector.type, pipe.classifier.model_path.name, backend,
-             f"mqtt://{cfg.mqtt.host}:{cfg.mqtt.port}/{cfg.mqtt.prefix}/{device}" if cfg.mqtt.host else "stdout")
+             f"mqtt://{cfg.mqtt.host}:{cfg.mqtt.port}/{device_base(cfg.mqtt.prefix, device)}" if cfg.mqtt.host else "stdout")
     health.ready(f"running on {backend}")
 
     def publish_summary(now_wall: float) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 
+from edge.payloads import STATUS_OFFLINE, STATUS_ONLINE, topic
+
 # object id -> (name, source topic kind, value template, unit, device_class, icon)
 SENSORS = {
     "dominant_expression": ("Dominant expression", "summary", "{{ value_json.dominant or 'none' }}", None, None, "mdi:emoticon-outline"),
@@ -24,15 +26,15 @@ SENSORS = {
 def discovery_messages(discovery_prefix: str, prefix: str, device_id: str, version: str) -> list[tuple[str, dict]]:
     """``(topic, config payload)`` for each sensor of ``device_id``."""
     node = re.sub(r"[^A-Za-z0-9_-]", "_", f"fer_edge_{device_id}")
-    base = f"{prefix}/{device_id}"
     device = {"identifiers": [node], "name": f"fer-edge {device_id}", "manufacturer": "fer-edge",
               "model": "facial expression recognition", "sw_version": version}
     out = []
     for obj, (name, kind, template, unit, device_class, icon) in SENSORS.items():
         cfg = {
             "name": name, "unique_id": f"{node}_{obj}", "object_id": f"{node}_{obj}",
-            "state_topic": f"{base}/{kind}", "value_template": template,
-            "availability_topic": f"{base}/status", "payload_available": "online", "payload_not_available": "offline",
+            "state_topic": topic(prefix, device_id, kind), "value_template": template,
+            "availability_topic": topic(prefix, device_id, "status"),
+            "payload_available": STATUS_ONLINE, "payload_not_available": STATUS_OFFLINE,
             "device": device,
         }
         if unit:

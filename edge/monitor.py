@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import threading
 import time
@@ -10,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from edge.errors import FerEdgeError
+from edge.payloads import decode, parse_topic, subscription
 from edge.publish import MqttConfig, make_client
 
 
@@ -36,22 +36,19 @@ class MonitorState:
 
     def handle(self, topic: str, payload: bytes) -> None:
         """Apply one message on ``<prefix>/<device>/<kind>``; unknown or malformed ones are ignored."""
-        parts = topic.split("/")
-        if len(parts) < 3:
+        parsed = parse_topic(topic)
+        if parsed is None:
             return
-        device, kind = parts[-2], parts[-1]
+        _, device, kind = parsed
         with self.lock:
             self.messages += 1
             view = self.devices.setdefault(device, DeviceView())
             view.last_seen = time.time()
-            if kind == "status":
-                view.status = payload.decode(errors="replace")
+            data = decode(kind, payload)
+            if isinstance(data, str):
+                view.status = data
                 return
-            try:
-                data = json.loads(payload)
-            except ValueError:
-                return
-            if not isinstance(data, dict):
+            if data is None:
                 return
             if kind == "expression" and "face_id" in data:
                 view.faces[int(data["face_id"])] = data
@@ -110,7 +107,7 @@ def run_monitor(cfg: MqttConfig, once: bool = False, duration: float | None = No
         if reason_code.is_failure:
             failure.append(str(reason_code))
         else:
-            c.subscribe(f"{cfg.prefix}/+/#", qos=1)
+            c.subscribe(subscription(cfg.prefix), qos=1)
         connected.set()
 
     client.on_connect = on_connect
@@ -134,7 +131,7 @@ def run_monitor(cfg: MqttConfig, once: bool = False, duration: float | None = No
         while duration is None or time.monotonic() - start < duration:
             time.sleep(refresh_s)
             text = state.render()
-            header = f"fer-edge monitor  {cfg.host}:{cfg.port}  {cfg.prefix}/+/#  {time.strftime('%H:%M:%S')}\n"
+            header = f"fer-edge monitor  {cfg.host}:{cfg.port}  {subscription(cfg.prefix)}  {time.strftime('%H:%M:%S')}\n"
             out.write(("\x1b[H\x1b[2J" if tty else "") + header + text + ("" if tty else "\n"))
             out.flush()
         return 0

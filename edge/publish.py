@@ -1,4 +1,4 @@
-"""MQTT publishing (paho-mqtt 2.x) and the payloads of the MQTT contract (DESIGN.md, "MQTT contract").
+"""MQTT publishing (paho-mqtt 2.x) of the MQTT contract (topics and payloads: ``edge.payloads``).
 
 Topics are ``<prefix>/<device_id>/{status,expression,summary,stats}``:
 
@@ -15,7 +15,6 @@ itself after a reconnect, so a batch never overtakes the messages of an older on
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import os
@@ -25,22 +24,20 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from edge.errors import ConfigError
 from edge.outbox import Outbox
+from edge.payloads import (  # noqa: F401  (payload builders re-exported for existing callers)
+    DURABLE_KINDS, PAYLOAD_VERSION, QOS_RETAIN, SCHEMAS_DIR, encode, expression_event, stats_event, status_payload,
+    summary_event, topic,
+)
 
 log = logging.getLogger(__name__)
 
-PAYLOAD_VERSION = 1
-TOPIC_KINDS = ("status", "expression", "summary", "stats")
-# (qos, retain) per topic kind: the contract.
-TOPIC_QOS_RETAIN = {"status": (1, True), "expression": (1, False), "summary": (1, True), "stats": (0, True)}
-# Kinds that must survive an outage: written to the outbox, deleted on PUBACK.
-DURABLE_KINDS = ("expression", "summary")
-SCHEMAS_DIR = Path(__file__).resolve().parent / "schemas"
+TOPIC_KINDS = ("status", "expression", "summary", "stats")  # what the daemon publishes (alert: the dashboard)
 _BATCH = 50  # outbox rows handed to paho at once (also paho's max in-flight)
 
 
@@ -80,11 +77,6 @@ class MqttConfig(BaseModel):
         return v
 
 
-def topic(prefix: str, device_id: str, kind: str) -> str:
-    """``<prefix>/<device_id>/<kind>``."""
-    return f"{prefix}/{device_id}/{kind}"
-
-
 def resolve_password(cfg: MqttConfig) -> str | None:
     """The broker password: ``password_file``, else ``$CREDENTIALS_DIRECTORY/mqtt_password``
     (systemd ``LoadCredential=``), else the environment variable ``password_env``; None if none."""
@@ -100,107 +92,6 @@ def resolve_password(cfg: MqttConfig) -> str | None:
     if cred_dir and (Path(cred_dir) / "mqtt_password").is_file():
         return (Path(cred_dir) / "mqtt_password").read_text().rstrip("\r\n")
     return os.environ.get(cfg.password_env) if cfg.password_env else None
-
-
-# --- payloads -------------------------------------------------------------------------------
-
-
-def _r(x: float, nd: int = 4) -> float:
-    return round(float(x), nd)
-
-
-def expression_event(
-    device_id: str, track: Any, frame_index: int, ts: float, frame_size: tuple[int, int],
-    labels: list[str], backend: str, crop: Any = None,
-) -> dict:
-    """The ``expression`` payload for one tracked face.
-
-    Args:
-        track: an ``edge.track.Track`` (face_id, box in pixels, smoothed scores, expression, confidence).
-        frame_size: (width, height) of the frame, to normalise the box to 0..1.
-        crop: the 48x48 grayscale face crop, included (base64 PNG) only when privacy.publish_crops is on.
-    """
-    w_img, h_img = frame_size
-    x, y, w, h = (float(v) for v in track.box)
-    x0, y0 = min(max(x / w_img, 0.0), 1.0), min(max(y / h_img, 0.0), 1.0)
-    box = [x0, y0, min(w / w_img, 1.0 - x0), min(h / h_img, 1.0 - y0)]
-    payload = {
-        "v": PAYLOAD_VERSION,
-        "ts": round(float(ts), 3),
-        "device": device_id,
-        "face_id": int(track.face_id),
-        "expression": str(track.expression),
-        "confidence": _r(track.confidence),
-        "scores": {label: _r(p) for label, p in zip(labels, track.scores)},
-        "box": [_r(v) for v in box],
-        "frame": int(frame_index),
-        "backend": backend,
-    }
-    if crop is not None:
-        import cv2  # only when crops are published at all
-
-        ok, png = cv2.imencode(".png", crop)
-        if ok:
-            payload["crop"] = base64.b64encode(png.tobytes()).decode()
-    return payload
-
-
-def summary_event(
-    device_id: str, ts: float, faces: int, counts: dict[str, int], mean_scores: dict[str, float],
-    window_start: float, window_end: float, observations: int,
-) -> dict:
-    """The ``summary`` payload: what the faces in one window showed.
-
-    Args:
-        faces: distinct face ids seen in the window.
-        counts: per label, face observations (one face in one frame) whose smoothed expression was that label.
-        mean_scores: per label, the mean smoothed probability over those observations.
-        observations: total face observations in the window.
-    """
-    dominant = max(counts, key=lambda k: counts[k]) if observations and any(counts.values()) else None
-    return {
-        "v": PAYLOAD_VERSION,
-        "ts": round(float(ts), 3),
-        "device": device_id,
-        "faces": int(faces),
-        "counts": {k: int(n) for k, n in counts.items()},
-        "mean_scores": {k: _r(p) for k, p in mean_scores.items()},
-        "dominant": dominant,
-        "window": {
-            "start": round(float(window_start), 3),
-            "end": round(float(window_end), 3),
-            "seconds": round(float(window_end - window_start), 3),
-            "observations": int(observations),
-        },
-    }
-
-
-def stats_event(
-    device_id: str, ts: float, fps: float, latency_ms: dict[str, float], backend: str, frames: int,
-    dropped_frames: int, outbox_depth: int, outbox_dropped: int, uptime_s: float,
-    cpu_temp_c: float | None, events: dict[str, int], faces: int, broker_connected: bool,
-) -> dict:
-    """The ``stats`` payload: throughput, per-stage latency (mean ms over the interval), health."""
-    return {
-        "v": PAYLOAD_VERSION,
-        "ts": round(float(ts), 3),
-        "device": device_id,
-        "fps": round(float(fps), 2),
-        "latency_ms": {k: round(float(v), 2) for k, v in latency_ms.items()},
-        "backend": backend,
-        "frames": int(frames),
-        "dropped_frames": int(dropped_frames),
-        "faces": int(faces),
-        "outbox": {"depth": int(outbox_depth), "dropped": int(outbox_dropped)},
-        "events": {k: int(n) for k, n in events.items()},
-        "broker_connected": bool(broker_connected),
-        "uptime_s": round(float(uptime_s), 1),
-        "cpu_temp_c": None if cpu_temp_c is None else round(float(cpu_temp_c), 1),
-    }
-
-
-def _encode(payload: dict | str) -> bytes:
-    return payload.encode() if isinstance(payload, str) else json.dumps(payload, separators=(",", ":")).encode()
 
 
 # --- publishers -----------------------------------------------------------------------------
@@ -244,7 +135,7 @@ class StdoutPublisher:
         self.outbox_dropped = 0
 
     def start(self) -> None:
-        self._write("status", "online")
+        self._write("status", status_payload(True))
 
     def publish_event(self, kind: str, payload: dict) -> None:
         """Write one message of ``kind`` (expression, summary, stats)."""
@@ -252,7 +143,7 @@ class StdoutPublisher:
         self._write(kind, payload)
 
     def stop(self, timeout: float = 3.0) -> bool:
-        self._write("status", "offline")
+        self._write("status", status_payload(False))
         return True
 
     def _write(self, kind: str, payload: dict | str) -> None:
@@ -286,7 +177,7 @@ class MqttPublisher:
         client = make_client(cfg, cfg.client_id or f"fer-edge-{device_id}")
         client.max_inflight_messages_set(_BATCH)
         client.max_queued_messages_set(0)  # unbounded in paho; the outbox and _BATCH bound it
-        client.will_set(self._status_topic, "offline", qos=1, retain=True)
+        client.will_set(self._status_topic, status_payload(False), *QOS_RETAIN["status"])
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_connect_fail = self._on_connect_fail
@@ -301,7 +192,7 @@ class MqttPublisher:
             return
         log.info("connected to mqtt broker %s:%d", self.cfg.host, self.cfg.port)
         self._warned_down = False
-        client.publish(self._status_topic, "online", qos=1, retain=True)
+        client.publish(self._status_topic, status_payload(True), *QOS_RETAIN["status"])
         if self.cfg.ha_discovery:
             from edge.hass import discovery_messages
             from fer_edge import __version__
@@ -351,12 +242,12 @@ class MqttPublisher:
 
     def publish_event(self, kind: str, payload: dict) -> None:
         """Publish one message of ``kind``: durable kinds via the outbox, stats directly (QoS 0)."""
-        qos, retain = TOPIC_QOS_RETAIN[kind]
+        qos, retain = QOS_RETAIN[kind]
         self.produced[kind] += 1
         t = topic(self.cfg.prefix, self.device_id, kind)
         if kind in DURABLE_KINDS:
             try:
-                self.outbox.append(t, _encode(payload), qos, retain)
+                self.outbox.append(t, encode(payload), qos, retain)
             except sqlite3.Error as exc:  # disk full, file removed: count it, keep the pipeline running
                 self.outbox.dropped += 1
                 if self.outbox.dropped == 1 or self.outbox.dropped % 1000 == 0:
@@ -365,7 +256,7 @@ class MqttPublisher:
                 return
             self._wake.set()
         elif self.connected:
-            self.client.publish(t, _encode(payload), qos=qos, retain=retain)
+            self.client.publish(t, encode(payload), qos=qos, retain=retain)
 
     def stop(self, timeout: float = 3.0) -> bool:
         """Flush the outbox (at most ``timeout`` s, only while connected), publish ``offline``,
@@ -380,7 +271,7 @@ class MqttPublisher:
             self._thread.join(2.0)
         self._process_acks()
         if self.connected:
-            info = self.client.publish(self._status_topic, "offline", qos=1, retain=True)
+            info = self.client.publish(self._status_topic, status_payload(False), *QOS_RETAIN["status"])
             try:
                 info.wait_for_publish(max(0.2, min(1.0, deadline - time.monotonic() + 1.0)))
             except (RuntimeError, ValueError):

@@ -1,0 +1,80 @@
+"""edge.payloads: the MQTT contract in one module (topics, QoS/retain, builders valid against edge/schemas/)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import jsonschema
+import numpy as np
+import pytest
+
+from edge import payloads as P
+from edge.manifest import FER_LABELS
+
+
+def track(face_id=3, box=(64, 48, 128, 96), label="happy"):
+    scores = np.full(7, 0.05, np.float32)
+    scores[FER_LABELS.index(label)] = 0.7
+    return SimpleNamespace(face_id=face_id, box=box, scores=scores, expression=label, confidence=0.7)
+
+
+def test_topics_round_trip():
+    assert P.topic("fer", "room-3", "expression") == "fer/room-3/expression"
+    assert P.parse_topic("fer/room-3/expression") == ("fer", "room-3", "expression")
+    assert P.parse_topic("site/a/fer/room-3/stats") == ("site/a/fer", "room-3", "stats")  # prefix with levels
+    assert P.parse_topic("site/a/fer/room-3/stats", prefix="fer") is None
+    assert P.parse_topic("fer/room-3") is None and P.parse_topic("fer//stats") is None
+    assert P.subscription("fer") == "fer/+/#" and P.subscription("fer", kind="alert") == "fer/+/alert"
+    assert P.device_base("fer", "d") == "fer/d"
+    for kind in P.KINDS:
+        assert P.parse_topic(P.topic("x/y", "d", kind)) == ("x/y", "d", kind)
+
+
+def test_qos_retain_table_is_the_contract():
+    assert P.qos_retain("status") == (1, True)
+    assert P.qos_retain("expression") == (1, False)
+    assert P.qos_retain("summary") == (1, True)
+    assert P.qos_retain("stats") == (0, True)
+    assert P.qos_retain("alert") == (1, False)
+    assert set(P.QOS_RETAIN) == set(P.KINDS)
+    assert [k for k in P.KINDS if P.is_durable(k)] == ["expression", "summary"]
+    for kind in P.KINDS:
+        assert P.schema_path(kind).is_file(), kind
+
+
+def test_every_builder_validates_against_its_schema():
+    e = P.expression_event("d", track(), 12, 1700000000.5, (640, 480), FER_LABELS, "cpu", seq=7)
+    assert e["seq"] == 7 and e["v"] == 1 and e["box"] == [0.1, 0.1, 0.2, 0.2]
+    P.validate("expression", e)
+    P.validate("expression", {k: v for k, v in e.items() if k != "seq"})  # additive: v1 without seq still valid
+    s = P.summary_event("d", 2.0, 2, dict.fromkeys(FER_LABELS, 0) | {"happy": 5}, dict.fromkeys(FER_LABELS, 0.1),
+                        0.0, 2.0, 5, seq=1)
+    P.validate("summary", s)
+    lat = dict.fromkeys(("capture", "detect", "classify", "track", "publish"), 1.0)
+    st = P.stats_event("d", 1.0, 14.2, lat,
+                       "cpu", 10, 0, 0, 0, 5.0, None, {"expression": 1}, 1, True,
+                       camera=P.camera_state(False, 2, 13.04, "stream http://x did not open"),
+                       outbox=P.outbox_state(3, 4, {"max_events": 4}, memory=1, write_errors=2))
+    assert st["camera"] == {"connected": False, "reconnects": 2, "last_frame_age_s": 13.0,
+                            "error": "stream http://x did not open"}
+    P.validate("stats", st)
+    P.validate("stats", P.stats_event("d", 1.0, 0, lat, "cpu", 0, 0, 0, 0, 0, 40.0, {}, 0, False))
+    a = P.alert_event("d", "drowsy", "raised", 1700000000.0, "eyes closed 2.1 s", ts=1700000002.0)
+    P.validate("alert", a)
+    P.validate("alert", P.alert_event("d", "drowsy", "cleared", 1700000000.0))
+    for online in (True, False):
+        P.validate("status", P.status_payload(online))
+    with pytest.raises(ValueError):
+        P.alert_event("d", "drowsy", "maybe", 0.0)
+    with pytest.raises(jsonschema.ValidationError):
+        P.validate("expression", {**e, "seq": 0})
+    with pytest.raises(jsonschema.ValidationError):
+        P.validate("alert", {**a, "state": "on"})
+
+
+def test_encode_decode():
+    assert P.encode("online") == b"online"
+    assert P.encode({"v": 1, "a": [1]}) == b'{"v":1,"a":[1]}'
+    assert P.decode("status", b"offline") == "offline"
+    assert P.decode("stats", b'{"v":1}') == {"v": 1}
+    assert P.decode("stats", b"[1]") is None and P.decode("summary", b"not json") is None
