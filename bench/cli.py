@@ -61,18 +61,18 @@ def _fer_note(args: argparse.Namespace) -> str | None:
 
 def _emit(out: Path, name: str, result: dict, fmt, fer_note: str | None) -> list[Path]:
     """Print ``fmt(result)`` and write it as ``out/NAME.md`` with the raw numbers as ``out/NAME.json``."""
-    from bench import results
+    from bench import output
 
     if fer_note:
         result["fer_skipped"] = fer_note
     text = fmt(result)
     print(text)
-    return [results.write(out, f"{name}.md", text), results.write(out, f"{name}.json", json.dumps(result, indent=2))]
+    return [output.write(out, f"{name}.md", text), output.write(out, f"{name}.json", json.dumps(result, indent=2))]
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmarks chosen by ``args.what``; print the tables; write them under ``args.out``."""
-    from bench import results
+    from bench import output
 
     out = Path(args.out)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -98,19 +98,19 @@ def run(args: argparse.Namespace) -> int:
         written += _emit(out, "speed", spd, format_speed, fer_note)
         text = format_estimate(run_estimate(models, with_fer))
         print(text)
-        written.append(results.write(out, "estimate.md", text))
+        written.append(output.write(out, "estimate.md", text))
     extra = []
     if args.publish:
-        extra += results.publish(written)
+        extra += output.publish(written)
     if args.readme:
-        extra += results.update_docs([Path(args.readme)], written)
+        extra += output.update_docs([Path(args.readme)], written)
     print("wrote: " + ", ".join(str(p) for p in written + extra))
     return 0
 
 
 def register(subparsers) -> None:
     """Add ``bench`` to the ``fer-edge`` command (imports nothing heavy)."""
-    from bench.results import DEFAULT_OUT
+    from bench.output import DEFAULT_OUT
 
     p = subparsers.add_parser(
         "bench", help="accuracy and speed benchmarks (tables as Markdown)",

@@ -14,7 +14,7 @@ import pytest
 
 from bench import accuracy, e2e, estimate, macs, reference, speed
 from bench.common import markdown_table
-from bench.results import update_readme
+from bench.output import update_readme
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "edge" / "models" / "mini_xception.tflite"
