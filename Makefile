@@ -2,28 +2,46 @@
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# Stamp files: the venv is (re)installed only when pyproject.toml changed since the last install.
+EDGE_STAMP := $(VENV)/.installed-edge
+DEV_STAMP := $(VENV)/.installed-dev
+# PyTorch for the torch trainer and its tests (optional: those tests skip without it). First the CPU build
+# that this workplace's machines carry on disk, else the CPU build from PyTorch's own index; never the
+# multi-GB CUDA build an unpinned `pip install torch` pulls from PyPI.
+TORCH ?= torch==2.13.0+cpu
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: setup setup-dev run test deploy-target clean
+.PHONY: setup setup-dev torch run test deploy-target clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
 # Device half only (no TensorFlow): what a Pi needs.
-setup: $(BIN)/python
+$(EDGE_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[edge]'
+	touch $@
 
-# Everything: device half, workstation half (TensorFlow), test tools; plus mosquitto (MQTT tests),
-# openssl (TLS test certificates) and the deployment checkers (ansible-core, ansible-lint,
-# systemd-analyze, in build/deploy-venv). DEPLOY_TARGET=1 also gets debootstrap for the real-target run.
-setup-dev: $(BIN)/python
+setup: $(EDGE_STAMP)
+
+# Everything: device half, workstation half (TensorFlow), test tools, PyTorch where it can be had; plus
+# mosquitto (MQTT tests), openssl (TLS test certificates) and the deployment checkers (ansible-core,
+# ansible-lint, systemd-analyze, in build/deploy-venv). DEPLOY_TARGET=1 also gets debootstrap for the
+# real-target run.
+$(DEV_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[edge,convert,dev]'
-	# PyTorch for convert/torch_gpu.py (the CUDA trainer) and its tests; pinned to the CPU build that
-	# this workplace's machines carry on disk (an unpinned torch pulls a multi-GB CUDA build).
-	$(BIN)/pip install -q torch==2.13.0
+	$(MAKE) --no-print-directory torch
+	touch $@ $(EDGE_STAMP)
+
+torch: | $(BIN)/python
+	@$(BIN)/python -c 'import torch' 2>/dev/null || $(BIN)/pip install -q '$(TORCH)' 2>/dev/null || \
+	  $(BIN)/pip install -q --index-url $(TORCH_INDEX) torch || \
+	  echo "make: PyTorch not installed; the torch trainer's tests will be skipped" >&2
+
+setup-dev: $(DEV_STAMP)
 	@command -v mosquitto >/dev/null 2>&1 && command -v openssl >/dev/null 2>&1 || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto openssl >/dev/null)
-	PY=$(PY) bash tests/deploy/setup.sh $(if $(DEPLOY_TARGET),--target,)
+	@PY=$(PY) bash tests/deploy/setup.sh $(if $(DEPLOY_TARGET),--target,)
 
 # The main job on built-in defaults: the daemon on the bundled sample clip, events to stdout.
 run: setup

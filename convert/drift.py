@@ -95,7 +95,7 @@ def score_int8(model, xq: np.ndarray, tflite_path: str | Path, progress: bool = 
     out_scale, out_zp = out["quantization"]
     scores = np.empty((len(xq), int(np.prod(out["shape"][1:]))), np.float32)
     it = range(len(xq))
-    if progress:
+    if progress and sys.stderr.isatty():  # no progress bars in logs
         from tqdm import tqdm
 
         it = tqdm(it, desc=f"int8 {Path(tflite_path).name}", unit="img", leave=False)
@@ -151,7 +151,7 @@ def predict_float(keras_path: str | Path, x_uint8: np.ndarray, mean: float, std:
     xf = ((x.astype(np.float32) - np.float32(mean)) / np.float32(std))[..., None]
     # Keras draws its progress bar on stdout; keep stdout for the summary table.
     with contextlib.redirect_stdout(sys.stderr):
-        probs = model.predict(xf, batch_size=fixed_batch or batch_size, verbose=1 if progress else 0)
+        probs = model.predict(xf, batch_size=fixed_batch or batch_size, verbose=1 if progress and sys.stderr.isatty() else 0)
     probs = np.asarray(probs, np.float32).reshape(len(x), -1)
     if np.any(probs < 0) or not np.allclose(probs.sum(axis=1), 1.0, atol=1e-3):
         log.warning("%s outputs logits, not probabilities; applying softmax", keras_path.name)

@@ -3,6 +3,10 @@
 One record per face per analysed frame, as JSON lines or CSV: path, frame, time in the video,
 face index, box, detector score, expression, confidence and the score of every label. No
 tracking or smoothing: each frame is judged on its own.
+
+Boxes are in pixels of the analysed image or frame: [x, y, w, h] from its top-left corner
+(CSV columns x, y, w, h). The daemon's MQTT `expression` messages give the box normalised to
+0..1 of the frame width and height instead.
 """
 
 from __future__ import annotations

@@ -90,10 +90,11 @@ class MonitorState:
 
 
 def run_monitor(cfg: MqttConfig, once: bool = False, duration: float | None = None, refresh_s: float = 1.0,
-                out: TextIO | None = None) -> int:
+                out: TextIO | None = None, answer_timeout_s: float = 10.0) -> int:
     """Subscribe and print the view every ``refresh_s`` (clearing the screen on a terminal).
 
     ``once``: print a single view after the retained messages arrived. ``duration``: stop after so many seconds.
+    ``answer_timeout_s``: how long the broker has to answer the MQTT connect.
     """
     out = out or sys.stdout
     if not cfg.host:
@@ -119,9 +120,12 @@ def run_monitor(cfg: MqttConfig, once: bool = False, duration: float | None = No
                            "and that the broker runs", exit_code=8) from None
     client.loop_start()
     try:
-        if not connected.wait(10) or failure:
-            raise FerEdgeError(f"broker {cfg.host}:{cfg.port} refused the connection ({failure[0] if failure else 'timeout'});"
-                               " check mqtt.username and the password", exit_code=8)
+        if not connected.wait(answer_timeout_s):
+            raise FerEdgeError(f"broker {cfg.host}:{cfg.port} did not answer within {answer_timeout_s:g} s (timed out); "
+                               "check mqtt.host/port, the network and that the broker runs", exit_code=8)
+        if failure:
+            raise FerEdgeError(f"broker {cfg.host}:{cfg.port} refused the connection ({failure[0]}); check "
+                               "mqtt.username and the password", exit_code=8)
         tty = out.isatty()
         start = time.monotonic()
         if once:

@@ -139,6 +139,28 @@ def test_monitor_unreachable_broker():
     one_line_error(proc, "cannot connect")
 
 
+def test_monitor_silent_host_did_not_answer():
+    """A host that accepts the TCP connection but never answers MQTT did not answer: it did not refuse."""
+    import socket
+
+    from edge.config import MqttConfig
+    from edge.errors import FerEdgeError
+    from edge.monitor import run_monitor
+
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(1)
+        with pytest.raises(FerEdgeError) as err:
+            run_monitor(MqttConfig(host="127.0.0.1", port=srv.getsockname()[1]), once=True, answer_timeout_s=0.5)
+    assert "did not answer within 0.5 s" in str(err.value) and "refused" not in str(err.value)
+    assert err.value.exit_code == 8
+
+
+def test_analyze_help_says_boxes_are_pixels():
+    text = " ".join(run_cli("analyze", "--help").stdout.split())
+    assert "pixels" in text and "0..1" in text
+
+
 def test_help_is_complete():
     for cmd in ("run", "doctor", "monitor"):
         proc = run_cli(cmd, "--help")
