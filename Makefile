@@ -25,11 +25,11 @@ $(EDGE_STAMP): pyproject.toml | $(BIN)/python
 setup: $(EDGE_STAMP)
 
 # Everything: device half, workstation half (TensorFlow), test tools, PyTorch where it can be had; plus
-# mosquitto (MQTT tests), openssl (TLS test certificates) and the deployment checkers (ansible-core,
+# mosquitto (MQTT tests), openssl (TLS test certificates), postgresql + chromium (dashboard tests) and the deployment checkers (ansible-core,
 # ansible-lint, systemd-analyze, in build/deploy-venv). DEPLOY_TARGET=1 also gets debootstrap for the
 # real-target run.
 $(DEV_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[edge,convert,dev]'
+	$(BIN)/pip install -q -e '.[edge,convert,dev,dashboard]'
 	$(MAKE) --no-print-directory torch
 	touch $@ $(EDGE_STAMP)
 
@@ -41,6 +41,9 @@ torch: | $(BIN)/python
 setup-dev: $(DEV_STAMP)
 	@command -v mosquitto >/dev/null 2>&1 && command -v openssl >/dev/null 2>&1 || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto openssl >/dev/null)
+	@# the dashboard tests: a real PostgreSQL server (initdb/pg_ctl) and Debian's headless chromium (Playwright drives it)
+	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 && command -v chromium >/dev/null 2>&1 || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql chromium >/dev/null)
 	@PY=$(PY) bash tests/deploy/setup.sh $(if $(DEPLOY_TARGET),--target,)
 
 # The main job on built-in defaults: the daemon on the bundled sample clip, events to stdout.

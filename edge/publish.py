@@ -97,15 +97,19 @@ def resolve_password(cfg: MqttConfig) -> str | None:
 # --- publishers -----------------------------------------------------------------------------
 
 
-def make_client(cfg: MqttConfig, client_id: str):
+def make_client(cfg: MqttConfig, client_id: str, mqtt5: bool = False):
     """A paho 2.x client set up from ``[mqtt]``: auth, TLS, reconnect back-off (not connected yet).
 
+    ``mqtt5``: speak MQTT 5 (shared subscriptions, as the dashboard's ingest workers use) instead of 3.1.1.
     Raises ConfigError for TLS files that do not exist or an unreadable password file.
     """
     import paho.mqtt.client as mqtt
 
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311,
-                         clean_session=True)
+    if mqtt5:
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    else:
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311,
+                             clean_session=True)
     client.reconnect_delay_set(min_delay=max(1, int(cfg.reconnect_min_s)), max_delay=max(1, int(cfg.reconnect_max_s)))
     if cfg.username:
         client.username_pw_set(cfg.username, resolve_password(cfg))

@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     # Each half registers its own subcommands; registration imports no heavy dependency.
-    for module_name in ("convert.cli", "edge.cli", "bench.cli"):
+    for module_name in ("convert.cli", "edge.cli", "bench.cli", "dashboard.cli"):
         try:
             module = __import__(module_name, fromlist=["register"])
         except ModuleNotFoundError as exc:

@@ -1,0 +1,146 @@
+"""``fer-edge dashboard`` settings: the ``[dashboard]`` section of a TOML file (plus its ``[mqtt]``), CLI overrides.
+
+The broker settings are the daemon's own ``[mqtt]`` model (``edge.publish.MqttConfig``: host, port, prefix,
+username, password_file/env, TLS), so one file can describe both. Other daemon sections in the file are
+ignored here. Secrets never come from the command line: the web password/token and the broker password
+are read from files (or the environment for the broker, as the daemon does).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import sys
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from edge.errors import ConfigError
+from edge.publish import MqttConfig
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+NEGATIVE = ("angry", "fear", "sad")
+
+
+class AlertConfig(BaseModel):
+    """``[dashboard.alerts]``: driver alerts and their thresholds (seconds)."""
+
+    model_config = ConfigDict(extra="forbid")
+    negative_s: float = Field(5.0, gt=0, description="a negative expression persisting this long raises an alert")
+    no_face_s: float = Field(30.0, gt=0, description="no face seen this long raises an alert")
+    negative: list[str] = Field(default_factory=lambda: list(NEGATIVE))
+    face_timeout_s: float = Field(25.0, gt=0, description="a face without an event this long has left the view")
+    publish: bool = True  # also publish on <prefix>/<device>/alert
+    devices: list[str] = Field(default_factory=list, description="driver devices; empty: every device")
+
+
+class AuthConfig(BaseModel):
+    """``[dashboard.auth]``: required when listening on anything but loopback.
+
+    ``token_file``: one line, the bearer token (browsers: open ``/?token=...`` once, it sets a cookie).
+    ``users_file``: lines ``user:password`` or ``user:pbkdf2_sha256$<iterations>$<salt hex>$<hash hex>`` (HTTP Basic).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    token_file: str = ""
+    users_file: str = ""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.token_file or self.users_file)
+
+
+class DashboardConfig(BaseModel):
+    """``[dashboard]``."""
+
+    model_config = ConfigDict(extra="forbid")
+    listen: str = "127.0.0.1:8080"
+    db: str = "fer-dashboard.sqlite"  # a path (SQLite, WAL) or postgresql://...
+    retention_days: float = Field(30.0, gt=0)
+    stale_s: float = Field(90.0, gt=0, description="an online device silent this long is shown as stale")
+    ingest: bool = True  # subscribe and store (False: web + alerts only, next to separate ingest workers)
+    web: bool = True  # serve the web app (False: an ingest worker only)
+    share_group: str = ""  # MQTT 5 shared subscription group for ingest ($share/<group>/<prefix>/+/#)
+    worker_name: str = ""  # shown in /healthz and the workers table; default: host-pid
+    groups: dict[str, list[str]] = Field(default_factory=dict, description="classroom groups: name -> device ids")
+    alerts: AlertConfig = Field(default_factory=AlertConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    mqtt: MqttConfig = Field(default_factory=lambda: MqttConfig(host="127.0.0.1"))
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("HOST:PORT, e.g. 127.0.0.1:8080")
+        return v
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.db.startswith(("postgresql://", "postgres://"))
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_security(cfg: DashboardConfig) -> None:
+    """Refuse to serve a non-loopback address without authentication."""
+    if cfg.web and not is_loopback(cfg.host) and not cfg.auth.enabled:
+        raise ConfigError(f"dashboard.listen = {cfg.listen!r} is not a loopback address: set dashboard.auth.token_file "
+                          "or dashboard.auth.users_file (or --token-file / --users-file), or listen on 127.0.0.1")
+    for key in ("token_file", "users_file"):
+        path = getattr(cfg.auth, key)
+        if path and not Path(path).is_file():
+            raise ConfigError(f"dashboard.auth.{key}: file {path!r} not found")
+
+
+def load_dashboard_config(path: str | Path | None = None, overrides: dict | None = None) -> DashboardConfig:
+    """``[dashboard]`` and ``[mqtt]`` of the TOML file at ``path`` (None: defaults), then ``overrides``.
+
+    ``overrides`` keys are dashboard keys, or ``mqtt.<key>`` for the broker; None values are ignored.
+    """
+    data: dict = {}
+    if path is not None:
+        try:
+            doc = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+        data = dict(doc.get("dashboard", {}))
+        if "mqtt" in doc or "mqtt" in data:
+            data["mqtt"] = {**doc.get("mqtt", {}), **data.get("mqtt", {})}
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        section, _, sub = key.partition(".")
+        if sub:
+            data.setdefault(section, {})
+            data[section] = {**data[section], sub: value}
+        else:
+            data[key] = value
+    data.setdefault("mqtt", {})
+    data["mqtt"] = {"host": "127.0.0.1", **data["mqtt"]}
+    try:
+        return DashboardConfig.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(f"{path or 'dashboard'}: dashboard.{key}: {err['msg']} (got {err.get('input')!r})") from None

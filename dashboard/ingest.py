@@ -1,0 +1,192 @@
+"""MQTT -> store: one paho client subscribed to ``<prefix>/+/#`` (or a shared subscription), one writer thread.
+
+paho's network thread only queues ``(topic, payload, retain)``; the writer thread parses, stores in
+batches (one transaction per batch, at most every ``_FLUSH_S``) and then hands the batch to listeners
+(the live feed and the alert engine). ``received`` on stored rows is the time the batch was written, so
+``received - ts`` is the ingest lag.
+
+Scale-out: ingest workers subscribe ``$share/<group>/<prefix>/+/#`` over MQTT 5, and the broker hands each
+message to one of them. Retained messages are never delivered to shared subscriptions, so the web process
+keeps its own plain subscription and stores only the retained messages it gets (status, summary and stats
+as they were when it connected); everything live is stored by the workers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+from typing import Callable
+
+from dashboard.config import DashboardConfig
+from dashboard.store import Message, Store
+from edge.publish import make_client
+
+log = logging.getLogger(__name__)
+
+KINDS = ("expression", "summary", "stats", "status")
+_FLUSH_S = 0.05
+_BATCH = 1000
+_BEAT_S = 5.0
+_PRUNE_S = 3600.0
+
+
+def parse_topic(prefix: str, topic: str) -> tuple[str, str] | None:
+    """``<prefix>/<device>/<kind>`` -> (device, kind) for the kinds the dashboard stores, else None."""
+    head, sep, rest = topic.partition(prefix + "/")
+    if head or not sep:
+        return None
+    device, _, kind = rest.partition("/")
+    return (device, kind) if device and kind in KINDS else None
+
+
+def parse_message(prefix: str, topic: str, raw: bytes, retained: bool, received: float) -> Message | None:
+    where = parse_topic(prefix, topic)
+    if where is None:
+        return None
+    device, kind = where
+    if kind == "status":
+        payload: object = raw.decode(errors="replace").strip()
+    else:
+        try:
+            payload = json.loads(raw)
+        except ValueError:
+            return None
+        if not isinstance(payload, dict) or payload.get("v", 1) != 1:
+            return None  # a payload version this dashboard does not know
+    return Message(device, kind, payload, bytes(raw), received, retained)
+
+
+class Feed:
+    """One MQTT subscription feeding a store and/or listeners.
+
+    Args:
+        shared: subscribe through ``$share/<cfg.share_group>/...`` (an ingest worker).
+        store: where to write; None for a feed that only listens.
+        retained_only: store only retained messages (the web process next to shared workers).
+        listeners: called in the writer thread with each parsed batch, after it was stored.
+    """
+
+    def __init__(self, cfg: DashboardConfig, store: Store | None, shared: bool = False, retained_only: bool = False,
+                 listeners: list[Callable[[list[Message]], None]] | None = None, name: str = ""):
+        self.cfg, self.store, self.retained_only = cfg, store, retained_only
+        self.listeners = list(listeners or [])
+        self.prefix = cfg.mqtt.prefix
+        base = f"{self.prefix}/+/#"
+        self.filter = f"$share/{cfg.share_group}/{base}" if shared and cfg.share_group else base
+        self.name = name or cfg.worker_name or f"{socket.gethostname()}-{os.getpid()}"
+        self.received = self.stored = self.duplicates = 0
+        self.connected = False
+        self.started = time.time()
+        self._q: queue.SimpleQueue = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._subscribed = threading.Event()
+        suffix = "share" if shared else ("live" if store is None or retained_only else "ingest")
+        self.client = make_client(cfg.mqtt, f"fer-dashboard-{self.name}-{suffix}"[:64], mqtt5=True)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = lambda *a: self._subscribed.set()
+        self._thread = threading.Thread(target=self._run, name=f"feed-{suffix}", daemon=True)
+
+    # paho thread
+    def _on_connect(self, client, userdata, flags, reason_code, properties):
+        if reason_code.is_failure:
+            log.warning("broker %s:%d refused the dashboard: %s", self.cfg.mqtt.host, self.cfg.mqtt.port, reason_code)
+            return
+        self.connected = True
+        log.info("dashboard subscribed to %s on %s:%d", self.filter, self.cfg.mqtt.host, self.cfg.mqtt.port)
+        client.subscribe(self.filter, qos=1)
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties):
+        self.connected = False
+
+    def _on_message(self, client, userdata, msg):
+        self._q.put((msg.topic, msg.payload, bool(msg.retain)))
+
+    # public
+    def start(self, wait_s: float = 0.0) -> "Feed":
+        m = self.cfg.mqtt
+        self.client.connect_async(m.host, m.port, keepalive=m.keepalive)
+        self.client.loop_start()
+        self._thread.start()
+        if wait_s:
+            self._subscribed.wait(wait_s)
+        return self
+
+    def wait_subscribed(self, timeout: float) -> bool:
+        return self._subscribed.wait(timeout)
+
+    def publish(self, topic: str, payload: dict, qos: int = 1, retain: bool = False) -> None:
+        self.client.publish(topic, json.dumps(payload, separators=(",", ":")), qos=qos, retain=retain)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Disconnect, then store what was already received."""
+        self.client.disconnect()
+        self.client.loop_stop()
+        self._stop.set()
+        self._thread.join(timeout)
+
+    # writer thread
+    def _run(self) -> None:
+        last_beat = last_prune = 0.0
+        while True:
+            batch = self._drain()
+            if batch:
+                self._handle(batch)
+            now = time.time()
+            if self.store is not None and not self.retained_only:
+                if now - last_beat >= _BEAT_S or (self._stop.is_set() and self._q.empty()):
+                    self._safe(self.store.worker_beat, self.name, self.started, self.received, self.stored,
+                               self.duplicates)
+                    last_beat = now
+                if now - last_prune >= _PRUNE_S:
+                    n = self._safe(self.store.prune, self.cfg.retention_days) or 0
+                    if n:
+                        log.info("retention: deleted %d rows older than %g days", n, self.cfg.retention_days)
+                    last_prune = now
+            if self._stop.is_set() and self._q.empty():
+                return
+
+    def _drain(self) -> list:
+        items = []
+        try:
+            items.append(self._q.get(timeout=_FLUSH_S))
+        except queue.Empty:
+            return items
+        deadline = time.monotonic() + _FLUSH_S
+        while len(items) < _BATCH:
+            try:
+                items.append(self._q.get(timeout=max(0.0, deadline - time.monotonic())))
+            except queue.Empty:
+                break
+        return items
+
+    def _handle(self, items: list) -> None:
+        now = time.time()
+        batch = [m for m in (parse_message(self.prefix, t, p, r, now) for t, p, r in items) if m is not None]
+        self.received += len(batch)
+        if self.store is not None:
+            to_store = [m for m in batch if m.retained] if self.retained_only else batch
+            if to_store:
+                now = time.time()
+                for m in to_store:
+                    m.received = now
+                result = self._safe(self.store.write, to_store)
+                if result:
+                    self.stored += result[0]
+                    self.duplicates += result[1]
+        for listener in self.listeners:
+            self._safe(listener, batch)
+
+    @staticmethod
+    def _safe(fn, *args):
+        try:
+            return fn(*args)
+        except Exception:  # noqa: BLE001 - a bad batch or a DB hiccup must not stop the ingest
+            log.exception("dashboard: %s failed", getattr(fn, "__name__", fn))
+            return None

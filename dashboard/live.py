@@ -1,0 +1,135 @@
+"""Live side of the dashboard: the alert engine fed by the message stream, and the event ring the
+server-sent-events endpoint reads from.
+
+Fed from the ingest writer thread (``on_batch``) and a ticker thread (``tick``, every second); the web
+request handlers read the ring by sequence number, so no thread ever waits on a slow browser.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from typing import Callable
+
+from dashboard.alerts import Alert, AlertEngine
+from dashboard.config import DashboardConfig
+from dashboard.store import Message, Store
+
+log = logging.getLogger(__name__)
+
+RING = 20000
+
+
+def alert_payload(a: Alert) -> dict:
+    """The ``<prefix>/<device>/alert`` payload (edge/schemas/alert.schema.json)."""
+    return {"v": 1, "ts": round(a.ts, 3), "device": a.device, "kind": a.kind, "state": a.state,
+            "since": round(a.since, 3), "detail": a.detail}
+
+
+def _event(m: Message) -> dict | None:
+    p = m.payload
+    if m.kind == "status":
+        return {"type": "status", "device": m.device, "status": str(p), "ts": m.received}
+    if m.kind == "expression":
+        return {"type": "expression", "device": m.device, "ts": p.get("ts"), "face_id": p.get("face_id"),
+                "expression": p.get("expression"), "confidence": p.get("confidence")}
+    if m.kind == "summary":
+        return {"type": "summary", "device": m.device, "ts": p.get("ts"), "faces": p.get("faces"),
+                "counts": p.get("counts")}
+    if m.kind == "stats":
+        return {"type": "stats", "device": m.device, "ts": p.get("ts"), "fps": p.get("fps"),
+                "backend": p.get("backend"), "outbox_depth": (p.get("outbox") or {}).get("depth"),
+                "cpu_temp_c": p.get("cpu_temp_c"), "faces": p.get("faces")}
+    return None
+
+
+class Live:
+    """Alert engine + event ring.
+
+    Args:
+        publish: ``publish(topic, payload)`` for alerts on MQTT; None to not publish.
+    """
+
+    def __init__(self, cfg: DashboardConfig, store: Store, publish: Callable[[str, dict], None] | None = None):
+        self.cfg, self.store, self.publish = cfg, store, publish
+        self.engine = AlertEngine(cfg.alerts)
+        self._ring: collections.deque = collections.deque(maxlen=RING)
+        self._n = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
+
+    @property
+    def last(self) -> int:
+        return self._n
+
+    def on_batch(self, batch: list[Message]) -> None:
+        events, seen = [], {}
+        alerts: list[Alert] = []
+        for m in batch:
+            if m.retained and m.kind != "status":
+                continue  # an old retained summary/stats is history, not news
+            ev = _event(m)
+            if ev is not None:
+                events.append(ev)
+            if m.kind != "status":
+                seen[m.device] = max(seen.get(m.device, 0.0), m.ts)
+            alerts += self.engine.on_message(m.device, m.kind, m.payload, m.received)
+        events += [{"type": "seen", "device": d, "ts": ts} for d, ts in seen.items()]
+        self._push(events)
+        self._handle_alerts(alerts)
+
+    def tick(self, now: float | None = None) -> None:
+        self._handle_alerts(self.engine.tick(now if now is not None else time.time()))
+
+    def _push(self, events: list[dict]) -> None:
+        with self._lock:
+            for ev in events:
+                self._n += 1
+                self._ring.append((self._n, ev))
+
+    def _handle_alerts(self, alerts: list[Alert]) -> None:
+        for a in alerts:
+            try:
+                if a.state == "raised":
+                    a.id = self.store.add_alert(a.device, a.kind, a.since, a.ts, a.detail)
+                elif a.id is not None:
+                    self.store.clear_alert(a.id, a.ts)
+            except Exception:  # noqa: BLE001 - keep alerting even if the DB hiccups
+                log.exception("storing alert %s failed", a)
+            log.info("alert %s %s on %s (%s)", a.kind, a.state, a.device, a.detail)
+            if self.publish is not None and self.cfg.alerts.publish:
+                try:
+                    self.publish(f"{self.cfg.mqtt.prefix}/{a.device}/alert", alert_payload(a))
+                except Exception:  # noqa: BLE001
+                    log.exception("publishing alert failed")
+            self._push([{"type": "alert", "id": a.id, **alert_payload(a)}])
+
+    def since(self, n: int, devices: set[str] | None = None, kinds: set[str] | None = None) -> tuple[int, list[dict]]:
+        """Events after sequence number ``n`` (filtered); returns (new last n, events)."""
+        with self._lock:
+            last = self._n
+            if n >= last:
+                return last, []
+            items = [ev for k, ev in self._ring if k > n]
+        if devices:
+            items = [e for e in items if e.get("device") in devices]
+        if kinds:
+            items = [e for e in items if e["type"] in kinds]
+        return last, items
+
+    def start_ticker(self, period_s: float = 1.0) -> None:
+        def run():
+            while not self._stop.wait(period_s):
+                try:
+                    self.tick()
+                except Exception:  # noqa: BLE001
+                    log.exception("alert tick failed")
+
+        self._ticker = threading.Thread(target=run, name="alert-ticker", daemon=True)
+        self._ticker.start()
+
+    def stop(self) -> None:
+        self._stop.set()

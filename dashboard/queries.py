@@ -1,0 +1,150 @@
+"""Read side of the store: what the JSON API and the CSV export return.
+
+Engagement index (shown on the classroom page): over the face observations of a window (one face in one
+frame, as counted by the device's ``summary``), ``E = 100 * (happy + surprise + 0.5 * neutral) / N``, N all
+observations. 0 = every face negative (angry, disgust, fear, sad), 100 = every face happy or surprised.
+It is a proxy for how a room reacts, not a measure of attention.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from dashboard.store import Store
+
+LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+ENGAGEMENT_FORMULA = "E = 100 × (happy + surprise + 0.5 × neutral) / N   (N = all face observations in the window)"
+ENGAGEMENT_WEIGHTS = {"happy": 1.0, "surprise": 1.0, "neutral": 0.5}
+
+
+def engagement(counts: dict[str, int]) -> float | None:
+    n = sum(v for v in counts.values() if isinstance(v, (int, float)))
+    if n <= 0:
+        return None
+    return round(100.0 * sum(ENGAGEMENT_WEIGHTS.get(k, 0.0) * v for k, v in counts.items()) / n, 1)
+
+
+def devices(store: Store, stale_s: float, now: float | None = None) -> list[dict]:
+    """Every device: status, last_seen and the health fields of its latest stats."""
+    now = now or time.time()
+    out = []
+    for device, status, status_ts, last_seen, stats, stats_ts in store.execute(
+            "SELECT device, status, status_ts, last_seen, stats, stats_ts FROM devices ORDER BY device"):
+        s = json.loads(stats) if stats else {}
+        seen = max(x for x in (last_seen, status_ts if status == "online" else None, 0.0) if x is not None)
+        status = status if status in ("online", "offline") else "unknown"
+        out.append({
+            "device": device,
+            "status": status,
+            "last_seen": last_seen,
+            "status_since": status_ts,
+            "stale": status == "online" and (now - seen) > stale_s,
+            "fps": s.get("fps"),
+            "backend": s.get("backend"),
+            "outbox_depth": (s.get("outbox") or {}).get("depth"),
+            "cpu_temp_c": s.get("cpu_temp_c"),
+            "faces": s.get("faces"),
+            "uptime_s": s.get("uptime_s"),
+            "stats_ts": stats_ts,
+        })
+    return out
+
+
+def expressions(store: Store, device: str, since: float | None = None, until: float | None = None,
+                limit: int = 1000) -> list[dict]:
+    """Stored expression events of one device, oldest first (the latest ``limit`` of the window)."""
+    rows = store.execute(
+        "SELECT ts, seq, face_id, expression, confidence, payload FROM expressions WHERE device = ? AND ts >= ? "
+        "AND ts <= ? ORDER BY ts DESC, id DESC LIMIT ?", (device, since or 0.0, until or 1e12, int(limit)))
+    out = []
+    for ts, seq, face_id, expression, confidence, payload in reversed(rows):
+        p = json.loads(payload) if payload else {}
+        out.append({"device": device, "ts": ts, "seq": seq, "face_id": face_id, "expression": expression,
+                    "confidence": confidence, "scores": p.get("scores"), "box": p.get("box")})
+    return out
+
+
+def classroom(store: Store, devices_: list[str], since: float, until: float, max_points: int = 400) -> dict:
+    """Faces present, the expression mix (shares per label) and the engagement index over time.
+
+    One point per stored ``summary`` (per device window); with several devices (a group), summaries are
+    merged into time buckets so the curve stays one line.
+    """
+    if not devices_:
+        return {"points": [], "labels": list(LABELS), "formula": ENGAGEMENT_FORMULA}
+    marks = ", ".join("?" * len(devices_))
+    rows = store.execute(f"SELECT device, ts, faces, payload FROM summaries WHERE device IN ({marks}) AND ts >= ? "
+                         f"AND ts <= ? ORDER BY ts", (*devices_, since, until))
+    span = max(until - since, 1.0)
+    bucket = span / max_points if len(rows) > max_points or len(devices_) > 1 else 0.0
+    points: list[dict] = []
+    for device, ts, faces, payload in rows:
+        counts = (json.loads(payload) or {}).get("counts") or {}
+        key = ts if not bucket else since + bucket * int((ts - since) // bucket)
+        if points and points[-1]["ts"] == key:
+            pt = points[-1]
+            pt["faces_by_device"][device] = max(pt["faces_by_device"].get(device, 0), faces or 0)
+        else:
+            pt = {"ts": key, "counts": {label: 0 for label in LABELS}, "faces_by_device": {device: faces or 0}}
+            points.append(pt)
+        for label, n in counts.items():
+            if isinstance(n, (int, float)):
+                pt["counts"][label] = pt["counts"].get(label, 0) + int(n)
+    for pt in points:
+        n = sum(pt["counts"].values())
+        pt["faces"] = sum(pt.pop("faces_by_device").values())
+        pt["observations"] = n
+        pt["shares"] = {k: (round(v / n, 4) if n else 0.0) for k, v in pt["counts"].items()}
+        pt["engagement"] = engagement(pt["counts"])
+    total = {label: sum(p["counts"].get(label, 0) for p in points) for label in LABELS}
+    return {"devices": devices_, "since": since, "until": until, "labels": list(LABELS), "points": points,
+            "engagement": engagement(total), "formula": ENGAGEMENT_FORMULA}
+
+
+def classroom_csv(data: dict) -> str:
+    """The classroom series as CSV: one row per point."""
+    labels = data["labels"]
+    lines = ["ts_iso,ts,faces,observations,engagement," + ",".join(f"share_{x}" for x in labels)]
+    for p in data["points"]:
+        iso = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(p["ts"]))
+        eng = "" if p["engagement"] is None else p["engagement"]
+        lines.append(f"{iso},{p['ts']:.3f},{p['faces']},{p['observations']},{eng},"
+                     + ",".join(str(p["shares"][x]) for x in labels))
+    return "\n".join(lines) + "\n"
+
+
+def alerts(store: Store, device: str | None = None, active: bool = False, limit: int = 200) -> list[dict]:
+    where, params = [], []
+    if device:
+        where.append("device = ?")
+        params.append(device)
+    if active:
+        where.append("state = 'raised'")
+    sql = ("SELECT id, device, kind, state, since, ts, detail, cleared_ts, acked_ts, acked_by FROM alerts"
+           + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY ts DESC, id DESC LIMIT ?")
+    out = []
+    for r in store.execute(sql, (*params, int(limit))):
+        out.append({"id": r[0], "device": r[1], "kind": r[2], "state": r[3], "since": r[4], "ts": r[5],
+                    "detail": json.loads(r[6]) if r[6] else {}, "cleared_ts": r[7], "acked_ts": r[8],
+                    "acked_by": r[9], "acked": r[8] is not None})
+    return out
+
+
+def latest_faces(store: Store, device: str, face_timeout_s: float, now: float | None = None) -> list[dict]:
+    """Each face's latest expression event within ``face_timeout_s`` of the device's newest event."""
+    rows = store.execute("SELECT MAX(ts) FROM expressions WHERE device = ?", (device,))
+    newest = rows[0][0] if rows else None
+    if newest is None:
+        return []
+    rows = store.execute("SELECT face_id, ts, expression, confidence FROM expressions WHERE device = ? AND ts >= ? "
+                         "ORDER BY ts", (device, newest - face_timeout_s))
+    faces: dict[int, dict] = {}
+    for face_id, ts, expression, confidence in rows:
+        faces[face_id] = {"face_id": face_id, "ts": ts, "expression": expression, "confidence": confidence}
+    return sorted(faces.values(), key=lambda f: -f["ts"])
+
+
+def workers(store: Store) -> list[dict]:
+    return [{"name": r[0], "started": r[1], "beat": r[2], "received": r[3], "stored": r[4], "duplicates": r[5]}
+            for r in store.execute("SELECT name, started, beat, received, stored, duplicates FROM workers ORDER BY name")]

@@ -1,0 +1,222 @@
+// fer-edge dashboard: fleet, classroom and driver views over the JSON API; live updates by server-sent events.
+"use strict";
+
+const COLORS = { angry: "#d62728", disgust: "#8c564b", fear: "#9467bd", happy: "#2ca02c",
+                 sad: "#1f77b4", surprise: "#ff7f0e", neutral: "#7f7f7f" };
+const $ = (sel, el = document) => el.querySelector(sel);
+const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
+const fmt = (v, d = 1) => (v === null || v === undefined ? "–" : Number(v).toFixed(d));
+const ago = (ts) => (ts ? `${Math.max(0, Math.round(Date.now() / 1000 - ts))} s ago` : "never");
+const api = async (path, opts) => { const r = await fetch(path, opts); if (!r.ok) throw new Error(`${path}: ${r.status}`); return r.json(); };
+
+let CONFIG = null, SOURCE = null, VIEW = null, LIVE = 0, CHARTS = [];
+
+function stream(params, onEvents) {
+  if (SOURCE) SOURCE.close();
+  SOURCE = new EventSource("/api/stream?" + new URLSearchParams(params));
+  SOURCE.onmessage = (e) => {
+    const events = JSON.parse(e.data);
+    LIVE += events.length;
+    $("#live-count").textContent = LIVE;
+    onEvents(events);
+  };
+}
+
+function debounce(fn, ms) { let t = null; return () => { if (!t) t = setTimeout(() => { t = null; fn(); }, ms); }; }
+
+function clearCharts() { CHARTS.forEach((c) => c.destroy()); CHARTS = []; }
+
+function chart(el, title, series, data, opts = {}) {
+  const width = Math.max(320, Math.min(900, el.clientWidth || 800));
+  const u = new uPlot({ title, width, height: opts.height || 240, series: [{}, ...series], bands: opts.bands,
+    scales: { x: { time: true }, ...(opts.scales || {}) }, axes: opts.axes, legend: { live: false } }, data, el);
+  CHARTS.push(u);
+  return u;
+}
+
+// ---------------------------------------------------------------- fleet
+async function fleetView(view) {
+  view.innerHTML = `<h2>Fleet</h2>
+    <div class="card"><table id="fleet"><thead><tr><th>device</th><th>status</th><th>last seen</th><th>FPS</th>
+      <th>backend</th><th>outbox</th><th>CPU °C</th><th>faces</th><th>views</th></tr></thead><tbody></tbody></table></div>
+    <div class="card"><div id="rate-chart"></div>
+      <p class="muted">Messages per 5 s from the whole fleet, live. Stale: online but silent for more than ${CONFIG.stale_s} s.</p></div>`;
+  const devices = new Map();
+  const render = () => {
+    const rows = [...devices.values()].sort((a, b) => a.device.localeCompare(b.device)).map((d) => {
+      const cls = d.stale ? "stale" : d.status;
+      const badge = d.stale ? `<span class="badge stale">stale</span>` : `<span class="badge ${esc(d.status)}">${esc(d.status)}</span>`;
+      return `<tr class="${cls}" data-device="${esc(d.device)}"><td>${esc(d.device)}</td><td>${badge}</td><td>${ago(d.last_seen)}</td>
+        <td>${fmt(d.fps)}</td><td>${esc(d.backend || "–")}</td><td>${d.outbox_depth ?? "–"}</td><td>${fmt(d.cpu_temp_c)}</td>
+        <td>${d.faces ?? "–"}</td><td><a href="#/classroom/${encodeURIComponent(d.device)}">classroom</a> ·
+        <a href="#/driver/${encodeURIComponent(d.device)}">driver</a></td></tr>`;
+    });
+    $("#fleet tbody").innerHTML = rows.join("") || `<tr><td colspan="9">no device has published yet</td></tr>`;
+  };
+  const refresh = async () => { for (const d of await api("/api/devices")) devices.set(d.device, d); render(); };
+  await refresh();
+  const now = Math.floor(Date.now() / 1000);
+  const xs = [], ys = [];
+  for (let t = now - 300; t <= now; t += 5) { xs.push(t); ys.push(null); }
+  const u = chart($("#rate-chart"), "fleet messages / 5 s", [{ label: "messages", stroke: "#23395d", fill: "#23395d22" }], [xs, ys]);
+  let bucket = 0;
+  const timer = setInterval(() => {
+    xs.push(Math.floor(Date.now() / 1000)); ys.push(bucket); bucket = 0;
+    if (xs.length > 60) { xs.shift(); ys.shift(); }
+    u.setData([xs, ys]);
+    render();
+  }, 5000);
+  const slowRefresh = debounce(refresh, 2000);
+  stream({ kinds: "status,stats,seen,alert" }, (events) => {
+    for (const e of events) {
+      if (e.type === "seen") bucket += 1;
+      const d = devices.get(e.device);
+      if (!d) { slowRefresh(); continue; }
+      if (e.type === "status") { d.status = e.status; d.stale = false; if (e.status === "online") d.last_seen = Math.max(d.last_seen || 0, e.ts); }
+      if (e.type === "seen") { d.last_seen = Math.max(d.last_seen || 0, e.ts); d.stale = false; }
+      if (e.type === "stats") Object.assign(d, { fps: e.fps, backend: e.backend, outbox_depth: e.outbox_depth, cpu_temp_c: e.cpu_temp_c, faces: e.faces });
+    }
+    render();
+  });
+  return () => clearInterval(timer);
+}
+
+// ---------------------------------------------------------------- classroom
+function windowParams(sel) {
+  const now = Date.now() / 1000;
+  if (sel === "live") return { since: now - 300 };
+  if (sel === "hour") return { since: now - 3600 };
+  if (sel === "day") return { since: now - 86400 };
+  const from = Date.parse($("#lesson-from").value) / 1000, to = Date.parse($("#lesson-to").value) / 1000;
+  return isNaN(from) || isNaN(to) ? { since: now - 3600 } : { since: from, until: to };
+}
+
+async function pickDevice(kind, id) {
+  const devices = await api("/api/devices");
+  const groups = Object.keys(CONFIG.groups || {});
+  const opts = [...devices.map((d) => d.device), ...(kind === "classroom" ? groups.map((g) => g) : [])];
+  const current = id || opts[0] || "";
+  const options = opts.map((o) => `<option value="${esc(o)}" ${o === current ? "selected" : ""}>${esc(o)}${groups.includes(o) ? " (group)" : ""}</option>`);
+  return { current, html: `<select id="device-pick">${options.join("")}</select>` };
+}
+
+async function classroomView(view, id) {
+  const pick = await pickDevice("classroom", id);
+  const target = pick.current;
+  view.innerHTML = `<h2>Classroom <span class="muted">${esc(target)}</span></h2>
+    <div class="controls">${pick.html}
+      <label>window <select id="window"><option value="live">live (5 min)</option><option value="hour">last hour</option>
+        <option value="day">last 24 h</option><option value="lesson">a lesson…</option></select></label>
+      <span id="lesson" hidden><input type="datetime-local" id="lesson-from"> – <input type="datetime-local" id="lesson-to">
+        <button id="lesson-go">show</button></span>
+      <a id="csv" href="#">CSV export</a></div>
+    <div class="row"><div class="card"><div class="muted">faces present</div><div class="big" id="faces-now">–</div></div>
+      <div class="card"><div class="muted">engagement index (window)</div><div class="big" id="engagement">–</div></div>
+      <div class="card"><div class="muted">formula</div><div class="formula" id="formula">${esc(CONFIG.formula)}</div>
+        <div class="muted">From the devices' summaries; a proxy for how the room reacts, not a measure of attention.</div></div></div>
+    <div class="card"><div id="mix-chart"></div></div>
+    <div class="row"><div class="card"><div id="faces-chart"></div></div><div class="card"><div id="eng-chart"></div></div></div>`;
+  $("#device-pick").onchange = (e) => { location.hash = `#/classroom/${encodeURIComponent(e.target.value)}`; };
+  const load = async () => {
+    if (!target) return;
+    const sel = $("#window").value;
+    const q = new URLSearchParams({ devices: target, ...windowParams(sel) });
+    $("#csv").href = "/api/classroom.csv?" + q;
+    const data = await api("/api/classroom?" + q);
+    clearCharts();
+    const xs = data.points.map((p) => p.ts);
+    const labels = data.labels;
+    // stacked area: cumulative shares, each band filled between it and the one below
+    const cum = labels.map(() => []);
+    data.points.forEach((p) => { let acc = 0; labels.forEach((l, i) => { acc += p.shares[l] || 0; cum[i].push(acc); }); });
+    const series = labels.map((l) => ({ label: l, stroke: COLORS[l], fill: COLORS[l] + "aa", width: 1 }));
+    const bands = labels.slice(1).map((_, i) => ({ series: [i + 2, i + 1], fill: COLORS[labels[i + 1]] + "aa" }));
+    series.forEach((s, i) => { if (i > 0) delete s.fill; });
+    chart($("#mix-chart"), "expression mix (share of face observations, stacked)", series, [xs, ...cum],
+          { bands, scales: { y: { range: [0, 1] } }, height: 280 });
+    chart($("#faces-chart"), "faces present", [{ label: "faces", stroke: "#23395d" }], [xs, data.points.map((p) => p.faces)], { height: 180 });
+    chart($("#eng-chart"), "engagement index", [{ label: "E", stroke: "#2ca02c" }], [xs, data.points.map((p) => p.engagement)],
+          { height: 180, scales: { y: { range: [0, 100] } } });
+    const last = data.points[data.points.length - 1];
+    $("#faces-now").textContent = last ? last.faces : "–";
+    $("#engagement").textContent = data.engagement === null ? "–" : data.engagement;
+  };
+  $("#window").onchange = () => { $("#lesson").hidden = $("#window").value !== "lesson"; if ($("#window").value !== "lesson") load(); };
+  $("#lesson-go").onclick = load;
+  await load();
+  const reload = debounce(load, 1000);
+  const devs = (CONFIG.groups || {})[target] || [target];
+  stream({ devices: devs.join(","), kinds: "summary,expression" }, (events) => {
+    if ($("#window").value === "lesson") return;
+    if (events.some((e) => e.type === "summary")) reload();
+    const faces = events.filter((e) => e.type === "summary").pop();
+    if (faces) $("#faces-now").textContent = faces.faces;
+  });
+}
+
+// ---------------------------------------------------------------- driver
+async function driverView(view, id) {
+  const pick = await pickDevice("driver", id);
+  const device = pick.current;
+  const t = CONFIG.alerts;
+  view.innerHTML = `<h2>Driver <span class="muted">${esc(device)}</span></h2>
+    <div class="controls">${pick.html}<span class="muted">alerts: ${esc(t.negative.join("/"))} for ≥ ${t.negative_s} s;
+      no face for ≥ ${t.no_face_s} s</span></div>
+    <div class="row"><div class="card"><div class="muted">current expression</div><div class="big" id="current">–</div>
+      <div class="muted" id="current-detail"></div></div>
+      <div class="card" style="flex:1"><div class="muted">alerts</div><table id="alerts"><thead><tr><th>alert</th><th>state</th>
+        <th>since</th><th>detail</th><th></th></tr></thead><tbody></tbody></table></div></div>
+    <div class="card"><div id="conf-chart"></div></div>`;
+  $("#device-pick").onchange = (e) => { location.hash = `#/driver/${encodeURIComponent(e.target.value)}`; };
+  const xs = [], ys = [];
+  clearCharts();
+  const u = chart($("#conf-chart"), "confidence of the latest expression", [{ label: "confidence", stroke: "#23395d" }], [xs, ys],
+                  { height: 200, scales: { y: { range: [0, 1] } } });
+  const load = async () => {
+    if (!device) return;
+    const d = await api(`/api/devices/${encodeURIComponent(device)}/driver`);
+    const f = d.faces[0];
+    $("#current").innerHTML = f ? `<span class="expr-${esc(f.expression)}">${esc(f.expression)}</span>` : "no face";
+    $("#current-detail").textContent = f ? `face ${f.face_id}, confidence ${fmt(f.confidence, 2)}, ${ago(f.ts)}` : "";
+    $("#alerts tbody").innerHTML = d.alerts.map((a) => `<tr class="alert ${esc(a.state)} ${a.acked ? "acked" : ""}">
+      <td>${esc(a.kind.replace("_", " "))}</td><td>${esc(a.state)}</td><td>${new Date(a.since * 1000).toLocaleTimeString()}</td>
+      <td>${esc(a.detail.expression || "")} ${a.detail.seconds ?? ""} s</td>
+      <td>${a.acked ? "acknowledged" : `<button data-ack="${a.id}">acknowledge</button>`}</td></tr>`).join("")
+      || `<tr><td colspan="5">no alerts</td></tr>`;
+    for (const b of view.querySelectorAll("button[data-ack]")) {
+      b.onclick = async () => { await api(`/api/alerts/${b.dataset.ack}/ack`, { method: "POST" }); load(); };
+    }
+  };
+  await load();
+  const reload = debounce(load, 500);
+  stream({ devices: device, kinds: "expression,alert,ack,status" }, (events) => {
+    for (const e of events) {
+      if (e.type === "expression") { xs.push(e.ts); ys.push(e.confidence); if (xs.length > 300) { xs.shift(); ys.shift(); } }
+    }
+    u.setData([xs, ys]);
+    reload();
+  });
+}
+
+// ---------------------------------------------------------------- router
+async function route() {
+  if (typeof VIEW === "function") VIEW();
+  VIEW = null;
+  clearCharts();
+  const [, name = "fleet", id = ""] = (location.hash || "#/fleet").split("/");
+  for (const a of document.querySelectorAll("header nav a")) a.classList.toggle("active", a.id === `nav-${name}`);
+  const view = $("#view");
+  try {
+    if (name === "classroom") VIEW = await classroomView(view, decodeURIComponent(id));
+    else if (name === "driver") VIEW = await driverView(view, decodeURIComponent(id));
+    else VIEW = await fleetView(view);
+  } catch (err) {
+    view.innerHTML = `<p class="alert raised">${esc(err.message)}</p>`;
+  }
+}
+
+(async () => {
+  CONFIG = await api("/api/config");
+  window.addEventListener("hashchange", route);
+  await route();
+})();
