@@ -75,9 +75,10 @@ class Live:
             if ev is not None:
                 events.append(ev)
             if m.kind != "status":
-                seen[m.device] = max(seen.get(m.device, 0.0), m.ts)
+                ts, n = seen.get(m.device, (0.0, 0))
+                seen[m.device] = (max(ts, m.ts), n + 1)
             alerts += self.engine.on_message(m.device, m.kind, m.payload, m.received)
-        events += [{"type": "seen", "device": d, "ts": ts} for d, ts in seen.items()]
+        events += [{"type": "seen", "device": d, "ts": ts, "n": n} for d, (ts, n) in seen.items()]
         self._push(events)
         self._handle_alerts(alerts)
 

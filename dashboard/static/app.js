@@ -40,7 +40,7 @@ async function fleetView(view) {
     <div class="card"><table id="fleet"><thead><tr><th>device</th><th>status</th><th>last seen</th><th>FPS</th>
       <th>backend</th><th>outbox</th><th>CPU °C</th><th>faces</th><th>views</th></tr></thead><tbody></tbody></table></div>
     <div class="card"><div id="rate-chart"></div>
-      <p class="muted">Messages per 5 s from the whole fleet, live. Stale: online but silent for more than ${CONFIG.stale_s} s.</p></div>`;
+      <p class="muted">Messages per 2 s from the whole fleet, live. Stale: online but silent for more than ${CONFIG.stale_s} s.</p></div>`;
   const devices = new Map();
   const render = () => {
     const rows = [...devices.values()].sort((a, b) => a.device.localeCompare(b.device)).map((d) => {
@@ -57,19 +57,19 @@ async function fleetView(view) {
   await refresh();
   const now = Math.floor(Date.now() / 1000);
   const xs = [], ys = [];
-  for (let t = now - 300; t <= now; t += 5) { xs.push(t); ys.push(null); }
-  const u = chart($("#rate-chart"), "fleet messages / 5 s", [{ label: "messages", stroke: "#23395d", fill: "#23395d22" }], [xs, ys]);
+  for (let t = now - 120; t <= now; t += 2) { xs.push(t); ys.push(0); }
+  const u = chart($("#rate-chart"), "fleet messages / 2 s (live)", [{ label: "messages", stroke: "#23395d", fill: "#23395d22" }], [xs, ys]);
   let bucket = 0;
   const timer = setInterval(() => {
     xs.push(Math.floor(Date.now() / 1000)); ys.push(bucket); bucket = 0;
-    if (xs.length > 60) { xs.shift(); ys.shift(); }
+    if (xs.length > 61) { xs.shift(); ys.shift(); }
     u.setData([xs, ys]);
     render();
-  }, 5000);
+  }, 2000);
   const slowRefresh = debounce(refresh, 2000);
   stream({ kinds: "status,stats,seen,alert" }, (events) => {
     for (const e of events) {
-      if (e.type === "seen") bucket += 1;
+      if (e.type === "seen") bucket += e.n || 1;
       const d = devices.get(e.device);
       if (!d) { slowRefresh(); continue; }
       if (e.type === "status") { d.status = e.status; d.stale = false; if (e.status === "online") d.last_seen = Math.max(d.last_seen || 0, e.ts); }
@@ -95,6 +95,7 @@ async function pickDevice(kind, id) {
   const devices = await api("/api/devices");
   const groups = Object.keys(CONFIG.groups || {});
   const opts = [...devices.map((d) => d.device), ...(kind === "classroom" ? groups.map((g) => g) : [])];
+  if (id && !opts.includes(id)) opts.unshift(id);
   const current = id || opts[0] || "";
   const options = opts.map((o) => `<option value="${esc(o)}" ${o === current ? "selected" : ""}>${esc(o)}${groups.includes(o) ? " (group)" : ""}</option>`);
   return { current, html: `<select id="device-pick">${options.join("")}</select>` };
@@ -169,6 +170,10 @@ async function driverView(view, id) {
     <div class="card"><div id="conf-chart"></div></div>`;
   $("#device-pick").onchange = (e) => { location.hash = `#/driver/${encodeURIComponent(e.target.value)}`; };
   const xs = [], ys = [];
+  if (device) {
+    const recent = await api(`/api/devices/${encodeURIComponent(device)}/expressions?since=${Date.now() / 1000 - 300}&limit=300`);
+    for (const e of recent) { xs.push(e.ts); ys.push(e.confidence); }
+  }
   clearCharts();
   const u = chart($("#conf-chart"), "confidence of the latest expression", [{ label: "confidence", stroke: "#23395d" }], [xs, ys],
                   { height: 200, scales: { y: { range: [0, 1] } } });
