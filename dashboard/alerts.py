@@ -30,7 +30,7 @@ class Alert:
     device: str
     kind: str
     state: str  # raised | cleared
-    since: float  # when the condition began (device clock)
+    since: float  # raised: when the condition began; cleared: when it was raised (device clock)
     ts: float  # when it was raised or cleared (device clock)
     detail: dict = field(default_factory=dict)
     id: int | None = None  # set by the store when raised
@@ -162,5 +162,5 @@ class AlertEngine:
 
     @staticmethod
     def _clear(device: str, d: _Device, kind: str, now: float, why: str) -> Alert:
-        raised = d.active.pop(kind)
-        return Alert(device, kind, "cleared", raised.since, now, {**raised.detail, "reason": why}, id=raised.id)
+        raised = d.active.pop(kind)  # cleared: ``since`` is when the alert was raised (the MQTT contract)
+        return Alert(device, kind, "cleared", raised.ts, now, {**raised.detail, "reason": why}, id=raised.id)

@@ -13,7 +13,6 @@ as they were when it connected); everything live is stored by the workers.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import queue
@@ -24,41 +23,31 @@ from typing import Callable
 
 from dashboard.config import DashboardConfig
 from dashboard.store import Message, Store
+from edge import payloads
 from edge.publish import make_client
 
 log = logging.getLogger(__name__)
 
-KINDS = ("expression", "summary", "stats", "status")
+KINDS = ("expression", "summary", "stats", "status")  # stored; alerts are the dashboard's own
 _FLUSH_S = 0.05
 _BATCH = 1000
 _BEAT_S = 5.0
 _PRUNE_S = 3600.0
 
 
-def parse_topic(prefix: str, topic: str) -> tuple[str, str] | None:
-    """``<prefix>/<device>/<kind>`` -> (device, kind) for the kinds the dashboard stores, else None."""
-    head, sep, rest = topic.partition(prefix + "/")
-    if head or not sep:
-        return None
-    device, _, kind = rest.partition("/")
-    return (device, kind) if device and kind in KINDS else None
-
-
 def parse_message(prefix: str, topic: str, raw: bytes, retained: bool, received: float) -> Message | None:
-    where = parse_topic(prefix, topic)
-    if where is None:
+    """A stored kind's message under ``prefix`` as a ``Message``; None for anything else (alerts, bad JSON,
+    a payload version this dashboard does not know)."""
+    where = payloads.parse_topic(topic, prefix)
+    if where is None or where[2] not in KINDS:
         return None
-    device, kind = where
-    if kind == "status":
-        payload: object = raw.decode(errors="replace").strip()
-    else:
-        try:
-            payload = json.loads(raw)
-        except ValueError:
-            return None
-        if not isinstance(payload, dict) or payload.get("v", 1) != 1:
-            return None  # a payload version this dashboard does not know
-    return Message(device, kind, payload, bytes(raw), received, retained)
+    _, device, kind = where
+    payload = payloads.decode(kind, bytes(raw))
+    if payload is None:
+        return None
+    if isinstance(payload, dict) and payload.get("v", payloads.PAYLOAD_VERSION) != payloads.PAYLOAD_VERSION:
+        return None
+    return Message(device, kind, payload.strip() if isinstance(payload, str) else payload, bytes(raw), received, retained)
 
 
 class Feed:
@@ -76,7 +65,7 @@ class Feed:
         self.cfg, self.store, self.retained_only = cfg, store, retained_only
         self.listeners = list(listeners or [])
         self.prefix = cfg.mqtt.prefix
-        base = f"{self.prefix}/+/#"
+        base = payloads.subscription(self.prefix)
         self.filter = f"$share/{cfg.share_group}/{base}" if shared and cfg.share_group else base
         self.name = name or cfg.worker_name or f"{socket.gethostname()}-{os.getpid()}"
         self.received = self.stored = self.duplicates = 0
@@ -122,7 +111,7 @@ class Feed:
         return self._subscribed.wait(timeout)
 
     def publish(self, topic: str, payload: dict, qos: int = 1, retain: bool = False) -> None:
-        self.client.publish(topic, json.dumps(payload, separators=(",", ":")), qos=qos, retain=retain)
+        self.client.publish(topic, payloads.encode(payload), qos=qos, retain=retain)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Disconnect, then store what was already received."""

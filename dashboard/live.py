@@ -16,6 +16,7 @@ from typing import Callable
 from dashboard.alerts import Alert, AlertEngine
 from dashboard.config import DashboardConfig
 from dashboard.store import Message, Store
+from edge import payloads
 
 log = logging.getLogger(__name__)
 
@@ -23,9 +24,18 @@ RING = 20000
 
 
 def alert_payload(a: Alert) -> dict:
-    """The ``<prefix>/<device>/alert`` payload (edge/schemas/alert.schema.json)."""
-    return {"v": 1, "ts": round(a.ts, 3), "device": a.device, "kind": a.kind, "state": a.state,
-            "since": round(a.since, 3), "detail": a.detail}
+    """The ``<prefix>/<device>/alert`` payload (``edge.payloads.alert_event``, edge/schemas/alert.schema.json)."""
+    return payloads.alert_event(a.device, a.kind, a.state, a.since, describe(a), ts=a.ts)
+
+
+def describe(a: Alert) -> str:
+    """One line for people: what the alert is about."""
+    d = a.detail
+    if a.kind == "negative_expression":
+        text = f"face {d.get('face_id')} {d.get('expression')} for {d.get('seconds')} s (threshold {d.get('threshold_s')} s)"
+    else:
+        text = f"no face for {d.get('seconds')} s (threshold {d.get('threshold_s')} s)"
+    return text + (f"; cleared: {d['reason']}" if a.state == "cleared" and d.get("reason") else "")
 
 
 def _event(m: Message) -> dict | None:
@@ -103,10 +113,10 @@ class Live:
             log.info("alert %s %s on %s (%s)", a.kind, a.state, a.device, a.detail)
             if self.publish is not None and self.cfg.alerts.publish:
                 try:
-                    self.publish(f"{self.cfg.mqtt.prefix}/{a.device}/alert", alert_payload(a))
+                    self.publish(payloads.topic(self.cfg.mqtt.prefix, a.device, "alert"), alert_payload(a))
                 except Exception:  # noqa: BLE001
                     log.exception("publishing alert failed")
-            self._push([{"type": "alert", "id": a.id, **alert_payload(a)}])
+            self._push([{"type": "alert", "id": a.id, **alert_payload(a), "detail": a.detail}])
 
     def since(self, n: int, devices: set[str] | None = None, kinds: set[str] | None = None) -> tuple[int, list[dict]]:
         """Events after sequence number ``n`` (filtered); returns (new last n, events)."""

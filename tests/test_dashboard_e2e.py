@@ -8,7 +8,6 @@ when the daemon stops. Screenshots of the three views go to the test's folder, a
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -76,9 +75,7 @@ def live_count(page) -> int:
 
 def test_daemon_dashboard_browser(mqtt_broker, tmp_path):
     playwright_api = pytest.importorskip("playwright.sync_api")
-    import jsonschema
-
-    from edge.publish import SCHEMAS_DIR
+    from edge import payloads
     from tests.mqtt_broker import Collector
 
     alerts_seen = Collector(mqtt_broker, "fer/+/alert")
@@ -132,8 +129,8 @@ def test_daemon_dashboard_browser(mqtt_broker, tmp_path):
             assert dash.get("/api/alerts?device=car-1")[0]["acked"] is True
             assert alerts_seen.wait_for(lambda c: c.json_on("fer/car-1/alert"), 10)
             alert = alerts_seen.json_on("fer/car-1/alert")[0]
-            jsonschema.Draft202012Validator(json.loads((SCHEMAS_DIR / "alert.schema.json").read_text())).validate(alert)
-            assert (alert["kind"], alert["state"], alert["detail"]["expression"]) == ("negative_expression", "raised", "fear")
+            payloads.validate("alert", alert)
+            assert (alert["kind"], alert["state"]) == ("negative_expression", "raised") and "fear" in alert["detail"]
             assert not errors, errors
             browser.close()
         daemon.send_signal(signal.SIGTERM)
