@@ -79,7 +79,7 @@ class Feed:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
-        self.client.on_subscribe = lambda *a: self._subscribed.set()
+        self.client.on_subscribe = self._on_subscribe
         self._thread = threading.Thread(target=self._run, name=f"feed-{suffix}", daemon=True)
 
     # paho thread
@@ -88,8 +88,14 @@ class Feed:
             log.warning("broker %s:%d refused the dashboard: %s", self.cfg.mqtt.host, self.cfg.mqtt.port, reason_code)
             return
         self.connected = True
-        log.info("dashboard subscribed to %s on %s:%d", self.filter, self.cfg.mqtt.host, self.cfg.mqtt.port)
         client.subscribe(self.filter, qos=1)
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
+        if any(rc.is_failure for rc in reason_codes):
+            log.error("broker refused the subscription %s: %s", self.filter, reason_codes)
+            return
+        log.info("dashboard subscribed to %s on %s:%d", self.filter, self.cfg.mqtt.host, self.cfg.mqtt.port)
+        self._subscribed.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
         self.connected = False
