@@ -251,3 +251,17 @@ def test_update_readme_replaces_only_the_marked_section(tmp_path):
     before = readme.read_text()
     assert not update_readme(readme, "accuracy", "x")  # no markers: unchanged
     assert readme.read_text() == before
+
+
+def test_publish_copies_results_and_rewrites_marked_docs(tmp_path, monkeypatch):
+    from bench import output
+
+    run = tmp_path / "runs"
+    written = [output.write(run, "speed.md", "| new | speed |"), output.write(run, "speed.json", "{}")]
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text("a\n<!-- bench:speed:start -->\nold\n<!-- bench:speed:end -->\nb\n")
+    monkeypatch.setattr(output, "PUBLISHED_DOCS", (doc, tmp_path / "absent.md"))
+    done = output.publish(written, dest=tmp_path / "published")
+    assert sorted(p.name for p in (tmp_path / "published").iterdir()) == ["speed.json", "speed.md"]
+    assert "| new | speed |" in doc.read_text() and "old" not in doc.read_text()
+    assert Path(f"{doc} (speed)") in done
