@@ -13,9 +13,12 @@ SHIPPED_MODELS = ("mini_xception", "tiny", "standard")
 
 
 def progress(iterable, **kwargs):
-    """``tqdm(iterable)``, drawn only when stderr is a terminal (no progress bars in logs)."""
-    from tqdm import tqdm
-
+    """``tqdm(iterable)``, drawn only when stderr is a terminal (no progress bars in logs); the plain
+    iterable where tqdm is not installed (the device extra does not pull it)."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return iterable
     return tqdm(iterable, disable=not sys.stderr.isatty(), **kwargs)
 
 

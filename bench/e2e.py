@@ -101,12 +101,26 @@ def make_multiface_video(path: str | Path, seconds: float = 10.0, fps: float = 1
     return path
 
 
+def default_video_path() -> Path:
+    return cache_dir() / "multiface_640x480_10s_v2.mp4"
+
+
 def default_video() -> Path:
     """The multi-face clip, made on first use under ``$FER_EDGE_CACHE/bench`` (not in the repo)."""
-    p = cache_dir() / "multiface_640x480_10s_v2.mp4"
+    p = default_video_path()
     if not p.is_file():
         make_multiface_video(p)
     return p
+
+
+def default_video_missing() -> str | None:
+    """Why the default clip cannot be had here (a one-line note), or None when it can."""
+    import importlib.util
+
+    if default_video_path().is_file() or importlib.util.find_spec("skimage") is not None:
+        return None
+    return ("the default clip is drawn from scikit-image's sample photo and scikit-image is not installed: "
+            "pip install scikit-image, or pass --video FILE")
 
 
 def edge_pipeline_available() -> bool:
@@ -128,10 +142,13 @@ def run_e2e(threads: list[int], video: str | Path | None = None, e2e_model: str 
     """End-to-end FPS of our pipeline (BlazeFace, then Haar to separate the detector's share) and, when
     ``fer_version`` is given, of fer's; each case ``repeat`` times in its own process, fastest kept.
 
-    Returns ``{"video": {...}, "e2e": [rows]}`` plus ``e2e_pending`` when the edge modules are missing.
+    Returns ``{"video": {...}, "e2e": [rows]}`` plus ``e2e_pending`` when the edge modules are missing,
+    or ``{"e2e": [], "e2e_skipped": note}`` when no video was given and the default clip cannot be made.
     """
     from edge.manifest import MODELS_DIR
 
+    if not video and (missing := default_video_missing()):
+        return {"e2e": [], "e2e_skipped": missing}
     video = Path(video) if video else default_video()
     result = {"video": {"path": str(video), "size_bytes": video.stat().st_size, "source": VIDEO_SOURCE},
               "e2e": []}
@@ -152,6 +169,9 @@ def run_e2e(threads: list[int], video: str | Path | None = None, e2e_model: str 
 
 def format_e2e(result: dict) -> list[str]:
     """The end-to-end table and its notes (Markdown lines); empty when no video was run."""
+    if result.get("e2e_skipped"):
+        return ["### End-to-end (decode, detect, classify, track) on a multi-face video", "",
+                f"- Not run: {result['e2e_skipped']}.", ""]
     if not result.get("video"):
         return []
     v = result["video"]

@@ -265,3 +265,14 @@ def test_publish_copies_results_and_rewrites_marked_docs(tmp_path, monkeypatch):
     assert sorted(p.name for p in (tmp_path / "published").iterdir()) == ["speed.json", "speed.md"]
     assert "| new | speed |" in doc.read_text() and "old" not in doc.read_text()
     assert Path(f"{doc} (speed)") in done
+
+
+def test_e2e_without_scikit_image_is_skipped_with_a_note(monkeypatch):
+    """On a device (edge extra only) the default clip cannot be drawn: speed still runs, e2e says why not."""
+    monkeypatch.setattr(e2e, "default_video_missing", lambda: "scikit-image is not installed")
+    result = e2e.run_e2e([1])
+    assert result == {"e2e": [], "e2e_skipped": "scikit-image is not installed"}
+    lat = {"model": "m", "macs": 1, "threads": 1, "median_ms": 0.1, "p90_ms": 0.2, "mean_ms": 0.1, "runs": 5,
+           "base_rss_kib": 1024, "maxrss_kib": 2048}
+    text = speed.format_speed({"runs": 5, "threads": [1], "latency": [lat], "machine": "m", **result})
+    assert "- Not run: scikit-image is not installed." in text
