@@ -19,7 +19,7 @@ from edge.config import Config
 from edge.events import ExpressionSchedule, StageTimer, SummaryWindow
 from edge.health import Health, cpu_temperature_c
 from edge.outbox import Outbox, resolve_outbox_path
-from edge.payloads import device_base, expression_event, stats_event, summary_event
+from edge.payloads import camera_state, device_base, expression_event, stats_event, summary_event
 from edge.publish import create_publisher
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,11 @@ class Pipeline:
         self.classifier = ExpressionClassifier(cfg.model)  # ModelError on a bad model: fail before the camera
         self.detector = create_detector(cfg.detector)
         self.tracker = FaceTracker(cfg.tracker, self.classifier.labels, self.classifier.manifest.class_prior)
-        self.source = open_source(cfg.camera)
+        # wait=True: a camera or stream that is not there yet is retried, not fatal (stats say so).
+        self.source = open_source(cfg.camera, wait=True)
+        if self.source.still:
+            # A photo is one frame, but the tracker reports a face after min_hits matches: show it that often.
+            self.source.repeat = cfg.tracker.min_hits
 
     def close(self) -> None:
         try:
@@ -84,7 +88,8 @@ def run_daemon(cfg: Config, max_frames: int | None = None, stop: threading.Event
     labels, backend, device = pipe.classifier.labels, pipe.classifier.backend, cfg.device.id
 
     def open_outbox() -> Outbox:
-        return Outbox(resolve_outbox_path(cfg.outbox), cfg.outbox.max_events, cfg.outbox.max_age_s)
+        o = cfg.outbox
+        return Outbox(resolve_outbox_path(o), o.max_events, o.max_age_s, o.min_free_mb, o.memory_max)
 
     try:
         publisher = create_publisher(cfg.mqtt, device, open_outbox)
@@ -100,6 +105,7 @@ def run_daemon(cfg: Config, max_frames: int | None = None, stop: threading.Event
     next_summary = started + cfg.summary.interval_s
     next_stats = started + cfg.stats.interval_s
     live_faces = 0
+    window_frames = 0  # frames processed in the current summary window
     log.info("running: source %r, detector %s, model %s on %s, publishing to %s", cfg.camera.source,
              cfg.detector.type, pipe.classifier.model_path.name, backend,
              f"mqtt://{cfg.mqtt.host}:{cfg.mqtt.port}/{device_base(cfg.mqtt.prefix, device)}" if cfg.mqtt.host else "stdout")
@@ -112,15 +118,30 @@ def run_daemon(cfg: Config, max_frames: int | None = None, stop: threading.Event
         window.reset(now_wall)
 
     def publish_stats(now: float) -> None:
+        camera = camera_state(**pipe.source.state())
         payload = stats_event(
             device, time.time(), timer.fps(now), timer.latency_ms(), backend, result.frames,
             getattr(pipe.source, "dropped", 0), publisher.outbox_depth, publisher.outbox_dropped,
-            now - started, cpu_temperature_c(), publisher.produced, live_faces, publisher.connected)
+            now - started, cpu_temperature_c(), publisher.produced, live_faces, publisher.connected,
+            camera=camera, outbox=publisher.outbox_stats())
         publisher.publish_event("stats", payload)
         result.last_stats = payload
         timer.reset(now)
-        health.status(f"{payload['fps']} fps, {live_faces} face(s), broker "
+        health.status(f"{payload['fps']} fps, {live_faces} face(s), camera "
+                      f"{'connected' if camera['connected'] else 'down: ' + str(camera['error'])}, broker "
                       f"{'connected' if publisher.connected else 'down'}, outbox {publisher.outbox_depth}")
+
+    def periodic(now: float) -> None:
+        """Summary and stats when due; also while the camera is down (then stats only: no window to sum up)."""
+        nonlocal next_summary, next_stats, window_frames
+        if now >= next_summary:
+            if window_frames:
+                publish_summary(time.time())
+            window_frames = 0
+            next_summary = now + cfg.summary.interval_s
+        if now >= next_stats:
+            publish_stats(now)
+            next_stats = now + cfg.stats.interval_s
 
     try:
         while not stop.is_set():
@@ -128,7 +149,9 @@ def run_daemon(cfg: Config, max_frames: int | None = None, stop: threading.Event
             try:
                 frame = pipe.source.read(timeout=READ_TIMEOUT_S)
             except TimeoutError:
-                health.tick()  # live source reconnecting: keep pinging until watchdog.stall_s
+                # No frame: a camera being retried keeps the watchdog fed; one that hangs does not.
+                health.tick(waiting=pipe.source.waiting_for_camera())
+                periodic(time.monotonic())
                 continue
             t1 = time.perf_counter()
             health.tick()
@@ -156,14 +179,9 @@ def run_daemon(cfg: Config, max_frames: int | None = None, stop: threading.Event
                 timer.add(stage, seconds)
             timer.frame_done()
             result.frames += 1
+            window_frames += 1
             health.frame_done()
-            now = time.monotonic()
-            if now >= next_summary:
-                publish_summary(time.time())
-                next_summary = now + cfg.summary.interval_s
-            if now >= next_stats:
-                publish_stats(now)
-                next_stats = now + cfg.stats.interval_s
+            periodic(time.monotonic())
             if max_frames is not None and result.frames >= max_frames:
                 result.stop_reason = f"--max-frames {max_frames} reached"
                 break

@@ -40,7 +40,11 @@ def check_camera(cfg: Config, timeout: float = 10.0) -> Check:
     try:
         source = open_source(cfg.camera)
     except Exception as exc:  # CameraError, or whatever a driver raises
-        return Check("camera", False, _first_line(exc), CAMERA)
+        # A camera or stream that does not open (LiveSource: "cannot open ..."), unlike a missing file,
+        # is retried by the daemon.
+        retry = ("; the daemon starts anyway and keeps retrying it (stats camera.connected = false)"
+                 if str(exc).startswith("cannot open ") else "")
+        return Check("camera", False, _first_line(exc) + retry, CAMERA)
     try:
         frame = source.read(timeout=timeout)
         if frame is None:
@@ -94,6 +98,7 @@ def check_broker(cfg: Config, timeout: float = 5.0) -> Check:
     m = cfg.mqtt
     if not m.host:
         return Check("broker", True, "not used (no mqtt.host: events go to stdout)")
+    from edge import broker_errors
     from edge.publish import make_client
 
     where = f"{m.host}:{m.port}{' (TLS)' if m.tls.enabled else ''}"
@@ -112,21 +117,68 @@ def check_broker(cfg: Config, timeout: float = 5.0) -> Check:
     try:
         client.connect(m.host, m.port, keepalive=10)
     except Exception as exc:  # refused, DNS, TLS handshake
-        return Check("broker", False, f"{where}: {_first_line(exc)}", BROKER)
+        return Check("broker", False, broker_errors.from_exception(m, exc).message, BROKER)
     client.loop_start()
     try:
         if not done.wait(timeout):
-            return Check("broker", False, f"{where}: no answer within {timeout:.0f} s", BROKER)
+            # paho does not say why the connection closed without a CONNACK: look at what the port answers.
+            cause = broker_errors.probe(m, timeout) or broker_errors.Cause("no_answer", f"{where}: no CONNACK within {timeout:.0f} s")
+            return Check("broker", False, cause.message, BROKER)
         if result[0].is_failure:
-            return Check("broker", False, f"{where}: connection refused ({result[0]}); check mqtt.username/password", BROKER)
+            return Check("broker", False, broker_errors.from_connack(m, result[0]).message, BROKER)
         return Check("broker", True, f"{where}: connected")
     finally:
         client.disconnect()
         client.loop_stop()
 
 
+def check_daemon(cfg: Config, wait_s: float = 1.5) -> Check:
+    """What the running daemon of ``device.id`` last said on the broker (retained status and stats):
+    informational, it never fails the doctor."""
+    m = cfg.mqtt
+    if not m.host:
+        return Check("daemon", True, "not visible (no broker)")
+    from edge.payloads import decode, parse_topic, subscription
+    from edge.publish import make_client
+
+    seen: dict[str, object] = {}
+    try:
+        client = make_client(m, f"fer-edge-doctor-d-{cfg.device.id}")
+        client.on_connect = lambda c, u, f, rc, p: None if rc.is_failure else c.subscribe(
+            subscription(m.prefix, cfg.device.id), qos=1)
+
+        def on_message(c, u, msg):
+            parsed = parse_topic(msg.topic, m.prefix)
+            if parsed and msg.retain:
+                seen[parsed[2]] = decode(parsed[2], msg.payload)
+
+        client.on_message = on_message
+        client.connect(m.host, m.port, keepalive=10)
+    except Exception:  # the broker check says why
+        return Check("daemon", True, "not visible (broker unreachable)")
+    client.loop_start()
+    time.sleep(wait_s)
+    client.disconnect()
+    client.loop_stop()
+    if "status" not in seen:
+        return Check("daemon", True, f"no retained status for device {cfg.device.id!r}: not started yet?")
+    text = f"{seen['status']}"
+    stats = seen.get("stats")
+    cam = stats.get("camera") if isinstance(stats, dict) else None
+    if isinstance(cam, dict):
+        if cam.get("connected"):
+            text += f", camera connected ({cam.get('reconnects', 0)} reconnect(s))"
+        else:
+            text += f", camera DOWN (last frame {cam.get('last_frame_age_s')} s ago: {cam.get('error')})"
+    if isinstance(stats, dict):
+        box = stats.get("outbox", {})
+        text += f", {stats.get('fps')} fps, outbox {box.get('depth')} waiting / {box.get('dropped')} dropped"
+    return Check("daemon", True, text)
+
+
 CHECKS: dict[str, Callable[[Config], Check]] = {
     "camera": check_camera, "model": check_model, "accelerator": check_accelerator, "broker": check_broker,
+    "daemon": check_daemon,
 }
 
 

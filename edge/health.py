@@ -86,9 +86,15 @@ class Health:
             self.stalled = False
             log.warning("frames flow again: resuming watchdog pings")
 
-    def tick(self) -> bool:
-        """Ping the watchdog when due and the pipeline is not stalled. Returns True if it pinged."""
+    def tick(self, waiting: bool = False) -> bool:
+        """Ping the watchdog when due and the pipeline is not stalled. Returns True if it pinged.
+
+        ``waiting``: no frame, but for a good reason (the camera is away and being retried): the
+        loop is alive, so that counts as progress; a stuck loop or a camera that hangs still stalls.
+        """
         now = self.clock()
+        if waiting:
+            self.last_frame = now
         idle = now - self.last_frame
         if idle > self.stall_s:
             if not self.stalled:

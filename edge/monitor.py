@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TextIO
 
+from edge import broker_errors
 from edge.errors import FerEdgeError
 from edge.payloads import decode, parse_topic, subscription
 from edge.publish import MqttConfig, make_client
@@ -75,6 +76,10 @@ class MonitorState:
                     f" latency {lat.get('total', '-') if lat else '-'} ms  outbox {st.get('outbox', {}).get('depth', '-')}"
                     f"  temp {'-' if temp is None else f'{temp:.0f}C'}  events {v.events}"
                 )
+                cam = st.get("camera")
+                if isinstance(cam, dict) and not cam.get("connected", True):
+                    lines.append(f"    camera DOWN: {cam.get('error')} (last frame {cam.get('last_frame_age_s')} s ago,"
+                                 f" {cam.get('reconnects', 0)} reconnect(s))")
                 if v.summary:
                     s = v.summary
                     counts = ", ".join(f"{k} {n}" for k, n in s.get("counts", {}).items() if n)
@@ -106,7 +111,7 @@ def run_monitor(cfg: MqttConfig, once: bool = False, duration: float | None = No
 
     def on_connect(c, userdata, flags, reason_code, properties):
         if reason_code.is_failure:
-            failure.append(str(reason_code))
+            failure.append(broker_errors.from_connack(cfg, reason_code).message)
         else:
             c.subscribe(subscription(cfg.prefix), qos=1)
         connected.set()
@@ -116,16 +121,16 @@ def run_monitor(cfg: MqttConfig, once: bool = False, duration: float | None = No
     try:
         client.connect(cfg.host, cfg.port, keepalive=cfg.keepalive)
     except OSError as exc:
-        raise FerEdgeError(f"cannot connect to the broker {cfg.host}:{cfg.port} ({exc}); check mqtt.host/port "
-                           "and that the broker runs", exit_code=8) from None
+        raise FerEdgeError(broker_errors.from_exception(cfg, exc).message, exit_code=8) from None
     client.loop_start()
     try:
         if not connected.wait(answer_timeout_s):
-            raise FerEdgeError(f"broker {cfg.host}:{cfg.port} did not answer within {answer_timeout_s:g} s (timed out); "
-                               "check mqtt.host/port, the network and that the broker runs", exit_code=8)
+            # Closed or silent without a CONNACK: look at what the port answers to name the cause.
+            failure.append((broker_errors.probe(cfg, min(answer_timeout_s, 5.0)) or broker_errors.Cause(
+                "no_answer", f"broker {cfg.host}:{cfg.port} did not answer within {answer_timeout_s:g} s (timed out); "
+                "check mqtt.host/port, the network and that the broker runs")).message)
         if failure:
-            raise FerEdgeError(f"broker {cfg.host}:{cfg.port} refused the connection ({failure[0]}); check "
-                               "mqtt.username and the password", exit_code=8)
+            raise FerEdgeError(failure[0], exit_code=8)
         tty = out.isatty()
         start = time.monotonic()
         if once:

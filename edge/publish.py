@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import queue
-import sqlite3
 import sys
 import threading
 import time
@@ -28,10 +27,11 @@ from typing import TextIO
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from edge import broker_errors
 from edge.errors import ConfigError
 from edge.outbox import Outbox
 from edge.payloads import (  # noqa: F401  (payload builders re-exported for existing callers)
-    DURABLE_KINDS, PAYLOAD_VERSION, QOS_RETAIN, SCHEMAS_DIR, encode, expression_event, stats_event, status_payload,
+    DURABLE_KINDS, PAYLOAD_VERSION, QOS_RETAIN, SCHEMAS_DIR, encode, expression_event, outbox_state, stats_event, status_payload,
     summary_event, topic,
 )
 
@@ -137,6 +137,8 @@ class StdoutPublisher:
         self.produced = {k: 0 for k in TOPIC_KINDS if k != "status"}
         self.outbox_depth = 0
         self.outbox_dropped = 0
+        self.last_error = None
+        self._seq: dict[str, int] = {}  # no outbox: numbered from 1 in each run
 
     def start(self) -> None:
         self._write("status", status_payload(True))
@@ -144,7 +146,12 @@ class StdoutPublisher:
     def publish_event(self, kind: str, payload: dict) -> None:
         """Write one message of ``kind`` (expression, summary, stats)."""
         self.produced[kind] += 1
+        if kind in DURABLE_KINDS:
+            self._seq[kind] = payload["seq"] = self._seq.get(kind, 0) + 1
         self._write(kind, payload)
+
+    def outbox_stats(self) -> dict:
+        return outbox_state(0, 0)
 
     def stop(self, timeout: float = 3.0) -> bool:
         self._write("status", status_payload(False))
@@ -174,7 +181,9 @@ class MqttPublisher:
         self._last_pushed = 0  # highest outbox id handed to paho
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._warned_down = False
+        self.last_error: Cause | None = None  # why the broker is not connected (None while connected)
+        self._attempt_failed = False  # the current connection attempt already has its cause
+        self._probing = threading.Lock()
         self._thread: threading.Thread | None = None
         self._status_topic = topic(cfg.prefix, device_id, "status")
 
@@ -184,18 +193,37 @@ class MqttPublisher:
         client.will_set(self._status_topic, status_payload(False), *QOS_RETAIN["status"])
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
-        client.on_connect_fail = self._on_connect_fail
         client.on_publish = self._on_publish
+        # paho swallows the exception of a failed connect; wrap its reconnect() to name the cause.
+        self._paho_reconnect = client.reconnect
+        client.reconnect = self._reconnect
         self.client = client
 
     # paho callbacks (run in paho's network thread; they must not take locks paho might wait on)
 
+    def _reconnect(self):
+        """paho's reconnect() (called from its thread for every attempt), with the cause of a failure
+        recorded, and the password read again after the broker refused it."""
+        self._attempt_failed = False
+        if self.last_error is not None and self.last_error.key == "not_authorised" and self.cfg.username:
+            try:
+                self.client.username_pw_set(self.cfg.username, resolve_password(self.cfg))
+            except ConfigError as exc:
+                log.error("%s", exc)
+        try:
+            return self._paho_reconnect()
+        except Exception as exc:
+            self._attempt_failed = True
+            self._set_cause(broker_errors.from_exception(self.cfg, exc))
+            raise
+
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
-            self._warn_down(f"broker refused the connection: {reason_code}")
+            self._attempt_failed = True
+            self._set_cause(broker_errors.from_connack(self.cfg, reason_code))
             return
         log.info("connected to mqtt broker %s:%d", self.cfg.host, self.cfg.port)
-        self._warned_down = False
+        self.last_error = None
         client.publish(self._status_topic, status_payload(True), *QOS_RETAIN["status"])
         if self.cfg.ha_discovery:
             from edge.hass import discovery_messages
@@ -209,23 +237,34 @@ class MqttPublisher:
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         was = self.connected
         self.connected = False
-        if not self._stop.is_set() and was:
-            self._warn_down(f"lost the connection ({reason_code})")
+        if self._stop.is_set():
+            return
+        if was:
+            self._set_cause(broker_errors.lost(self.cfg, reason_code))
+        elif not self._attempt_failed and self._probing.acquire(blocking=False):
+            # Closed before any CONNACK: paho cannot tell why, so look at what the port answers.
+            threading.Thread(target=self._probe, args=(str(reason_code),), name="mqtt-probe", daemon=True).start()
 
-    def _on_connect_fail(self, client, userdata) -> None:
-        self._warn_down("cannot connect")
+    def _probe(self, reason: str) -> None:
+        try:
+            cause = broker_errors.probe(self.cfg, timeout=5.0)
+            self._set_cause(cause or broker_errors.Cause("rejected", f"broker {self.cfg.host}:{self.cfg.port} "
+                                                                     f"closed the connection before CONNACK ({reason})"))
+        finally:
+            self._probing.release()
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         self._acks.put(mid)
         self._wake.set()
 
-    def _warn_down(self, why: str) -> None:
-        if not self._warned_down:
-            self._warned_down = True
-            log.warning(
-                "mqtt broker %s:%d unreachable (%s): buffering events in the outbox %s and retrying",
-                self.cfg.host, self.cfg.port, why, self.outbox.path,
-            )
+    def _set_cause(self, cause: "broker_errors.Cause") -> None:
+        """Log the cause once per change of cause; keep it in ``last_error``."""
+        if self.connected:
+            return
+        changed = self.last_error is None or self.last_error.key != cause.key
+        self.last_error = cause
+        if changed:
+            log.warning("mqtt: %s; buffering events in the outbox %s and retrying", cause.message, self.outbox.path)
 
     # public API
 
@@ -236,6 +275,11 @@ class MqttPublisher:
     @property
     def outbox_dropped(self) -> int:
         return self.outbox.dropped
+
+    def outbox_stats(self) -> dict:
+        """The ``outbox`` object of the stats payload."""
+        box = self.outbox
+        return outbox_state(box.depth, box.dropped, box.drops, box.memory_depth, box.write_errors)
 
     def start(self) -> None:
         """Connect in the background (works with the broker down) and start draining the outbox."""
@@ -250,14 +294,8 @@ class MqttPublisher:
         self.produced[kind] += 1
         t = topic(self.cfg.prefix, self.device_id, kind)
         if kind in DURABLE_KINDS:
-            try:
-                self.outbox.append(t, encode(payload), qos, retain)
-            except sqlite3.Error as exc:  # disk full, file removed: count it, keep the pipeline running
-                self.outbox.dropped += 1
-                if self.outbox.dropped == 1 or self.outbox.dropped % 1000 == 0:
-                    log.error("cannot write to the outbox %s (%s): %d message(s) lost so far; free disk space",
-                              self.outbox.path, exc, self.outbox.dropped)
-                return
+            # Numbered (seq) and stored; a database that cannot be written holds it in memory instead.
+            self.outbox.append(t, payload, qos, retain, seq_kind=kind)
             self._wake.set()
         elif self.connected:
             self.client.publish(t, encode(payload), qos=qos, retain=retain)
@@ -316,13 +354,17 @@ class MqttPublisher:
 
     def _drain_once(self) -> None:
         self._process_acks()
+        self.outbox.retry_deletes()
         # Next batch only once the previous one is fully acknowledged: keeps order across reconnects.
         if not self.connected or self._inflight:
             return
-        for row in self.outbox.pending(self._last_pushed, _BATCH):
+        # Rows on disk first; messages held in memory (database not writable) are always newer.
+        rows = self.outbox.pending(self._last_pushed, _BATCH) or self.outbox.take_memory(_BATCH)
+        for row in rows:
             info = self.client.publish(row.topic, row.payload, qos=row.qos, retain=row.retain)
             self._inflight[info.mid] = row.id
-            self._last_pushed = row.id
+            if not row.memory:
+                self._last_pushed = row.id
 
 
 def create_publisher(mqtt_cfg: MqttConfig, device_id: str, outbox_factory) -> StdoutPublisher | MqttPublisher:

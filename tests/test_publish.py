@@ -98,7 +98,8 @@ def test_publish_contract_and_outbox_drained(mqtt_broker, tmp_path):
     assert col.wait_for(lambda c: pub.outbox.depth == 0)
     assert pub.stop() is True
     assert retained(mqtt_broker, "fer/dev1/status") == b"offline"
-    assert retained(mqtt_broker, "fer/dev1/summary") == b'{"v":1,"n":1}'
+    assert retained(mqtt_broker, "fer/dev1/summary") == b'{"v":1,"n":1,"seq":1}'
+    assert [e["seq"] for e in col.json_on("/expression")] == list(range(1, 31))  # numbered by the outbox
     assert retained(mqtt_broker, "fer/dev1/stats") == b'{"v":1}'
     assert retained(mqtt_broker, "fer/dev1/expression") is None  # events are not retained
     assert [p for _, p, _ in col.on("/status")][:1] == [b"online"]
