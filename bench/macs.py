@@ -1,4 +1,5 @@
-"""Multiply-accumulates of one inference, counted from a ``.tflite`` graph."""
+"""Multiply-accumulates of one inference, counted from a ``.tflite`` graph (read from the file by
+``convert.tflite_graph``, not from the interpreter's private op list)."""
 
 from __future__ import annotations
 
@@ -6,26 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import interpreter_module
+from convert.tflite_graph import list_ops
 
 # Ops whose multiply-accumulates we count; everything else (pooling, add, mean, softmax) is cheap.
 MAC_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
-
-
-def tflite_ops(path: str | Path) -> tuple[list[dict], dict[int, dict]]:
-    """The operators of a ``.tflite`` (in execution order) and its tensors by index.
-
-    The interpreter is built without the default XNNPACK delegate so that the op list is the
-    model's own (a delegate would replace the ops by one ``DELEGATE`` node).
-    """
-    mod = interpreter_module()
-    kwargs = {}
-    if hasattr(mod, "OpResolverType"):
-        kwargs["experimental_op_resolver_type"] = mod.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    interp = mod.Interpreter(model_path=str(path), **kwargs)
-    interp.allocate_tensors()
-    tensors = {t["index"]: t for t in interp.get_tensor_details()}
-    return list(interp._get_ops_details()), tensors
 
 
 def count_macs(path: str | Path) -> dict:
@@ -36,7 +21,7 @@ def count_macs(path: str | Path) -> dict:
     output elements * input features (weights [out, in]). Other ops are not counted.
     Returns ``{"total": int, "by_op": {op: macs}, "ops": {op: count}}``.
     """
-    ops, tensors = tflite_ops(path)
+    ops, tensors = list_ops(path)
     by_op: dict[str, int] = {}
     counts: dict[str, int] = {}
     for op in ops:

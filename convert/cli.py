@@ -31,8 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             module = __import__(module_name, fromlist=["add_arguments", "run"])
         except ModuleNotFoundError:
             continue
-        help_text = (module.__doc__ or "").strip().splitlines()[0]
-        q = sub.add_parser(command, help=help_text, description=(module.__doc__ or "").strip())
+        q = sub.add_parser(command, help=module.HELP, description=module.DESCRIPTION)
         module.add_arguments(q)
         q.set_defaults(func=module.run)
 
@@ -54,19 +53,3 @@ def _train(args) -> int:
           f"model: {out / 'best.keras'}; batch norms recalibrated on clean Training images: "
           f"{out / 'recalibrated.keras'} (convert this one)")
     return 0
-
-
-def run_standalone(prog: str, doc: str | None, add_arguments, run, argv=None) -> int:
-    """``python -m convert.<module>``: parse with the module's ``add_arguments``, call its ``run``,
-    and print a FerEdgeError as one line (the same as the ``fer-edge`` subcommand)."""
-    import sys
-
-    from edge.errors import FerEdgeError
-
-    parser = argparse.ArgumentParser(prog=prog, description=(doc or "").strip().splitlines()[0] if doc else None)
-    add_arguments(parser)
-    try:
-        return run(parser.parse_args(argv))
-    except FerEdgeError as exc:
-        print(f"fer-edge: error: {exc}", file=sys.stderr)
-        return exc.exit_code

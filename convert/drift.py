@@ -6,31 +6,41 @@ confusion matrices and the mean KL divergence KL(float || int8) of the score vec
 JSON and PNG plots. It exits 1 when the drop or the agreement is worse than the thresholds, so it
 can gate a release; ``--update-manifest`` writes the numbers into the model's ``<name>.json``.
 
-Sign conventions: ``*_drop_points`` are float minus int8 in percentage points (positive = int8 is
-worse); ``*_delta`` are int8 minus float as fractions (negative = int8 is worse).
+``measure_drift`` is the command as a function (``fer-edge convert`` calls it). The int8 model runs
+through ``edge.int8``, the device's own code. Metrics: ``convert.drift_metrics``; the report
+folder: ``convert.drift_report``.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
-import math
 import os
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from convert.data import TRAIN_MEAN, TRAIN_STD
+from convert.drift_metrics import compute_drift, drift_verdict
+from convert.drift_report import format_summary, write_drift_report
 from edge.errors import DataError, ModelError
-from edge.manifest import top_classes
+from edge.int8 import input_detail, make_interpreter, output_detail, quantize_input
+from edge.int8 import run as run_int8
 
 log = logging.getLogger(__name__)
 
-KL_EPS = 1e-6
-
+# `fer-edge drift --help` (plain text: argparse shows it as written).
+HELP = "measure how far an int8 .tflite drifts from the float .keras it came from"
+DESCRIPTION = (
+    "Run the float .keras and its int8 .tflite on the same labelled split and report the accuracy of each, "
+    "the accuracy drop in percentage points, the top-1 agreement, per-class recall and F1 and their change, "
+    "both confusion matrices and the mean KL divergence of the scores, as Markdown, JSON and PNG plots. "
+    "Exits 1 when the drop or the agreement is worse than the thresholds, so it can gate a release; "
+    "--update-manifest writes the numbers into the model's <name>.json."
+)
 
 # --------------------------------------------------------------------------- int8 inference
 
@@ -46,53 +56,30 @@ def _as_images(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def quantize_input(x_uint8: np.ndarray, mean: float, std: float, scale: float, zero_point: int,
-                   dtype) -> np.ndarray:
-    """Pixels -> model input: ``(pixel - mean) / std``, then ``round(x / scale) + zero_point``.
-
-    Computed as TFLite's QUANTIZE kernel does (float32, multiply by 1/scale, round half to even),
-    so a model fed here gets exactly the input the same model converted with float input would
-    quantize itself (pixels 127 and 128 can share a level). ``scale == 0`` means a float input.
-    """
-    xf = (np.asarray(x_uint8, np.float32) - np.float32(mean)) / np.float32(std)
-    if not scale:
-        return xf.astype(dtype)
-    q = np.round(xf * (np.float32(1.0) / np.float32(scale))) + zero_point
-    info = np.iinfo(dtype)
-    return np.clip(q, info.min, info.max).astype(dtype)
-
-
 def open_int8(tflite_path: str | Path, threads: int = 2):
-    """Load a TFLite model for batch-1 scoring: ``(interpreter, input detail, output detail)``.
+    """Load a TFLite model for batch-1 scoring on the CPU: ``(interpreter, input detail, output detail)``.
 
-    tflite_path: int8 (or uint8, or float) model with input [1, H, W, 1]. threads: interpreter threads.
-    A missing or unreadable file raises ModelError with what to do next.
+    tflite_path: int8 (or uint8, or float) model with input [1, H, W, 1] (another batch is resized
+    to 1). threads: interpreter threads. Loads through ``edge.int8.make_interpreter``, as the device
+    does; a missing or unreadable file raises ModelError with what to do next.
     """
     tflite_path = Path(tflite_path)
     if not tflite_path.is_file():
         raise ModelError(f"model file {tflite_path} not found; pass the int8 .tflite")
-    from edge.runtime import interpreter_module
-
-    Interpreter = interpreter_module().Interpreter
-    try:
-        interp = Interpreter(model_path=str(tflite_path), num_threads=threads)
-        inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
-        if list(inp["shape"][:1]) != [1]:
-            interp.resize_tensor_input(inp["index"], [1, *inp["shape"][1:]])
+    interp = make_interpreter(tflite_path, "cpu", threads=threads).interpreter
+    inp = input_detail(interp)
+    if list(inp["shape"][:1]) != [1]:
+        interp.resize_tensor_input(inp["index"], [1, *inp["shape"][1:]])
         interp.allocate_tensors()
-    except (ValueError, RuntimeError) as exc:
-        hint = ("it is compiled for the Edge TPU; pass the CPU model (without _edgetpu)"
-                if "edgetpu" in tflite_path.name else "re-export it with `fer-edge convert`")
-        raise ModelError(f"cannot load {tflite_path} ({str(exc).splitlines()[0]}); {hint}") from None
-    return interp, inp, out
+        inp = input_detail(interp)
+    return interp, inp, output_detail(interp)
 
 
 def score_int8(model, xq: np.ndarray, tflite_path: str | Path, progress: bool = False) -> np.ndarray:
     """Scores of ``model`` (``open_int8``'s triple for ``tflite_path``) for already-quantized inputs
-    ``xq`` [N, H, W, 1], one invoke per image; float32 [N, num_classes], dequantized with the
-    output's scale/zero point. progress: show a tqdm bar."""
-    interp, inp, out = model
-    out_scale, out_zp = out["quantization"]
+    ``xq`` [N, H, W, 1], one ``edge.int8.run`` per image (the device's invoke and dequantize);
+    float32 [N, num_classes]. progress: show a tqdm bar."""
+    interp, _, out = model
     scores = np.empty((len(xq), int(np.prod(out["shape"][1:]))), np.float32)
     it = range(len(xq))
     if progress and sys.stderr.isatty():  # no progress bars in logs
@@ -101,13 +88,9 @@ def score_int8(model, xq: np.ndarray, tflite_path: str | Path, progress: bool = 
         it = tqdm(it, desc=f"int8 {Path(tflite_path).name}", unit="img", leave=False)
     try:
         for i in it:
-            interp.set_tensor(inp["index"], xq[i: i + 1])
-            interp.invoke()
-            scores[i] = interp.get_tensor(out["index"]).reshape(-1)
+            scores[i] = run_int8(interp, xq[i: i + 1])
     except RuntimeError as exc:
         raise ModelError(f"running {tflite_path} failed ({str(exc).splitlines()[0]})") from None
-    if out_scale:  # dequantize; the raw values were written into float storage unchanged
-        scores = (scores - np.float32(out_zp)) * np.float32(out_scale)
     return scores
 
 
@@ -158,274 +141,6 @@ def predict_float(keras_path: str | Path, x_uint8: np.ndarray, mean: float, std:
         e = np.exp(probs - probs.max(axis=1, keepdims=True))
         probs = e / e.sum(axis=1, keepdims=True)
     return probs
-
-
-# --------------------------------------------------------------------------- metrics
-
-def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, k: int) -> np.ndarray:
-    """[k, k] counts; rows are the true class, columns the predicted class."""
-    return np.bincount(y_true * k + y_pred, minlength=k * k).reshape(k, k)
-
-
-def _class_metrics(cm: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-class precision/recall/F1 from a confusion matrix; NaN where undefined (0/0)."""
-    tp = np.diag(cm).astype(np.float64)
-    support = cm.sum(axis=1).astype(np.float64)
-    predicted = cm.sum(axis=0).astype(np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        recall = np.where(support > 0, tp / support, np.nan)
-        precision = np.where(predicted > 0, tp / predicted, np.nan)
-        denom = support + predicted  # = 2tp + fp + fn
-        f1 = np.where(denom > 0, 2 * tp / denom, np.nan)
-    return {"support": support, "recall": recall, "precision": precision, "f1": f1}
-
-
-def _num(v) -> float | None:
-    v = float(v)
-    return None if math.isnan(v) else v
-
-
-def compute_drift(y_true, float_probs, int8_probs, labels: list[str], prior=None) -> dict:
-    """Compare float and int8 scores on the same labelled images. Pure numpy.
-
-    y_true: [N] ints in [0, K). float_probs, int8_probs: [N, K] scores (probabilities).
-    labels: K class names. prior: None or the K training shares that break ties between equal
-    scores (``edge.manifest.top_classes``; int8 scores tie for ~1% of faces). Returns a JSON-ready
-    dict: ``n``, ``labels``, ``float_accuracy``,
-    ``int8_accuracy`` (fractions), ``accuracy_drop_points`` (float minus int8, in points),
-    ``agreement`` (fraction of images with the same top-1 class), ``float_macro_f1``,
-    ``int8_macro_f1``, ``macro_f1_drop_points``, ``mean_kl`` / ``max_kl`` (KL(float || int8) of the
-    score vectors after clipping to ``KL_EPS`` and renormalising), ``per_class`` {label: support,
-    float/int8 recall, precision, f1, recall_delta and f1_delta (int8 minus float)},
-    ``confusion_float`` / ``confusion_int8`` (rows true, columns predicted), ``int8_top_ties``
-    (images whose int8 top score is shared), ``tie_break`` and ``agreement_lowest_index`` (the
-    agreement when ties go to the lowest class index instead).
-
-    Macro-F1 averages over the classes that occur in the labels or the predictions (as
-    scikit-learn does by default); recall of a class with no images is None.
-    """
-    y = np.asarray(y_true).astype(np.int64).reshape(-1)
-    pf = np.asarray(float_probs, np.float64)
-    pq = np.asarray(int8_probs, np.float64)
-    k = len(labels)
-    if pf.shape != (len(y), k) or pq.shape != (len(y), k):
-        raise ValueError(f"expected scores shaped [{len(y)}, {k}], got float {list(pf.shape)} and int8 {list(pq.shape)}")
-    if len(y) == 0:
-        raise ValueError("no images to compare")
-    if y.min() < 0 or y.max() >= k:
-        raise ValueError(f"labels must be in [0, {k}), got {y.min()}..{y.max()}")
-    pred_f, pred_q = top_classes(pf, prior), top_classes(pq, prior)
-    cm_f, cm_q = confusion_matrix(y, pred_f, k), confusion_matrix(y, pred_q, k)
-    mf, mq = _class_metrics(cm_f), _class_metrics(cm_q)
-
-    p = np.clip(pf, KL_EPS, None)
-    q = np.clip(pq, KL_EPS, None)
-    p /= p.sum(axis=1, keepdims=True)
-    q /= q.sum(axis=1, keepdims=True)
-    kl = np.sum(p * np.log(p / q), axis=1)
-
-    acc_f, acc_q = float(np.mean(pred_f == y)), float(np.mean(pred_q == y))
-    f1_f, f1_q = float(np.nanmean(mf["f1"])), float(np.nanmean(mq["f1"]))
-    per_class = {}
-    for i, name in enumerate(labels):
-        per_class[name] = {
-            "support": int(mf["support"][i]),
-            "float_recall": _num(mf["recall"][i]), "int8_recall": _num(mq["recall"][i]),
-            "recall_delta": _num(mq["recall"][i] - mf["recall"][i]),
-            "float_precision": _num(mf["precision"][i]), "int8_precision": _num(mq["precision"][i]),
-            "float_f1": _num(mf["f1"][i]), "int8_f1": _num(mq["f1"][i]),
-            "f1_delta": _num(mq["f1"][i] - mf["f1"][i]),
-        }
-    return {
-        "n": int(len(y)),
-        "labels": list(labels),
-        "float_accuracy": acc_f,
-        "int8_accuracy": acc_q,
-        "accuracy_drop_points": (acc_f - acc_q) * 100.0,
-        "agreement": float(np.mean(pred_f == pred_q)),
-        "disagreements": int(np.sum(pred_f != pred_q)),
-        "int8_top_ties": int(np.sum((pq == pq.max(axis=1, keepdims=True)).sum(axis=1) > 1)),
-        "tie_break": "class_prior" if prior is not None else "lowest_index",
-        "agreement_lowest_index": float(np.mean(pf.argmax(axis=1) == pq.argmax(axis=1))),
-        "float_macro_f1": f1_f,
-        "int8_macro_f1": f1_q,
-        "macro_f1_drop_points": (f1_f - f1_q) * 100.0,
-        "mean_kl": float(kl.mean()),
-        "max_kl": float(kl.max()),
-        "per_class": per_class,
-        "confusion_float": cm_f.tolist(),
-        "confusion_int8": cm_q.tolist(),
-    }
-
-
-def drift_verdict(report: dict, max_drop: float = 1.0, min_agreement: float = 0.97) -> tuple[bool, list[str]]:
-    """Gate a quantized model: (ok, reasons it fails).
-
-    max_drop: largest allowed accuracy drop, in percentage points. min_agreement: smallest
-    allowed top-1 agreement, as a fraction.
-    """
-    reasons = []
-    drop = report["accuracy_drop_points"]
-    if drop > max_drop:
-        reasons.append(f"accuracy drops {drop:.2f} points (float {report['float_accuracy']:.2%} -> int8 "
-                       f"{report['int8_accuracy']:.2%}), more than the allowed {max_drop:g}")
-    if report["agreement"] < min_agreement:
-        reasons.append(f"top-1 agreement {report['agreement']:.2%} is below the required {min_agreement:.2%} "
-                       f"({report['disagreements']} of {report['n']} images change class)")
-    return not reasons, reasons
-
-
-# --------------------------------------------------------------------------- reports
-
-def _pct(v) -> str:
-    return "n/a" if v is None else f"{v * 100:.1f}%"
-
-
-def _pts(v) -> str:
-    return "n/a" if v is None else f"{v * 100:+.1f} pts"
-
-
-def format_summary(report: dict, verdict: tuple[bool, list[str]] | None = None) -> str:
-    """Compact Markdown table of the drift numbers (for the terminal and closing notes)."""
-    r = report
-    src = r.get("source", {})
-    title = "Quantization drift"
-    if src:
-        title += (f": `{Path(src.get('tflite', '')).name}` vs `{Path(src.get('keras', '')).name}` on "
-                  f"{src.get('dataset', '')} {src.get('split', '')}")
-    lines = [f"{title} (n={r['n']})", "",
-             "| metric | float | int8 | change |", "|---|---:|---:|---:|",
-             f"| accuracy | {r['float_accuracy']:.2%} | {r['int8_accuracy']:.2%} | {-r['accuracy_drop_points']:+.2f} pts |",
-             f"| macro-F1 | {r['float_macro_f1']:.4f} | {r['int8_macro_f1']:.4f} | "
-             f"{r['int8_macro_f1'] - r['float_macro_f1']:+.4f} |",
-             f"| top-1 agreement | | {r['agreement']:.2%} | {r['disagreements']} changed |",
-             f"| mean KL(float‖int8) | | {r['mean_kl']:.3g} | max {r['max_kl']:.3g} |"]
-    if "int8_top_ties" in r:
-        rule = "the more frequent class (class_prior)" if r["tie_break"] == "class_prior" else "the lowest index"
-        lines.append(f"| int8 top-score ties | | {r['int8_top_ties']} | to {rule}; "
-                     f"lowest-index agreement {r['agreement_lowest_index']:.2%} |")
-    for name, c in r["per_class"].items():
-        lines.append(f"| recall {name} (n={c['support']}) | {_pct(c['float_recall'])} | "
-                     f"{_pct(c['int8_recall'])} | {_pts(c['recall_delta'])} |")
-    if verdict is not None:
-        ok, reasons = verdict
-        th = r.get("thresholds", {})
-        limits = (f" (max drop {th['max_drop']:.1f} pts, min agreement {th['min_agreement']:.1%})"
-                  if th else "")
-        lines += ["", ("Verdict: PASS" + limits) if ok else ("Verdict: FAIL" + limits + ": " + "; ".join(reasons))]
-    return "\n".join(lines)
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return None if math.isnan(float(obj)) else float(obj)
-    return obj
-
-
-def _plot_confusion(cm: np.ndarray, labels: list[str], title: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cm = np.asarray(cm, np.float64)
-    support = cm.sum(axis=1, keepdims=True)
-    norm = np.divide(cm, support, out=np.zeros_like(cm), where=support > 0)
-    k = len(labels)
-    fig, ax = plt.subplots(figsize=(1.0 * k + 2.2, 0.9 * k + 1.8), dpi=110)
-    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    for i in range(k):
-        for j in range(k):
-            v = norm[i, j]
-            ax.text(j, i, f"{v * 100:.0f}%\n{int(cm[i, j])}", ha="center", va="center", fontsize=7.5,
-                    color="white" if v > 0.55 else "black")
-    ax.set_xticks(range(k), labels, rotation=40, ha="right")
-    ax.set_yticks(range(k), [f"{name} ({int(s)})" for name, s in zip(labels, support[:, 0])])
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true (images)")
-    ax.set_title(title, fontsize=10)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
-    fig.tight_layout()
-    fig.savefig(path, bbox_inches="tight")
-    plt.close(fig)
-
-
-def _plot_recall(report: dict, title: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    labels = report["labels"]
-    rf = [report["per_class"][n]["float_recall"] or 0.0 for n in labels]
-    rq = [report["per_class"][n]["int8_recall"] or 0.0 for n in labels]
-    x = np.arange(len(labels))
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(labels) + 1.5), 4.2), dpi=110)
-    ax.bar(x - 0.2, np.array(rf) * 100, 0.4, label=f"float (acc {report['float_accuracy']:.1%})", color="#4c72b0")
-    ax.bar(x + 0.2, np.array(rq) * 100, 0.4, label=f"int8 (acc {report['int8_accuracy']:.1%})", color="#dd8452")
-    for xi, a, b in zip(x, rf, rq):
-        ax.text(xi, max(a, b) * 100 + 1.5, f"{(b - a) * 100:+.1f}", ha="center", fontsize=8)
-    ax.set_xticks(x, labels, rotation=20)
-    ax.set_ylabel("recall (%)")
-    ax.set_ylim(0, 112)
-    ax.set_title(title + f"  (agreement {report['agreement']:.1%}, change in points above bars)", fontsize=9)
-    ax.legend(loc="upper right", fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, bbox_inches="tight")
-    plt.close(fig)
-
-
-def write_drift_report(report: dict, out_dir: str | Path, name: str) -> dict[str, Path]:
-    """Write ``<name>_drift.md``, ``<name>_drift.json``, ``<name>_confusion_float.png``,
-    ``<name>_confusion_int8.png`` and ``<name>_recall.png`` into ``out_dir``; returns their paths."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {
-        "markdown": out / f"{name}_drift.md",
-        "json": out / f"{name}_drift.json",
-        "confusion_float": out / f"{name}_confusion_float.png",
-        "confusion_int8": out / f"{name}_confusion_int8.png",
-        "recall": out / f"{name}_recall.png",
-    }
-    labels = report["labels"]
-    _plot_confusion(report["confusion_float"], labels,
-                    f"{name} float: accuracy {report['float_accuracy']:.1%} (rows normalised)", paths["confusion_float"])
-    _plot_confusion(report["confusion_int8"], labels,
-                    f"{name} int8: accuracy {report['int8_accuracy']:.1%} (rows normalised)", paths["confusion_int8"])
-    _plot_recall(report, f"{name}: per-class recall", paths["recall"])
-
-    paths["json"].write_text(json.dumps(_jsonable(report), indent=2) + "\n")
-
-    verdict = report.get("verdict")
-    summary = format_summary(report, (verdict["ok"], verdict["reasons"]) if verdict else None)
-    md = [f"# Quantization drift: {name}", "", summary, "", "## Per class", "",
-          "| class | images | recall float | recall int8 | change | F1 float | F1 int8 | change |",
-          "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for n, c in report["per_class"].items():
-        f1f = "n/a" if c["float_f1"] is None else f"{c['float_f1']:.3f}"
-        f1q = "n/a" if c["int8_f1"] is None else f"{c['int8_f1']:.3f}"
-        f1d = "n/a" if c["f1_delta"] is None else f"{c['f1_delta']:+.3f}"
-        md.append(f"| {n} | {c['support']} | {_pct(c['float_recall'])} | {_pct(c['int8_recall'])} | "
-                  f"{_pts(c['recall_delta'])} | {f1f} | {f1q} | {f1d} |")
-    for kind in ("float", "int8"):
-        cm = report[f"confusion_{kind}"]
-        md += ["", f"## Confusion matrix, {kind} (rows true, columns predicted)", "",
-               "| true \\ pred | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(labels)]
-        md += [f"| {labels[i]} | " + " | ".join(str(v) for v in row) + " |" for i, row in enumerate(cm)]
-        md += ["", f"![{kind} confusion matrix]({paths[f'confusion_{kind}'].name})"]
-    md += ["", "## Per-class recall", "", f"![per-class recall]({paths['recall'].name})", ""]
-    src = report.get("source")
-    if src:
-        md += ["## Inputs", ""] + [f"- {k}: `{v}`" for k, v in src.items()] + [""]
-    paths["markdown"].write_text("\n".join(md))
-    return paths
 
 
 # --------------------------------------------------------------------------- data
@@ -497,21 +212,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=256, help="Keras predict batch size (default 256)")
 
 
-def _model_info(tflite: Path, args) -> tuple[float, float, list[str], list[float] | None]:
-    """mean, std, labels and class prior: CLI flags first, then the manifest beside the model, then defaults."""
+def model_input_info(tflite: Path, mean: float | None = None, std: float | None = None,
+                     update_manifest: bool = False) -> tuple[float, float, list[str], list[float] | None]:
+    """mean, std, labels and class prior of an int8 model: ``mean``/``std`` when given, then the
+    manifest beside the model, then defaults (127.5, the FER2013 labels, no prior)."""
     from edge.manifest import FER_LABELS, load_manifest, manifest_path_for
 
-    mean, std, labels, prior = 127.5, 127.5, list(FER_LABELS), None
+    m_mean, m_std, labels, prior = 127.5, 127.5, list(FER_LABELS), None
     if manifest_path_for(tflite).is_file():
-        m = load_manifest(tflite, check_sha=args.update_manifest)
-        mean, std, labels, prior = m.input.mean, m.input.std, list(m.labels), m.class_prior
-    elif args.update_manifest:
+        m = load_manifest(tflite, check_sha=update_manifest)
+        m_mean, m_std, labels, prior = m.input.mean, m.input.std, list(m.labels), m.class_prior
+    elif update_manifest:
         raise ModelError(f"no manifest {manifest_path_for(tflite)} to update; write it with `fer-edge convert` "
                          "or drop --update-manifest")
     else:
         log.warning("no manifest beside %s; assuming mean=std=127.5 and the FER2013 labels", tflite.name)
-    mean = args.mean if args.mean is not None else mean
-    std = args.std if args.std is not None else std
+    mean = mean if mean is not None else m_mean
+    std = std if std is not None else m_std
     if std <= 0:
         raise DataError(f"--std must be > 0, got {std}")
     return mean, std, labels, prior
@@ -544,52 +261,88 @@ def update_manifest_metrics(tflite_path: str | Path, report: dict) -> Path:
     return write_manifest(m, tflite_path)
 
 
-def run(args: argparse.Namespace) -> int:
-    """``fer-edge drift``: exit 0 when the int8 model is within the thresholds, 1 when not."""
-    tflite, keras_path = Path(args.tflite), Path(args.keras)
+class DriftResult(NamedTuple):
+    """What ``measure_drift`` returns: the report (``compute_drift``'s dict plus ``source``,
+    ``thresholds`` and ``verdict``), whether it passed, the files written and the manifest updated."""
+
+    report: dict
+    ok: bool
+    files: dict[str, Path]
+    manifest: Path | None
+
+    def text(self) -> str:
+        """The summary table, the verdict and where the report (and the manifest) went."""
+        verdict = self.report["verdict"]
+        lines = [format_summary(self.report, (verdict["ok"], verdict["reasons"])), "", f"report: {self.files['markdown']}"]
+        if self.manifest is not None:
+            lines.append(f"manifest updated: {self.manifest}")
+        return "\n".join(lines)
+
+
+def measure_drift(keras_path: str | Path, tflite_path: str | Path, data: str | Path, split: str = "PrivateTest", *,
+                  out_dir: str | Path | None = None, name: str | None = None, dataset: str = "FER2013",
+                  max_drop: float = 1.0, min_agreement: float = 0.97, update_manifest: bool = False,
+                  mean: float | None = None, std: float | None = None, float_mean: float = TRAIN_MEAN,
+                  float_std: float = TRAIN_STD, limit: int | None = None, threads: int = 2,
+                  batch_size: int = 256) -> DriftResult:
+    """Run the float ``keras_path`` and its int8 ``tflite_path`` on ``split`` of ``data``, write the
+    drift report into ``out_dir`` (default ``drift-<name>``; ``name`` defaults to the model's file
+    name) and gate it: ``ok`` when the accuracy drop is at most ``max_drop`` points and the top-1
+    agreement at least ``min_agreement``. ``update_manifest`` writes the metrics into the model's
+    ``<name>.json``. ``mean``/``std``: the int8 input normalisation (default: the manifest's);
+    ``float_mean``/``float_std``: the float model's, as trained. ``limit``: first N images only.
+    """
+    tflite, keras_path = Path(tflite_path), Path(keras_path)
     for p, what in ((tflite, "int8 .tflite"), (keras_path, "float .keras")):
         if not p.is_file():
             raise ModelError(f"{what} {p} not found; pass an existing file")
-    if not 0 <= args.min_agreement <= 1:
-        raise DataError(f"--min-agreement is a fraction in [0, 1], got {args.min_agreement}")
-    name = args.name or tflite.stem
-    out_dir = Path(args.out) if args.out else Path(f"drift-{name}")
-    mean, std, labels, prior = _model_info(tflite, args)
+    if not 0 <= min_agreement <= 1:
+        raise DataError(f"--min-agreement is a fraction in [0, 1], got {min_agreement}")
+    name = name or tflite.stem
+    out_dir = Path(out_dir) if out_dir else Path(f"drift-{name}")
+    mean, std, labels, prior = model_input_info(tflite, mean, std, update_manifest)
 
-    x, y = load_eval_data(args.data, args.split)
-    if args.limit:
-        x, y = x[: args.limit], y[: args.limit]
-    log.info("evaluating %d images of %s %s", len(y), args.dataset, args.split)
+    x, y = load_eval_data(data, split)
+    if limit:
+        x, y = x[:limit], y[:limit]
+    log.info("evaluating %d images of %s %s", len(y), dataset, split)
     # Each model gets its own input contract: the float model the normalisation it was trained with,
     # the int8 model the one in its manifest (convert folds the difference into the first conv).
-    float_mean, float_std = getattr(args, "float_mean", TRAIN_MEAN), getattr(args, "float_std", TRAIN_STD)
-    float_probs = predict_float(keras_path, x, float_mean, float_std, batch_size=args.batch_size)
-    int8_probs = predict_int8(tflite, x, mean, std, threads=args.threads)
+    float_probs = predict_float(keras_path, x, float_mean, float_std, batch_size=batch_size)
+    int8_probs = predict_int8(tflite, x, mean, std, threads=threads)
     if float_probs.shape[1] != len(labels) or int8_probs.shape[1] != len(labels):
         raise ModelError(f"models output {float_probs.shape[1]} (float) and {int8_probs.shape[1]} (int8) scores, "
                          f"expected {len(labels)} (one per label)")
 
     report = compute_drift(y, float_probs, int8_probs, labels, prior)
-    report["source"] = {"keras": str(keras_path), "tflite": str(tflite), "data": str(args.data),
-                        "dataset": args.dataset, "split": args.split, "mean": mean, "std": std,
+    report["source"] = {"keras": str(keras_path), "tflite": str(tflite), "data": str(data),
+                        "dataset": dataset, "split": split, "mean": mean, "std": std,
                         "float_mean": float_mean, "float_std": float_std}
-    report["thresholds"] = {"max_drop": args.max_drop, "min_agreement": args.min_agreement}
-    ok, reasons = drift_verdict(report, args.max_drop, args.min_agreement)
+    report["thresholds"] = {"max_drop": max_drop, "min_agreement": min_agreement}
+    ok, reasons = drift_verdict(report, max_drop, min_agreement)
     report["verdict"] = {"ok": ok, "reasons": reasons}
-    paths = write_drift_report(report, out_dir, name)
-    print(format_summary(report, (ok, reasons)))
-    print(f"\nreport: {paths['markdown']}")
-    if args.update_manifest:
-        print(f"manifest updated: {update_manifest_metrics(tflite, report)}")
-    return 0 if ok else 1
+    files = write_drift_report(report, out_dir, name)
+    manifest = update_manifest_metrics(tflite, report) if update_manifest else None
+    return DriftResult(report, ok, files, manifest)
+
+
+def run(args: argparse.Namespace) -> int:
+    """``fer-edge drift``: exit 0 when the int8 model is within the thresholds, 1 when not."""
+    result = measure_drift(args.keras, args.tflite, args.data, args.split, out_dir=args.out, name=args.name,
+                           dataset=args.dataset, max_drop=args.max_drop, min_agreement=args.min_agreement,
+                           update_manifest=args.update_manifest, mean=args.mean, std=args.std,
+                           float_mean=args.float_mean, float_std=args.float_std, limit=args.limit,
+                           threads=args.threads, batch_size=args.batch_size)
+    print(result.text())
+    return 0 if result.ok else 1
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m convert.drift ...`` (the same as ``fer-edge drift``)."""
-    from convert.cli import run_standalone
+    from convert.standalone import run_standalone
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return run_standalone("fer-edge drift", __doc__, add_arguments, run, argv)
+    return run_standalone("fer-edge drift", DESCRIPTION, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,15 @@ from edge.manifest import FER_LABELS, ModelManifest, Training, sha256_of, write_
 
 log = logging.getLogger(__name__)
 
+# `fer-edge convert --help` (plain text: argparse shows it as written).
+HELP = "convert a trained model to a full-integer int8 .tflite, check it for the Edge TPU, measure drift"
+DESCRIPTION = (
+    "Write <name>.tflite (int8 input and output, static [1, 48, 48, 1] input) and its <name>.json manifest, "
+    "compile it with edgetpu_compiler when that is on PATH or check it offline otherwise, then measure the "
+    "drift against the float model on --split and write the metrics into the manifest. Exits 0 when the model "
+    "is converted, Edge TPU compatible and within the drift gate."
+)
+
 
 def representative_images(x_uint8: np.ndarray, y: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
     """``n`` Training images drawn stratified by class (calibration must see every expression)."""
@@ -83,10 +92,9 @@ def convert_to_int8(keras_model, calibration_uint8: np.ndarray, mean: float = IN
 def check_input_quantization(tflite_path: Path) -> None:
     """Warn when the int8 input is not exactly ``pixel - 128`` (scale 1/128, zero point 0): that
     happens when the calibration images lack pure black or pure white pixels."""
-    from edge.runtime import make_interpreter
+    from edge.int8 import input_detail, make_interpreter
 
-    interpreter, _ = make_interpreter(tflite_path, accelerator="cpu")
-    detail = interpreter.get_input_details()[0]
+    detail = input_detail(make_interpreter(tflite_path, accelerator="cpu").interpreter)
     scale, zero_point = detail["quantization"]
     if abs(scale * INT8_STD - 1.0) > 1e-5 or zero_point != 0:
         log.warning("int8 input of %s has scale %.6g and zero point %d, not 1/128 and 0: the calibration images do "
@@ -129,7 +137,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-agreement", type=float, default=0.97, help="drift gate: min top-1 agreement")
     parser.add_argument("--seed", type=int, default=0, help="calibration sample seed")
     parser.add_argument("--no-equalize", dest="equalize", action="store_false",
-                        help="skip the per-channel range equalisation (convert/equalize.py) before calibration")
+                        help="skip the per-channel range equalisation before calibration")
     parser.add_argument("--bn-as-depthwise", choices=("yes", "no"), default="yes",
                         help="compute each batch norm that cannot fold into a convolution (after an Add, as in tiny's "
                              "pre-activated blocks) as a 1x1 depthwise convolution with the ReLU fused: one 8-bit "
@@ -202,9 +210,8 @@ def run(args: argparse.Namespace) -> int:
     (report_dir / "edgetpu.md").write_text(tpu.to_markdown())
     (report_dir / "edgetpu.json").write_text(json.dumps(tpu.to_dict(), indent=2) + "\n")
 
-    drift_args = argparse.Namespace(
-        keras=str(keras_path), tflite=str(tflite_path), data=args.data, split=args.split, out=str(report_dir),
-        name=name, dataset="FER2013", max_drop=args.max_drop, min_agreement=args.min_agreement,
-        update_manifest=True, mean=None, std=None, float_mean=TRAIN_MEAN, float_std=TRAIN_STD, limit=None, threads=2, batch_size=256)
-    drift_rc = drift.run(drift_args)
-    return 0 if (tpu.ok and drift_rc == 0) else 1
+    result = drift.measure_drift(keras_path, tflite_path, args.data, args.split, out_dir=report_dir, name=name,
+                                 max_drop=args.max_drop, min_agreement=args.min_agreement, update_manifest=True,
+                                 float_mean=TRAIN_MEAN, float_std=TRAIN_STD)
+    print(result.text())
+    return 0 if (tpu.ok and result.ok) else 1

@@ -22,7 +22,7 @@ from typing import IO, Iterator
 import numpy as np
 
 from edge.errors import DataError
-from edge.manifest import top_classes
+from edge.int8 import top_classes
 
 # cv2 and the pipeline modules are imported when the command runs: `fer-edge --help` stays fast.
 

@@ -9,8 +9,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from edge.errors import ModelError
+from edge.int8 import input_detail, make_interpreter, quantize_input, run
 from edge.manifest import INPUT_SIZE, default_model_path, load_manifest
-from edge.runtime import loaded_model_path, make_interpreter
 
 QUANTIZED_DTYPES = (np.int8, np.uint8)
 
@@ -48,8 +48,7 @@ class ExpressionClassifier:
         _check_flatbuffer(path)
         self.manifest = load_manifest(path)  # checks sha256 and the label count
         self.labels = list(self.manifest.labels)
-        self.interpreter, self.backend = make_interpreter(path, cfg.accelerator, cfg.device, cfg.threads)
-        self.model_path = loaded_model_path(path, self.backend)
+        self.interpreter, self.backend, self.model_path = make_interpreter(path, cfg.accelerator, cfg.device, cfg.threads)
         self._check_tensors(path)
 
     def _check_tensors(self, path: Path) -> None:
@@ -73,29 +72,22 @@ class ExpressionClassifier:
                     f"model {path} {what} is {np.dtype(d['dtype']).name}, expected int8 or uint8 (full-integer quantized): "
                     "re-run `fer-edge convert`"
                 )
-        self._in_index, self._in_dtype = inp["index"], np.dtype(inp["dtype"])
-        self._in_scale, self._in_zero = inp["quantization"]
-        self._out_index = out["index"]
-        self._out_scale, self._out_zero = out["quantization"]
-        if not self._in_scale or not self._out_scale:
+        if not inp["quantization"][0] or not out["quantization"][0]:
             raise ModelError(f"model {path} has no quantization parameters: re-run `fer-edge convert`")
 
     def quantize_input(self, crop48: np.ndarray) -> np.ndarray:
-        """48x48 (or 48x48x1) uint8 gray crop -> the model's quantized [1, 48, 48, 1] input."""
+        """48x48 (or 48x48x1) uint8 gray crop -> the model's quantized [1, 48, 48, 1] input
+        (``edge.int8.quantize_input`` with the manifest's mean/std, as the drift gate measured it)."""
         crop = np.asarray(crop48)
         if crop.shape not in ((48, 48), (48, 48, 1)):
             raise ValueError(f"expected a 48x48 grayscale crop, got shape {crop.shape}")
-        x = (crop.astype(np.float64).reshape(1, 48, 48, 1) - self.manifest.input.mean) / self.manifest.input.std
-        q = np.round(x / self._in_scale + self._in_zero)
-        info = np.iinfo(self._in_dtype)
-        return np.clip(q, info.min, info.max).astype(self._in_dtype)
+        inp = input_detail(self.interpreter)
+        return quantize_input(crop.reshape(1, 48, 48, 1), self.manifest.input.mean, self.manifest.input.std,
+                              *inp["quantization"], inp["dtype"])
 
     def classify(self, crop48: np.ndarray) -> np.ndarray:
         """Probabilities float32 [len(labels)] for one 48x48 uint8 grayscale crop."""
-        self.interpreter.set_tensor(self._in_index, self.quantize_input(crop48))
-        self.interpreter.invoke()
-        q = self.interpreter.get_tensor(self._out_index)[0].astype(np.float32)
-        p = np.clip((q - self._out_zero) * self._out_scale, 0.0, None)
+        p = np.clip(run(self.interpreter, self.quantize_input(crop48)), 0.0, None)
         # int8 rounding leaves the softmax a few 1/256 off 1; renormalise so scores add up.
         total = float(p.sum())
         return (p / total if total > 0 else np.full_like(p, 1.0 / len(p))).astype(np.float32)

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edge.errors import ModelError
 from edge.manifest import MODELS_DIR
-from edge.runtime import make_interpreter
+from edge.int8 import invoke, make_interpreter
 
 CROP_SIZE = 48
 
@@ -221,7 +221,7 @@ class BlazeFaceDetector(FaceDetector):
         self.spec = BLAZEFACE_SPECS[cfg.type]
         path = Path(model_dir) / self.spec.filename
         # Float model: it gains nothing from the Edge TPU, which is kept for the classifier.
-        self.interpreter, self.backend = make_interpreter(path, "cpu", None, cfg.threads)
+        self.interpreter, self.backend, _ = make_interpreter(path, "cpu", None, cfg.threads)
         inp = self.interpreter.get_input_details()[0]
         if [int(v) for v in inp["shape"]] != [1, self.spec.input_size, self.spec.input_size, 3]:
             raise ModelError(f"{path} has input shape {[int(v) for v in inp['shape']]}, expected a BlazeFace model: reinstall fer-edge")
@@ -238,8 +238,7 @@ class BlazeFaceDetector(FaceDetector):
         size = self.spec.input_size
         canvas, scale, pad_x, pad_y = letterbox(image_bgr, size)
         tensor = (canvas.astype(np.float32) / 127.5 - 1.0)[None]  # the graphs feed RGB in [-1, 1]
-        self.interpreter.set_tensor(self._input, tensor)
-        self.interpreter.invoke()
+        invoke(self.interpreter, tensor, self._input)
         raw = self.interpreter.get_tensor(self._regressors)[0]
         logits = self.interpreter.get_tensor(self._classifiers)[0, :, 0]
         clip = self.spec.score_clipping_thresh

@@ -82,7 +82,7 @@ def check_accelerator(cfg: Config) -> Check:
     acc = cfg.model.accelerator
     if acc == "cpu":
         return Check("accelerator", True, "not used (model.accelerator = \"cpu\")")
-    from edge.runtime import load_edgetpu_delegate
+    from edge.int8 import load_edgetpu_delegate
 
     try:
         load_edgetpu_delegate(cfg.model.device)

@@ -10,10 +10,10 @@ import hashlib
 import json
 from pathlib import Path
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edge.errors import ModelError
+from edge.int8 import cpu_path, is_edgetpu_model
 
 FER_LABELS = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
 INPUT_SIZE = (48, 48)
@@ -71,7 +71,7 @@ class ModelManifest(BaseModel):
     metrics: Metrics = Field(default_factory=Metrics)
     trained: Training = Field(default_factory=Training)
     # Share of each label in the training split. int8 scores tie often (the softmax output has
-    # 1/256 steps and its logits ~0.04): ties go to the more frequent class (see top_classes).
+    # 1/256 steps and its logits ~0.04): ties go to the more frequent class (see edge.int8.top_classes).
     class_prior: list[float] | None = None
 
     @field_validator("labels")
@@ -89,23 +89,6 @@ class ModelManifest(BaseModel):
         return v
 
 
-def top_classes(scores, prior=None):
-    """Index of the top class of each score vector, ties broken by ``prior``.
-
-    scores: [K] or [N, K] class scores. prior: None or K training-split shares of the labels
-    (``ModelManifest.class_prior``). Among classes with equal top scores the one with the larger
-    prior wins (then the lower index), the most likely answer when the scores cannot tell; with no
-    prior this is plain argmax (the lowest tied index, which favours "angry").
-    Returns an int for one vector, an int array [N] for a batch.
-    """
-    s = np.asarray(scores, np.float64)
-    if prior is None:
-        return s.argmax(axis=-1) if s.ndim > 1 else int(s.argmax())
-    top = s == s.max(axis=-1, keepdims=True)
-    pick = np.where(top, np.asarray(prior, np.float64), -1.0).argmax(axis=-1)
-    return pick if s.ndim > 1 else int(pick)
-
-
 def sha256_of(path: str | Path) -> str:
     """Hex sha256 of a file's bytes."""
     h = hashlib.sha256()
@@ -117,9 +100,7 @@ def sha256_of(path: str | Path) -> str:
 
 def manifest_path_for(model_path: str | Path) -> Path:
     """``foo.tflite`` and ``foo_edgetpu.tflite`` -> ``foo.json``."""
-    p = Path(model_path)
-    stem = p.stem[: -len("_edgetpu")] if p.stem.endswith("_edgetpu") else p.stem
-    return p.with_name(stem + ".json")
+    return cpu_path(model_path).with_suffix(".json")
 
 
 def load_manifest(model_path: str | Path, check_sha: bool = True) -> ModelManifest:
@@ -142,7 +123,7 @@ def load_manifest(model_path: str | Path, check_sha: bool = True) -> ModelManife
         first = str(exc).splitlines()
         detail = "; ".join(line.strip() for line in first[:3])
         raise ModelError(f"model manifest {mpath} is invalid ({detail}); re-run `fer-edge convert`") from None
-    if check_sha and not model_path.stem.endswith("_edgetpu") and model_path.is_file():
+    if check_sha and not is_edgetpu_model(model_path) and model_path.is_file():
         actual = sha256_of(model_path)
         if actual != manifest.sha256:
             raise ModelError(

@@ -10,7 +10,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from edge.detect import Face
-from edge.manifest import top_classes
+from edge.int8 import top_classes
 
 
 class TrackerConfig(BaseModel):

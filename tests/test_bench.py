@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 from bench import accuracy, e2e, estimate, macs, reference, speed
-from bench.common import markdown_table
 from bench.output import update_readme
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,13 +51,6 @@ def test_count_macs_on_shipped_int8_model():
     # The first layer alone is a 3x3 conv over 48x48 (or smaller with 'valid'): the total is in the millions.
     assert 1_000_000 < m["total"] < 100_000_000
     assert m["total"] == sum(m["by_op"].values())
-
-
-def test_markdown_table_layout_and_escaping():
-    text = markdown_table(["model", "acc"], [["a|b", "1.0%"], ["c", 2]])
-    assert text.splitlines() == ["| model | acc |", "|---|---:|", "| a\\|b | 1.0% |", "| c | 2 |"]
-    with pytest.raises(ValueError):
-        markdown_table(["a", "b"], [["only one"]])
 
 
 def _acc_row(name, params, int8_acc):

@@ -37,7 +37,9 @@ def test_input_quantization_follows_manifest_and_tensor_params(standin_model):
     crop = np.arange(48 * 48, dtype=np.int64).reshape(48, 48) % 256
     q = clf.quantize_input(crop.astype(np.uint8))
     scale, zero = clf.interpreter.get_input_details()[0]["quantization"]
-    expected = np.clip(np.round((crop - 127.5) / 127.5 / scale + zero), -128, 127)
+    # TFLite's QUANTIZE kernel: float32, multiply by 1/scale, round half to even, then add the zero point.
+    x = (crop.astype(np.float32) - np.float32(127.5)) / np.float32(127.5)
+    expected = np.clip(np.round(x * (np.float32(1) / np.float32(scale))) + zero, -128, 127)
     assert q.dtype == np.int8 and q.shape == (1, 48, 48, 1)
     np.testing.assert_array_equal(q[0, :, :, 0], expected)
 
@@ -116,7 +118,7 @@ def test_class_prior_must_have_one_share_per_label(standin_model, tmp_path):
 
 
 def test_top_classes_breaks_ties_by_prior_only():
-    from edge.manifest import top_classes
+    from edge.int8 import top_classes
 
     prior = [0.1, 0.0, 0.1, 0.3, 0.2, 0.1, 0.2]
     scores = np.array([[0.3, 0, 0, 0, 0.3, 0, 0.3], [0.3, 0, 0, 0, 0.3, 0, 0.31], [0.5, 0, 0, 0, 0.5, 0, 0]])

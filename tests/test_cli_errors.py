@@ -168,3 +168,16 @@ def test_help_is_complete():
         assert proc.returncode == 0 and "usage: fer-edge " + cmd in proc.stdout
     assert "--max-frames" in run_cli("run", "--help").stdout
     assert "8 broker" in run_cli("doctor", "--help").stdout
+
+
+@pytest.mark.parametrize("command", ["convert", "drift", "edgetpu"])
+def test_workstation_help_is_plain_text(command, capsys):
+    """`--help` is for users: no reStructuredText markup, no internal function or module names."""
+    from fer_edge.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([command, "--help"])
+    text = capsys.readouterr().out
+    assert "usage: fer-edge " + command in text
+    for smell in ("``", ":func:", "compile_for_edgetpu", "check_edgetpu_compat", "edgetpu_report", ".py"):
+        assert smell not in text, f"`fer-edge {command} --help` shows {smell!r}"

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from convert import drift
-from convert.drift import compute_drift, drift_verdict, quantize_input
+from convert.drift_metrics import KL_EPS, compute_drift, drift_verdict
+from convert.drift_report import format_summary, write_drift_report
+from edge.int8 import quantize_input
 from tests.convert_model_fixtures import make_model, representative_images
 
 # --------------------------------------------------------------------------- hand-computed case
@@ -62,14 +64,14 @@ def test_int8_ties_go_to_the_more_frequent_class_with_a_prior():
     r = compute_drift([2, 2], floats, int8, LABELS, prior)
     assert r["tie_break"] == "class_prior" and r["agreement"] == 1.0 and r["int8_accuracy"] == 1.0
     assert r["agreement_lowest_index"] == 0.0
-    assert "int8 top-score ties | | 2 | to the more frequent class" in drift.format_summary(r)
+    assert "int8 top-score ties | | 2 | to the more frequent class" in format_summary(r)
     # A prior never overrides a strict maximum.
     assert compute_drift([0], [A], [A], LABELS, [0.0, 0.0, 1.0, 0.0])["agreement"] == 1.0
 
 
 def test_kl_is_finite_when_int8_scores_are_zero():
     r = compute_drift([0], [[1.0, 0.0]], [[0.0, 1.0]], ["x", "y"])
-    assert math.isfinite(r["mean_kl"]) and r["mean_kl"] == pytest.approx(math.log(1 / drift.KL_EPS), rel=1e-3)
+    assert math.isfinite(r["mean_kl"]) and r["mean_kl"] == pytest.approx(math.log(1 / KL_EPS), rel=1e-3)
     same = compute_drift([0, 1], [[0.6, 0.4], [0.3, 0.7]], [[0.6, 0.4], [0.3, 0.7]], ["x", "y"])
     assert same["mean_kl"] == pytest.approx(0.0, abs=1e-12) and same["agreement"] == 1.0
 
@@ -109,7 +111,7 @@ def test_write_drift_report(tmp_path):
     r = compute_drift(Y, FLOAT, INT8, LABELS)
     ok, reasons = drift_verdict(r)
     r["verdict"] = {"ok": ok, "reasons": reasons}
-    paths = drift.write_drift_report(r, tmp_path / "rep", "tiny")
+    paths = write_drift_report(r, tmp_path / "rep", "tiny")
     for key in ("markdown", "json", "confusion_float", "confusion_int8", "recall"):
         assert paths[key].is_file() and paths[key].stat().st_size > 0, key
     for key in ("confusion_float", "confusion_int8", "recall"):
@@ -124,7 +126,7 @@ def test_write_drift_report(tmp_path):
 
 def test_summary_is_a_compact_table():
     r = compute_drift(Y, FLOAT, INT8, LABELS)
-    text = drift.format_summary(r, drift_verdict(r, 50, 0.5))
+    text = format_summary(r, drift_verdict(r, 50, 0.5))
     lines = text.splitlines()
     assert len(lines) <= 16
     assert "| accuracy | 83.33% | 50.00% | -33.33 pts |" in lines

@@ -20,7 +20,9 @@ import pytest
 import numpy as np
 
 from convert import edgetpu
-from convert.edgetpu import AFTER_SPLIT, LIMIT, MAPPED, check_edgetpu_compat, parse_compiler_log
+from convert.edgetpu import parse_compiler_log
+from convert.edgetpu_offline import LIMIT, check_edgetpu_compat
+from convert.edgetpu_report import AFTER_SPLIT, MAPPED
 from edge.errors import ModelError
 from tests.convert_model_fixtures import make_model
 

@@ -115,7 +115,7 @@ def test_standalone_batch_norms_become_depthwise_convolutions(tmp_path):
     convolutions, and the converted model then has no MUL op: one rounding per batch norm, not two."""
     from convert.edgetpu import edgetpu_report
     from convert.quantize import convert_to_int8
-    from edge.runtime import make_interpreter
+    from edge.int8 import make_interpreter
 
     model = _model("tiny")
     assert len(standalone_batch_norms(model)) == 5 and not standalone_batch_norms(_model("mini_xception"))
@@ -131,7 +131,7 @@ def test_standalone_batch_norms_become_depthwise_convolutions(tmp_path):
     for graph in (model, expand_separable(rewritten)):
         path = tmp_path / f"{len(ops)}.tflite"
         path.write_bytes(convert_to_int8(graph, px))
-        interpreter, _ = make_interpreter(path)
+        interpreter = make_interpreter(path).interpreter
         ops.append([d["op_name"] for d in interpreter._get_ops_details()])
         assert edgetpu_report(path).ok
     assert ops[0].count("MUL") == 5 and "MUL" not in ops[1]
@@ -142,7 +142,7 @@ def test_converted_model_takes_pixel_minus_128_and_has_no_depthwise_op(tmp_path)
     """The whole rewrite chain, then the real converter and the real interpreter."""
     from convert.edgetpu import edgetpu_report
     from convert.quantize import INT8_MEAN, INT8_STD, convert_to_int8
-    from edge.runtime import make_interpreter
+    from edge.int8 import make_interpreter
 
     model = _model("mini_xception")
     px = _pixels(48, seed=5).astype(np.uint8)
@@ -155,7 +155,7 @@ def test_converted_model_takes_pixel_minus_128_and_has_no_depthwise_op(tmp_path)
     path = tmp_path / "rewritten.tflite"
     path.write_bytes(convert_to_int8(expand_separable(model), px))
 
-    interpreter, _ = make_interpreter(path)
+    interpreter = make_interpreter(path).interpreter
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     scale, zero_point = inp["quantization"]
     assert zero_point == 0 and abs(scale * 128 - 1) < 1e-6

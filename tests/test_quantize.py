@@ -83,7 +83,7 @@ def test_distillation_uses_teacher_scores_and_warm_start(trained, tmp_path):
 def test_int8_round_trip(trained, tmp_path):
     import keras
 
-    from edge.runtime import interpreter_module
+    from edge.int8 import interpreter_module
 
     out, summary, (xt, yt), (xv, yv) = trained
     model = keras.models.load_model(out / "best.keras", compile=False)
@@ -107,11 +107,10 @@ def test_int8_round_trip(trained, tmp_path):
 
     # The drift command on the same pair: float and int8 agree on these easy images.
     np.savez(tmp_path / "val.npz", x=xv, y=yv)
-    args = argparse.Namespace(keras=str(out / "best.keras"), tflite=str(tflite), data=str(tmp_path / "val.npz"),
-                              split="PublicTest", out=str(tmp_path / "report"), name="synthetic", dataset="synthetic",
-                              max_drop=100.0, min_agreement=0.0, update_manifest=True, mean=None, std=None,
-                              limit=None, threads=1, batch_size=64)
-    assert drift.run(args) == 0
+    result = drift.measure_drift(out / "best.keras", tflite, tmp_path / "val.npz", "PublicTest",
+                                 out_dir=tmp_path / "report", name="synthetic", dataset="synthetic", max_drop=100.0,
+                                 min_agreement=0.0, update_manifest=True, threads=1, batch_size=64)
+    assert result.ok and result.manifest == tflite.with_suffix(".json")
     metrics = load_manifest(tflite).metrics
     assert metrics.split == "PublicTest" and 0.0 <= metrics.int8_accuracy <= 1.0
     assert (tmp_path / "report" / "synthetic_confusion_int8.png").is_file()
@@ -120,7 +119,7 @@ def test_int8_round_trip(trained, tmp_path):
 def test_convert_command_end_to_end(trained, tmp_path, capsys):
     """`fer-edge convert` on the trained model: rewrites, int8 file, manifest, Edge TPU check, drift."""
     from convert import quantize
-    from edge.runtime import make_interpreter
+    from edge.int8 import make_interpreter
 
     out, summary, (xt, yt), (xv, yv) = trained
     data = tmp_path / "fer.npz"
@@ -141,7 +140,7 @@ def test_convert_command_end_to_end(trained, tmp_path, capsys):
     assert "expanded" in manifest.trained.int8_graph and manifest.trained.int8_equalized is True
     counts = np.bincount(yt, minlength=len(FER_LABELS))
     assert manifest.class_prior == pytest.approx((counts / counts.sum()).tolist(), abs=1e-6)
-    interpreter, _ = make_interpreter(tflite)
+    interpreter = make_interpreter(tflite).interpreter
     scale, zero_point = interpreter.get_input_details()[0]["quantization"]
     assert zero_point == 0 and abs(scale - 1 / 128) < 1e-9  # the int8 input is exactly pixel - 128
     assert (tmp_path / "reports" / "edgetpu.md").is_file()
