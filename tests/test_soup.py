@@ -1,10 +1,10 @@
-"""Weight averaging (convert/soup.py) on small untrained models: real Keras, no data file."""
+"""Weight averaging (convert/experiments/soup.py) on small untrained models: real Keras, no data file."""
 
 import numpy as np
 import pytest
 
 from convert.models import build_model
-from convert.soup import accuracy, average_weights, greedy_soup
+from convert.experiments.soup import accuracy, average_weights, greedy_soup
 from edge.errors import ModelError
 
 

@@ -7,7 +7,7 @@ keeps one only if the soup's validation accuracy does not fall. Validation is Pu
 are re-estimated on clean Training images (convert/batchnorm.py) before every evaluation, because
 averaged weights do not match averaged statistics.
 
-``python -m convert.soup --keras a.keras b.keras ... --data fer2013.csv.gz --out soup.keras`` writes
+``python -m convert.experiments.soup --keras a.keras b.keras ... --data fer2013.csv.gz --out soup.keras`` writes
 the soup (already recalibrated, ready for ``fer-edge convert``) and ``soup.json`` describing it.
 
 Measured on the three `tiny`s from one start (README "Training recipes"): PublicTest float 66.12% ->
@@ -113,4 +113,5 @@ def run(args: argparse.Namespace) -> int:
 if __name__ == "__main__":
     from convert.standalone import run_standalone
 
-    raise SystemExit(run_standalone("python -m convert.soup", __doc__.strip().splitlines()[0], add_arguments, run))
+    raise SystemExit(run_standalone("python -m convert.experiments.soup", __doc__.strip().splitlines()[0],
+                                    add_arguments, run))
