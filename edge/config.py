@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from edge.camera import CameraConfig
+from edge.frames import CameraConfig  # the light module: loading a config does not load OpenCV
 from edge.classify import ModelConfig
 from edge.detect import DetectorConfig
 from edge.errors import ConfigError

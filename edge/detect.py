@@ -2,6 +2,9 @@
 
 Each detector turns a BGR frame into ``Face`` records: the face box in pixels, a score, and a
 48x48 grayscale crop ready for the expression classifier. Registry: ``DETECTORS``.
+
+OpenCV is imported by the functions that use it, so loading the config (``fer-edge monitor``)
+does not load it.
 """
 
 from __future__ import annotations
@@ -10,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal
 
-import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -54,6 +56,8 @@ def crop_face(image_bgr: np.ndarray, box: tuple[int, int, int, int], margin: flo
     The crop is square around the box centre (the classifier was trained on square faces, so
     stretching would distort expressions); parts outside the frame repeat the border pixels.
     """
+    import cv2
+
     x, y, w, h = box
     side = max(w, h) * (1.0 + 2.0 * margin)
     cx, cy = x + w / 2.0, y + h / 2.0
@@ -192,6 +196,8 @@ def letterbox(image_bgr: np.ndarray, size: int) -> tuple[np.ndarray, float, int,
 
     Returns (canvas uint8 RGB, scale, pad_x, pad_y): input pixel = (canvas pixel - pad) / scale.
     """
+    import cv2
+
     h, w = image_bgr.shape[:2]
     scale = size / max(h, w)
     nw, nh = max(1, int(round(w * scale))), max(1, int(round(h * scale)))
@@ -263,6 +269,8 @@ HAAR_FILE = "haarcascade_frontalface_default.xml"
 
 def find_haar_cascade() -> Path:
     """Path of OpenCV's frontal-face Haar cascade; ModelError when none is installed."""
+    import cv2
+
     dirs = []
     data = getattr(cv2, "data", None)
     if data is not None and getattr(data, "haarcascades", None):
@@ -285,6 +293,8 @@ class HaarDetector(FaceDetector):
     """
 
     def __init__(self, cfg: DetectorConfig):
+        import cv2
+
         super().__init__(cfg)
         if not hasattr(cv2, "CascadeClassifier"):
             raise ModelError("this OpenCV has no CascadeClassifier (OpenCV 5): install 'opencv-python-headless<5'")
@@ -295,6 +305,8 @@ class HaarDetector(FaceDetector):
 
     def detect(self, image_bgr: np.ndarray) -> list[Face]:
         """Faces in a BGR uint8 frame (score 1.0 each)."""
+        import cv2
+
         gray = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2GRAY)
         found = self.cascade.detectMultiScale(
             cv2.equalizeHist(gray), scaleFactor=1.1, minNeighbors=5, minSize=(self.cfg.min_size, self.cfg.min_size)

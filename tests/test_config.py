@@ -128,3 +128,14 @@ def test_bad_device_id_and_prefix(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.toml")
+
+
+def test_loading_the_config_does_not_load_opencv():
+    """`fer-edge monitor` loads the config only: OpenCV (and a TFLite runtime) must stay unloaded."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from edge.config import load_config; load_config(None); "
+            "print(sorted(m for m in ('cv2', 'ai_edge_litert', 'tflite_runtime', 'tensorflow') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
