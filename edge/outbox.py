@@ -115,6 +115,7 @@ class Outbox:
         self._lock = threading.Lock()
         self._last_prune = 0.0
         self._last_drop_log = -1e9
+        self._last_write_log = -1e9
         self._memory: deque[OutboxRow] = deque()
         self._memory_ids = 0
         self._undeleted: set[int] = set()  # delivered rows whose delete and mark both failed
@@ -221,7 +222,7 @@ class Outbox:
             self._write_failed(exc)
             return False
         if moved:
-            log.warning("outbox %s writable again: moved %d message(s) from memory to disk", self.path, len(moved))
+            log.info("outbox %s writable again: moved %d message(s) from memory to disk", self.path, len(moved))
             self._memory.clear()
         self._depth += len(moved) + 1
         self._disk_ok = True
@@ -272,10 +273,12 @@ class Outbox:
 
     def _write_failed(self, exc: Exception) -> None:
         self.write_errors += 1
-        if self._disk_ok:
-            self._disk_ok = False
+        now = time.monotonic()
+        if self._disk_ok and now - self._last_write_log >= 60.0:  # a disk at its limit flaps: once a minute
+            self._last_write_log = now
             log.error("cannot write to the outbox %s (%s): new messages wait in memory (at most %d) and are "
                       "still delivered while the broker is up; free disk space", self.path, exc, self.memory_max)
+        self._disk_ok = False
 
     def _to_memory_locked(self, row: OutboxRow) -> int:
         self._memory_ids += 1

@@ -95,3 +95,56 @@ def test_unwritable_path_is_a_config_error(tmp_path):
     blocker.write_text("")
     with pytest.raises(ConfigError, match="outbox.path"):
         Outbox(blocker / "sub" / "o.sqlite")
+
+
+def test_files_are_private_whatever_the_umask(tmp_path):
+    """Under umask 022 the outbox, its WAL and a folder it creates are still 0600 / 0700."""
+    old = os.umask(0o022)
+    try:
+        box = Outbox(tmp_path / "state" / "fer-edge" / "o.sqlite")
+        box.append("t", "x", 1, False)
+    finally:
+        os.umask(old)
+    mode = lambda p: p.stat().st_mode & 0o777  # noqa: E731
+    assert mode(tmp_path / "state") == 0o700 and mode(tmp_path / "state" / "fer-edge") == 0o700
+    assert mode(box.path) == 0o600
+    assert mode(Path(f"{box.path}-wal")) == 0o600
+    box.close()
+
+
+def test_seq_and_drop_counters_survive_restarts(tmp_path):
+    box = Outbox(tmp_path / "o.sqlite", max_events=2)
+    payloads = [{"v": 1, "i": i} for i in range(5)]
+    for p in payloads:
+        box.append("fer/d/expression", p, seq_kind="expression")
+    box.append("fer/d/summary", {"v": 1}, seq_kind="summary")
+    assert [p["seq"] for p in payloads] == [1, 2, 3, 4, 5]
+    assert box.drops["max_events"] == 4 and box.dropped == 4
+    box.close()
+    again = Outbox(tmp_path / "o.sqlite", max_events=2)
+    assert again.last_seq("expression") == 5 and again.last_seq("summary") == 1
+    assert again.drops["max_events"] == 4  # persisted, not restarting at 0
+    nxt = {"v": 1}
+    again.append("fer/d/expression", nxt, seq_kind="expression")
+    assert nxt["seq"] == 6
+    import json
+
+    # max_events = 2 keeps the newest two rows: the summary and expression 6 (5 dropped, counted).
+    assert [json.loads(r.payload)["seq"] for r in again.pending()] == [1, 6] and again.drops["max_events"] == 5
+
+
+def test_wal_stays_bounded(tmp_path):
+    box = Outbox(tmp_path / "o.sqlite")
+    for _ in range(20):
+        ids = [box.append("t", "x" * 2000, 1, False) for _ in range(50)]
+        for i in ids:
+            box.delete(i)
+    wal = Path(f"{box.path}-wal")
+    assert box.depth == 0 and (not wal.exists() or wal.stat().st_size <= 512 * 1024), wal.stat().st_size
+
+
+def test_below_min_free_mb_messages_wait_in_memory(tmp_path):
+    box = Outbox(tmp_path / "o.sqlite", min_free_mb=1e12)  # no disk has that much free
+    rid = box.append("t", {"v": 1}, seq_kind="expression")
+    assert rid < 0 and box.memory_depth == 1 and box.depth == 1
+    assert box.pending() == [] and [r.memory for r in box.take_memory()] == [True]
