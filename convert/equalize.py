@@ -1,7 +1,7 @@
 """Rewrites of a trained Keras model that keep its float function but make its int8 version closer
 to it. ``fer-edge convert`` applies them before calibration:
 
-- ``fold_input_normalization``: the int8 input becomes exactly ``pixel - 128`` (DESIGN.md);
+- ``fold_input_normalization``: the int8 input becomes exactly ``pixel - 128`` (docs/design.md);
 - ``equalize_relu_channels``: per-channel range equalisation across ReLUs (Nagel et al. 2019,
   "Data-Free Quantization Through Weight Equalization and Bias Correction", section 4.1);
 - ``expand_separable``: separable convolutions become full convolutions, so the depthwise output
