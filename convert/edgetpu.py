@@ -34,6 +34,7 @@ from pathlib import Path
 from convert.edgetpu_offline import check_edgetpu_compat
 from convert.edgetpu_report import MAPPED, EdgeTpuOpRow, EdgeTpuReport, check_model_file
 from edge.errors import ModelError
+from edge.int8 import edgetpu_path
 
 # `fer-edge edgetpu --help` (plain text: argparse shows it as written).
 HELP = "check which ops of an int8 .tflite run on the Edge TPU (compile it, or check it offline)"
@@ -123,7 +124,7 @@ def compile_for_edgetpu(tflite_path: str | Path, out_dir: str | Path | None = No
         raise ModelError(f"edgetpu_compiler did not finish within {timeout_s:.0f} s on {tflite_path}; "
                          "try --timeout with a larger value") from None
     text = (proc.stdout or "") + ("\n" + proc.stderr if proc.stderr else "")
-    compiled = out_dir / f"{tflite_path.stem}_edgetpu.tflite"
+    compiled = out_dir / edgetpu_path(tflite_path).name
     if proc.returncode != 0 or not compiled.is_file():
         last = next((ln.strip() for ln in reversed(text.splitlines()) if ln.strip()), "no output")
         raise ModelError(f"edgetpu_compiler failed on {tflite_path} (exit {proc.returncode}: {last}); "
