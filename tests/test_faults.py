@@ -241,3 +241,235 @@ def test_probe_tells_a_silent_listener_from_a_refusal():
         cause = probe(MqttConfig(host="127.0.0.1", port=srv.getsockname()[1]), timeout=0.5)
     assert cause.key == "no_answer" and "did not answer" in cause.message
     assert probe(MqttConfig(host="127.0.0.1", port=free_port()), timeout=0.5).key == "refused"
+
+
+# --------------------------------------------------------------------------- the daemon: camera, broker, kill -9
+
+
+def daemon_cfg(tmp_path: Path, broker, model: Path, camera: dict, device: str = "flt", **sections) -> Path:
+    cfg = {
+        "device": {"id": device},
+        "camera": camera,
+        "model": {"path": str(model), "accelerator": "cpu"},
+        "mqtt": {"host": broker.host, "port": broker.port, "reconnect_min_s": 1, "reconnect_max_s": 1},
+        "events": {"interval_s": 0.5},
+        "summary": {"interval_s": 2},
+        "stats": {"interval_s": 1},
+        "outbox": {"path": str(tmp_path / "state" / "outbox.sqlite")},
+    }
+    for name, keys in sections.items():
+        cfg[name] = {**cfg.get(name, {}), **keys}
+    return write_config(tmp_path / f"{device}.toml", cfg)
+
+
+def sample_stills(folder: Path, n: int = 8) -> Path:
+    """``n`` frames of the sample clip (two faces) as PNG files: a camera-paced source for long runs."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cap = cv2.VideoCapture(str(sample_video_path()))
+    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    for i in range(n):
+        cap.set(cv2.CAP_PROP_POS_FRAMES, i * max(1, total // n))
+        ok, image = cap.read()
+        assert ok
+        cv2.imwrite(str(folder / f"{i:03d}.png"), image)
+    cap.release()
+    return folder
+
+
+def stats_of(col: Collector, device: str) -> list[dict]:
+    return col.json_on(f"fer/{device}/stats")
+
+
+def test_camera_absent_at_start_then_dropped_mid_run(mqtt_broker, tmp_path, standin_model):
+    """An MJPEG/HTTP camera that is not up when the daemon starts, comes up, drops mid-run, returns."""
+    sock_path = tmp_path / "notify.sock"
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(sock_path))
+    notify.settimeout(0.2)
+    pings: list[float] = []
+
+    def listen():
+        while not stop_listening.is_set():
+            try:
+                if notify.recv(4096).decode() == "WATCHDOG=1":
+                    pings.append(time.monotonic())
+            except OSError:
+                pass
+
+    stop_listening = threading.Event()
+    threading.Thread(target=listen, daemon=True).start()
+    camera = MjpegServer(frames_from_video(sample_video_path(), 30, size=None), free_port(), fps=8)
+    col = Collector(mqtt_broker, "fer/cam/#")
+    cfg = daemon_cfg(tmp_path, mqtt_broker, standin_model, {"source": camera.url, "reconnect_max_s": 2},
+                     device="cam", watchdog={"stall_s": 3})
+    started = time.monotonic()
+    proc = start_daemon(cfg, env={"NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "1000000"})
+    try:
+        # Bar: 12 s without a camera: still running, status online, stats say camera.connected = false.
+        time.sleep(max(0.0, 12.0 - (time.monotonic() - started)))
+        assert proc.poll() is None, stderr_of(proc)
+        assert retained(mqtt_broker, "fer/cam/status") == b"online"
+        down = json.loads(retained(mqtt_broker, "fer/cam/stats"))
+        payloads.validate("stats", down)
+        assert down["camera"]["connected"] is False and camera.url in down["camera"]["error"]
+        assert down["frames"] == 0 and down["fps"] == 0
+        waiting_stats = len(stats_of(col, "cam"))
+        assert waiting_stats >= 8  # every stats.interval_s while waiting
+        # The watchdog kept being fed although no frame came for longer than watchdog.stall_s.
+        assert [t for t in pings if t - started > 3 + 3], "watchdog pings stopped while waiting for the camera"
+        assert not col.on("/expression")
+
+        camera.start()
+        up_at = time.monotonic()
+        assert col.wait_for(lambda c: len(c.on("/expression")) >= 3, 30), stderr_of(proc)
+        assert col.wait_for(lambda c: stats_of(c, "cam")[-1]["camera"]["connected"], 10)
+        connect_s = time.monotonic() - up_at
+
+        camera.stop()  # the camera drops mid-run
+        drop_wall = time.time()
+        dropped_at = time.monotonic()
+        assert col.wait_for(lambda c: not stats_of(c, "cam")[-1]["camera"]["connected"], 10)
+        detect_s = time.monotonic() - dropped_at
+        n_before = len(col.on("/expression"))
+        time.sleep(3)
+        late = [e for e in col.json_on("/expression")[n_before:]]
+        assert all(e["ts"] <= drop_wall for e in late)  # nothing stale: no event for frames that never came
+        assert proc.poll() is None
+
+        camera.start()
+        back_at = time.monotonic()
+        assert col.wait_for(lambda c: (s := stats_of(c, "cam")[-1])["camera"]["connected"]
+                            and s["camera"]["reconnects"] >= 1, 20)
+        back_s = time.monotonic() - back_at
+        assert col.wait_for(lambda c: any(e["ts"] > drop_wall + 1 for e in c.json_on("/expression")), 20)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, stderr_of(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        camera.stop()
+        stop_listening.set()
+        notify.close()
+    report = exit_report(stderr_of(proc))
+    assert col.wait_for(lambda c: len(c.on("/expression")) >= report["events"]["expression"], 20)
+    r = seq_report(col.json_on("fer/cam/expression"))
+    assert r["distinct"] == report["events"]["expression"] and (r["first"], r["last"]) == (1, r["distinct"])
+    assert r["duplicates"] == 0 and r["gaps"] == 0 and r["rising"]
+    assert stderr_of(proc).count("cannot open stream") == 1  # the absence is logged once, not per retry
+    col.close()
+    print(f"FAULT camera: absent 12 s -> daemon running, status online, {waiting_stats} stats with "
+          f"camera.connected=false, watchdog fed; frames {connect_s:.1f} s after the stream came up; drop seen in "
+          f"{detect_s:.1f} s, back {back_s:.1f} s after it returned; expression produced {report['events']['expression']}"
+          f" = delivered {r['distinct']}, duplicates {r['duplicates']}, gaps {r['gaps']}")
+
+
+@pytest.mark.slow  # ~65 s: the outage is the point (still part of `make test`)
+def test_broker_outage_60_s_loses_nothing(mqtt_broker, tmp_path, standin_model):
+    """The broker is stopped for 60 s mid-run and restarted: every event arrives once, in seq order."""
+    stills = sample_stills(tmp_path / "stills")
+    col = Collector(mqtt_broker, "fer/out/#", client_id="outage-60", persistent=True)
+    cfg = daemon_cfg(tmp_path, mqtt_broker, standin_model,
+                     {"source": str(stills), "loop": True, "realtime": True, "fps": 4}, device="out")
+    proc = start_daemon(cfg)
+    try:
+        assert col.wait_for(lambda c: len(c.on("/expression")) >= 5, 60), stderr_of(proc)
+        mqtt_broker.stop()
+        time.sleep(60)
+        buffered = len([r for r in outbox_rows(tmp_path / "state" / "outbox.sqlite") if r[1].endswith("/expression")])
+        assert proc.poll() is None and buffered > 0
+        mqtt_broker.start()
+        assert wait_until(lambda: not outbox_rows(tmp_path / "state" / "outbox.sqlite"), 60)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, stderr_of(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    report = exit_report(stderr_of(proc))
+    produced = report["events"]["expression"]
+    assert report["outbox_left"] == 0 and report["outbox_dropped"] == 0
+    assert col.wait_for(lambda c: seq_report(c.json_on("fer/out/expression"))["distinct"] >= produced, 30)
+    r = seq_report(col.json_on("fer/out/expression"))
+    s = seq_report(col.json_on("fer/out/summary"))
+    assert r["distinct"] == produced and (r["first"], r["last"]) == (1, produced) and r["gaps"] == 0 and r["rising"]
+    assert r["duplicates"] == 0, r
+    assert s["distinct"] == report["events"]["summary"] and s["gaps"] == 0
+    col.close()
+    print(f"FAULT broker-outage-60s: expression produced {produced}, {buffered} buffered during the outage, "
+          f"delivered {r['distinct']}, lost {produced - r['distinct']}, duplicates {r['duplicates']}; "
+          f"summary {s['distinct']}/{report['events']['summary']}")
+
+
+def test_kill_9_with_a_full_outbox(mqtt_broker, tmp_path, standin_model):
+    """Broker down, the outbox at its max_events (oldest dropped), then ``kill -9``: the restarted daemon
+    delivers exactly what was on disk, continues seq, and still reports the drops; files 0600 (umask 022)."""
+    mqtt_broker.stop()
+    db = tmp_path / "state" / "outbox.sqlite"
+    cfg = daemon_cfg(tmp_path, mqtt_broker, standin_model,
+                     {"source": str(sample_video_path()), "loop": True, "realtime": True}, device="k9",
+                     outbox={"max_events": 30})
+
+    def meta() -> dict:
+        import sqlite3
+
+        if not db.exists():
+            return {}
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        try:
+            return dict(con.execute("SELECT key, value FROM meta").fetchall())
+        except sqlite3.Error:
+            return {}
+        finally:
+            con.close()
+
+    old = os.umask(0o022)
+    try:
+        first = start_daemon(cfg)
+    finally:
+        os.umask(old)
+    assert wait_until(lambda: meta().get("dropped:max_events", 0) >= 10, 90), stderr_of(first)
+    first.send_signal(signal.SIGKILL)
+    first.wait(30)
+    assert stat.S_IMODE(db.stat().st_mode) == 0o600 and stat.S_IMODE(db.parent.stat().st_mode) == 0o700
+    stranded = outbox_rows(db)
+    m = meta()
+    produced1 = m["seq:expression"] + m.get("seq:summary", 0)
+    assert len(stranded) == 30 and produced1 == len(stranded) + m["dropped:max_events"]
+    stranded_seqs = {(t.rsplit("/", 1)[1], json.loads(p)["seq"]) for _, t, p in stranded}
+
+    mqtt_broker.start()
+    col = Collector(mqtt_broker, "fer/k9/#")
+    second = start_daemon(cfg, "--max-frames", "30")
+    assert second.wait(120) == 0, stderr_of(second)
+    report = exit_report(stderr_of(second))
+    assert report["outbox_left"] == 0 and not outbox_rows(db)
+    assert col.wait_for(lambda c: len(c.on("/expression")) + len(c.on("/summary"))
+                        >= len(stranded) + report["events"]["expression"] + report["events"]["summary"], 20)
+    got = [(t.rsplit("/", 1)[1], json.loads(p)) for t, p, _ in col.messages if t.endswith(("/expression", "/summary"))]
+    keys = [(k, p["seq"]) for k, p in got]
+    assert len(keys) == len(set(keys))  # no duplicate delivery
+    assert stranded_seqs <= set(keys)  # everything that survived on disk arrived
+    expr = sorted(s for k, s in keys if k == "expression")
+    new = [s for s in expr if s > m["seq:expression"]]
+    assert new == list(range(m["seq:expression"] + 1, m["seq:expression"] + 1 + report["events"]["expression"]))
+    last_stats = json.loads(retained(mqtt_broker, "fer/k9/stats"))
+    assert last_stats["outbox"]["dropped"] == m["dropped:max_events"]  # persisted across the kill
+    col.close()
+    print(f"FAULT kill-9-full-outbox: run 1 produced {produced1}, dropped {m['dropped:max_events']} (max_events 30), "
+          f"{len(stranded)} on disk at kill -9 -> all {len(stranded)} delivered after restart, duplicates "
+          f"{len(keys) - len(set(keys))}; seq continued at {m['seq:expression'] + 1}; stats outbox.dropped "
+          f"{last_stats['outbox']['dropped']} after the restart; outbox 0600, folder 0700 under umask 022")
+
+
+def test_a_still_image_reports_its_faces(tmp_path, standin_model):
+    from tests.daemon_run import run_cli
+
+    image = sample_stills(tmp_path / "one", n=1) / "000.png"
+    cfg = write_config(tmp_path / "still.toml", {"camera": {"source": str(image)},
+                                                 "model": {"path": str(standin_model), "accelerator": "cpu"}})
+    proc = run_cli("run", "--config", str(cfg))
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(x) for x in proc.stdout.splitlines()]
+    faces = {m["payload"]["face_id"] for m in lines if m["topic"].endswith("/expression")}
+    assert len(faces) >= 1, proc.stderr
+    assert [m["payload"]["seq"] for m in lines if m["topic"].endswith("/expression")][0] == 1
+    print(f"FAULT still-image: one photo -> {len(faces)} face(s) reported")
