@@ -15,18 +15,23 @@ RUN_EPILOG = """\
 Runs until SIGTERM/SIGINT, until the source ends (a video file without camera.loop), or for
 --max-frames frames. A clean stop publishes status "offline", flushes the outbox (waits at most
 2.5 s) and exits 0. Events are written to the SQLite outbox first and deleted when the broker
-acknowledges them; with the broker down the daemon keeps running and buffers.
+acknowledges them; with the broker down the daemon keeps running and buffers. A camera or
+stream that is not there (at start or later) is retried with backoff up to camera.reconnect_max_s
+while stats keep coming with camera.connected = false; a missing file is an error at once.
 
 Topics: <mqtt.prefix>/<device.id>/{status,expression,summary,stats} (JSON schemas in edge/schemas/).
 Under systemd (Type=notify) it sends READY=1, WATCHDOG=1 at half of WatchdogSec while frames flow
-(stops after watchdog.stall_s without a frame, so systemd restarts it), STATUS= and STOPPING=1.
+or the camera is being retried (stops after watchdog.stall_s without a frame otherwise, so systemd
+restarts a stuck pipeline), STATUS= and STOPPING=1. Faults and drop policy: docs/faults.md.
 The MQTT password comes from mqtt.password_file, else $CREDENTIALS_DIRECTORY/mqtt_password
 (LoadCredential=mqtt_password:...), else the environment variable mqtt.password_env.
 """
 DOCTOR_EPILOG = """\
 Checks, in order: camera (opens the source and reads a frame), model (loads it on the CPU and
 scores one crop), accelerator (looks for the Edge TPU), broker (connects with the configured
-TLS and credentials). Prints one OK/FAIL row per check.
+TLS and credentials; a failure names its cause: refused, TLS verification, not an MQTT broker,
+not authorised, no answer), daemon (informational: the running daemon's retained status and its
+camera state from stats). Prints one OK/FAIL row per check.
 
 Exit code: a bitmask of the failed checks: 1 camera, 2 model, 4 accelerator (counted only when
 model.accelerator = "tpu"), 8 broker (only when mqtt.host is set); 0 = all passed. A config
@@ -36,7 +41,8 @@ MONITOR_EPILOG = """\
 Subscribes to <prefix>/+/# and shows, per device: status, fps, backend, total latency, outbox
 depth, CPU temperature, the latest summary and each face's latest expression. Refreshes every
 second until Ctrl-C. Broker, TLS and credentials come from --config's [mqtt]; --host/--port/
---prefix override them. Exit code 8 when the broker cannot be reached.
+--prefix override them. A camera that is down is shown under its device. Exit code 8 when the
+broker cannot be reached (the message names the cause).
 """
 
 

@@ -2,7 +2,7 @@
 
 On every connect the publisher sends one retained config message per sensor to
 ``<ha_discovery_prefix>/sensor/<node>/<object>/config``; Home Assistant then shows the device with
-its dominant expression, face count, fps, latency, outbox depth and CPU temperature, read from the
+its dominant expression, face count, fps, latency, outbox depth, CPU temperature and camera state, read from the
 existing ``summary`` and ``stats`` topics, available while ``status`` is ``online``.
 """
 
@@ -20,6 +20,8 @@ SENSORS = {
     "latency": ("Pipeline latency", "stats", "{{ value_json.latency_ms.total }}", "ms", "duration", None),
     "outbox_depth": ("Outbox depth", "stats", "{{ value_json.outbox.depth }}", None, None, "mdi:tray-full"),
     "cpu_temperature": ("CPU temperature", "stats", "{{ value_json.cpu_temp_c }}", "°C", "temperature", None),
+    "camera": ("Camera", "stats", "{{ 'connected' if (value_json.camera | default({'connected': true})).connected"
+               " else 'down' }}", None, None, "mdi:cctv"),
 }
 
 
