@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from edge.banners import quiet
 from edge.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -118,10 +119,11 @@ class Loaded(NamedTuple):
 
 def _create(tfl: Any, model_path: Path, threads: int, delegates: list | None) -> Any:
     try:
-        interpreter = tfl.Interpreter(
-            model_path=str(model_path), num_threads=max(1, int(threads)), experimental_delegates=delegates
-        )
-        interpreter.allocate_tensors()
+        with quiet():  # TFLite's "Created ... XNNPACK delegate" banner; other output is kept
+            interpreter = tfl.Interpreter(
+                model_path=str(model_path), num_threads=max(1, int(threads)), experimental_delegates=delegates
+            )
+            interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(
