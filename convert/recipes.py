@@ -39,6 +39,11 @@ class Recipe:
     init: str = ""                      # start from these weights (a .keras of the same architecture)
     ema: float = 0.0                    # >0: keep an exponential moving average of the weights (decay per
                                         # step) and evaluate, select and export the average instead
+    # targets: "fer2013" trains on the single FER2013 label; "ferplus" on the FER+ vote distribution
+    # (Barsoum et al. 2016, probability mode; needs --ferplus), mixed with the FER2013 one-hot label
+    # by fer2013_weight, and selects on FER+ PublicTest (unique-majority faces).
+    targets: str = "fer2013"
+    fer2013_weight: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -73,6 +78,18 @@ RECIPES = {
                           init="models/float/tiny_kd_light/best.keras", teacher="edge/models/standard.tflite",
                           distill=0.7, rotation_deg=5.0, shift=0.05, zoom=0.05, contrast=0.1,
                           brightness=0.1, erasing=0.0, ema=0.999, seed=7),
+    # FER+ (issue 14): each shipped model fine-tuned from its FER2013 weights on the FER+ vote
+    # distributions, a quarter FER2013 label mixed in to keep FER2013 comparable. Sized for the lent
+    # GPU (`python -m convert.trainer --time-budget` shrinks the cosine to what fits); resumable on a CPU.
+    **{f"{m}_ferplus": Recipe(name=f"{m}_ferplus", model=m, epochs=60, batch_size=256, lr=1e-3, warmup_epochs=1,
+                               weight_decay=wd, patience=60, init=f"models/float/{m}/best.keras",
+                               targets="ferplus", fer2013_weight=0.25)
+       for m, wd in (("tiny", 1e-4), ("standard", 5e-4), ("mini_xception", 1e-4))},
+    # The same without the FER2013 label: votes only (the upper end for FER+, the lower for FER2013).
+    **{f"{m}_ferplus_votes": Recipe(name=f"{m}_ferplus_votes", model=m, epochs=60, batch_size=256, lr=1e-3,
+                                     warmup_epochs=1, weight_decay=wd, patience=60, init=f"models/float/{m}/best.keras",
+                                     targets="ferplus", fer2013_weight=0.0)
+       for m, wd in (("tiny", 1e-4), ("standard", 5e-4))},
     # A few minutes on a CPU: checks the whole pipeline, not meant to be accurate.
     "smoke": Recipe(name="smoke", model="mini_xception", epochs=2, warmup_epochs=0, patience=2),
 }

@@ -13,7 +13,8 @@ from convert.recipes import get_recipe
 
 torch = pytest.importorskip("torch", reason="the GPU trainer needs PyTorch: make setup-dev installs torch==2.13.0")
 
-from convert.torch_gpu import GraphExecutor, train_torch  # noqa: E402
+from convert.torchnet import GraphExecutor
+from convert.trainer import train_torch  # noqa: E402
 from tests.convert_model_fixtures import with_random_batch_norm as _with_random_batch_norm  # noqa: E402
 
 
@@ -82,7 +83,7 @@ def test_weight_average_is_what_gets_exported(tmp_path):
 def test_int8_teacher_scores_what_the_interpreter_scores(standin_model):
     """An int8 .tflite teacher scores an augmented batch as the TFLite interpreter scores those pixels."""
     from convert.drift import predict_int8
-    from convert.torch_gpu import load_teacher
+    from convert.trainer import load_teacher
     from edge.manifest import load_manifest
 
     teacher = load_teacher(get_recipe("smoke", teacher=str(standin_model), distill=0.5), "cpu")

@@ -17,7 +17,7 @@ same per-tensor int8 rounding (and per-channel int8 weights with batch norm fold
 straight-through gradient, ranges tracked as moving min/max) moves the weights to where that
 noise matters less. Batch-norm statistics stay frozen so the converter folds the same numbers.
 
-Runs the Keras architecture through ``convert.torch_gpu.GraphExecutor`` (PyTorch, CPU or CUDA) and
+Runs the Keras architecture through ``convert.torchnet.GraphExecutor`` (PyTorch, CPU or CUDA) and
 writes the fine-tuned weights back to a ``.keras`` file; PublicTest picks the epoch.
 """
 
@@ -35,7 +35,8 @@ import torch
 import torch.nn.functional as F
 
 from convert.data import TRAIN_MEAN, TRAIN_STD
-from convert.torch_gpu import GraphExecutor, augment, evaluate
+from convert.torchnet import GraphExecutor
+from convert.trainer import augment, evaluate
 
 
 class ActivationFakeQuant:
