@@ -208,6 +208,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--float-std", type=float, default=TRAIN_STD,
                         help="the float model's own input std, as trained (default: %(default)s)")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N images (quick check)")
+    parser.add_argument("--ferplus", metavar="fer2013new.csv", default=None,
+                        help="FER+ votes (same row order as the FER2013 CSV): also score against the FER+ "
+                             "majority of the split and the ten annotators' votes")
     parser.add_argument("--threads", type=int, default=2, help="TFLite interpreter threads (default 2)")
     parser.add_argument("--batch-size", type=int, default=256, help="Keras predict batch size (default 256)")
 
@@ -256,6 +259,13 @@ def update_manifest_metrics(tflite_path: str | Path, report: dict) -> Path:
         "per_class_recall": {k: (None if c["int8_recall"] is None else round(c["int8_recall"], 6))
                              for k, c in report["per_class"].items()},
     })
+    fp = report.get("ferplus")
+    if fp:  # FER+ majority of the same split (convert.ferplus): the labels ten annotators agree on
+        metrics.update({
+            "ferplus_float_accuracy": fp["float"]["accuracy"], "ferplus_int8_accuracy": fp["int8"]["accuracy"],
+            "ferplus_n": fp["int8"]["n"], "ferplus_int8_plausible": fp["int8"]["plausible"],
+            "ferplus_per_class_recall": fp["int8"]["per_class_recall"],
+        })
     m.metrics = Metrics.model_validate(metrics)
     m.sha256 = sha256_of(tflite_path)
     return write_manifest(m, tflite_path)
@@ -284,13 +294,15 @@ def measure_drift(keras_path: str | Path, tflite_path: str | Path, data: str | P
                   max_drop: float = 1.0, min_agreement: float = 0.97, update_manifest: bool = False,
                   mean: float | None = None, std: float | None = None, float_mean: float = TRAIN_MEAN,
                   float_std: float = TRAIN_STD, limit: int | None = None, threads: int = 2,
-                  batch_size: int = 256) -> DriftResult:
+                  batch_size: int = 256, ferplus: str | Path | None = None) -> DriftResult:
     """Run the float ``keras_path`` and its int8 ``tflite_path`` on ``split`` of ``data``, write the
     drift report into ``out_dir`` (default ``drift-<name>``; ``name`` defaults to the model's file
     name) and gate it: ``ok`` when the accuracy drop is at most ``max_drop`` points and the top-1
     agreement at least ``min_agreement``. ``update_manifest`` writes the metrics into the model's
     ``<name>.json``. ``mean``/``std``: the int8 input normalisation (default: the manifest's);
     ``float_mean``/``float_std``: the float model's, as trained. ``limit``: first N images only.
+    ``ferplus``: FER+'s ``fer2013new.csv``; with it the same predictions are also scored against the
+    FER+ majority and vote distribution of ``split`` (``report["ferplus"]``, manifest ``ferplus_*``).
     """
     tflite, keras_path = Path(tflite_path), Path(keras_path)
     for p, what in ((tflite, "int8 .tflite"), (keras_path, "float .keras")):
@@ -315,6 +327,8 @@ def measure_drift(keras_path: str | Path, tflite_path: str | Path, data: str | P
                          f"expected {len(labels)} (one per label)")
 
     report = compute_drift(y, float_probs, int8_probs, labels, prior)
+    if ferplus:
+        report["ferplus"] = ferplus_report(data, ferplus, split, float_probs, int8_probs, prior, limit)
     report["source"] = {"keras": str(keras_path), "tflite": str(tflite), "data": str(data),
                         "dataset": dataset, "split": split, "mean": mean, "std": std,
                         "float_mean": float_mean, "float_std": float_std}
@@ -326,13 +340,24 @@ def measure_drift(keras_path: str | Path, tflite_path: str | Path, data: str | P
     return DriftResult(report, ok, files, manifest)
 
 
+def ferplus_report(data, ferplus_path, split: str, float_probs, int8_probs, prior, limit=None) -> dict:
+    """The float and int8 predictions scored against FER+ votes of ``split`` (``convert.ferplus.score``)."""
+    from convert import ferplus
+    from edge.int8 import top_classes
+
+    _, _, votes = ferplus.load_split_votes(data, ferplus_path, split)
+    votes = votes[:limit] if limit else votes
+    return {"float": ferplus.score(top_classes(float_probs, prior), votes),
+            "int8": ferplus.score(top_classes(int8_probs, prior), votes)}
+
+
 def run(args: argparse.Namespace) -> int:
     """``fer-edge drift``: exit 0 when the int8 model is within the thresholds, 1 when not."""
     result = measure_drift(args.keras, args.tflite, args.data, args.split, out_dir=args.out, name=args.name,
                            dataset=args.dataset, max_drop=args.max_drop, min_agreement=args.min_agreement,
                            update_manifest=args.update_manifest, mean=args.mean, std=args.std,
                            float_mean=args.float_mean, float_std=args.float_std, limit=args.limit,
-                           threads=args.threads, batch_size=args.batch_size)
+                           threads=args.threads, batch_size=args.batch_size, ferplus=args.ferplus)
     print(result.text())
     return 0 if result.ok else 1
 

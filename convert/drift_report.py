@@ -39,6 +39,13 @@ def format_summary(report: dict, verdict: tuple[bool, list[str]] | None = None) 
     for name, c in r["per_class"].items():
         rows.append([f"recall {name} (n={c['support']})", _pct(c["float_recall"]), _pct(c["int8_recall"]),
                      _pts(c["recall_delta"])])
+    fp = r.get("ferplus")
+    if fp:
+        f, q = fp["float"], fp["int8"]
+        rows.append([f"FER+ majority accuracy (n={q['n']})", _pct(f["accuracy"]), _pct(q["accuracy"]),
+                     _pts(q["accuracy"] - f["accuracy"])])
+        rows.append(["FER+ top class chosen by >= 3 of 10", _pct(f["plausible"]), _pct(q["plausible"]),
+                     _pts(q["plausible"] - f["plausible"])])
     lines = [f"{title} (n={r['n']})", "", markdown_table(["metric", "float", "int8", "change"], rows)]
     if verdict is not None:
         ok, reasons = verdict

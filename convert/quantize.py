@@ -134,6 +134,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="calibration images drawn stratified from Training (default: %(default)s)")
     parser.add_argument("--split", default="PrivateTest", help="split for the drift report (default: %(default)s)")
     parser.add_argument("--max-drop", type=float, default=1.0, help="drift gate: max accuracy drop in points")
+    parser.add_argument("--ferplus", metavar="fer2013new.csv", default=None,
+                        help="FER+ votes: drift also scores the FER+ majority (manifest ferplus_*), and the tie "
+                             "prior becomes the FER+ Training vote shares (for models trained on FER+)")
     parser.add_argument("--min-agreement", type=float, default=0.97, help="drift gate: min top-1 agreement")
     parser.add_argument("--seed", type=int, default=0, help="calibration sample seed")
     parser.add_argument("--no-equalize", dest="equalize", action="store_false",
@@ -191,6 +194,11 @@ def run(args: argparse.Namespace) -> int:
     train_json = keras_path.with_name("train.json")
     info = json.loads(train_json.read_text()) if train_json.is_file() else None
     prior = [round(float(c), 6) for c in np.bincount(y, minlength=len(FER_LABELS)) / len(y)]
+    if args.ferplus:
+        from convert import ferplus
+
+        _, _, votes = ferplus.load_split_votes(args.data, args.ferplus, "Training")
+        prior = [round(float(c), 6) for c in ferplus.distribution(votes[ferplus.trainable(votes)]).mean(0)]
     manifest = build_manifest(name, tflite_path, int(model.count_params()), info, INT8_MEAN, INT8_STD, prior)
     manifest.trained.representative_images = len(calib)  # type: ignore[attr-defined]
     note = keras_path.with_suffix(".json")  # e.g. python -m convert.batchnorm's record
@@ -212,6 +220,6 @@ def run(args: argparse.Namespace) -> int:
 
     result = drift.measure_drift(keras_path, tflite_path, args.data, args.split, out_dir=report_dir, name=name,
                                  max_drop=args.max_drop, min_agreement=args.min_agreement, update_manifest=True,
-                                 float_mean=TRAIN_MEAN, float_std=TRAIN_STD)
+                                 float_mean=TRAIN_MEAN, float_std=TRAIN_STD, ferplus=args.ferplus)
     print(result.text())
     return 0 if (tpu.ok and result.ok) else 1

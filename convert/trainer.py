@@ -183,7 +183,7 @@ def train_torch(recipe: Recipe, x_train, y_train, x_val, y_val, out_dir, resume:
             # the latest of the first three epochs prices one (the first pays for cuDNN autotuning); fit
             # the schedule to what is left of the budget, so the cosine still ends at a low rate
             fit = int((time_budget_s - (time.time() - t0)) / max(time.time() - te, 1e-3)) + epoch + 1
-            epochs = max(epoch + 2, min(recipe.epochs, fit))
+            epochs = max(epoch + 1, min(recipe.epochs, fit))
             total = epochs * steps
         print(f"epoch {epoch + 1}/{epochs} {time.time() - te:.1f}s loss {row['loss']:.4f} "
               f"acc {row['accuracy']:.4f} val_loss {vl:.4f} val_acc {va:.4f} best {best:.4f}", flush=True)
@@ -259,7 +259,8 @@ def load_teacher(recipe: Recipe, device):
 
 
 def _tflite_teacher(path: Path):
-    from convert.drift import open_int8, quantize_input, score_int8
+    from convert.drift import open_int8, score_int8
+    from edge.int8 import quantize_input
     from edge.manifest import load_manifest
 
     manifest = load_manifest(path)

@@ -1,0 +1,113 @@
+"""FER+ votes: parsing, the unique-majority label, soft targets, scoring, and training on them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from convert import ferplus
+from edge.errors import DataError
+
+HEADER = "Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF\n"
+# columns:       neu hap sur sad ang dis fea con unk NF
+ROWS = [("Training", [6, 0, 1, 1, 0, 0, 0, 0, 2, 0]),    # neutral majority
+        ("Training", [0, 4, 4, 0, 0, 0, 0, 0, 2, 0]),    # happy/surprise tie: no majority
+        ("Training", [0, 0, 0, 0, 0, 0, 0, 0, 2, 8]),    # not a face
+        ("PublicTest", [0, 0, 0, 0, 7, 1, 0, 2, 0, 0]),  # angry
+        ("PrivateTest", [1, 0, 0, 0, 0, 0, 0, 6, 3, 0]),  # contempt majority: not one of the seven
+        ("PrivateTest", [0, 0, 0, 2, 0, 0, 8, 0, 0, 0])]  # fear
+
+
+def write_votes(path, rows=ROWS, header=HEADER):
+    lines = [header] + [f"{u},fer{i:07d}.png," + ",".join(map(str, v)) + "\n" for i, (u, v) in enumerate(rows)]
+    path.write_text("".join(lines))
+    return path
+
+
+def test_votes_majority_distribution_and_trainable(tmp_path):
+    votes = ferplus.read_votes(write_votes(tmp_path / "fer2013new.csv"),
+                               {"Training": 3, "PublicTest": 1, "PrivateTest": 2})
+    assert [len(votes[s]) for s in ("Training", "PublicTest", "PrivateTest")] == [3, 1, 2]
+    # FER2013 ids: angry 0, disgust 1, fear 2, happy 3, sad 4, surprise 5, neutral 6
+    assert ferplus.majority(votes["Training"]).tolist() == [6, -1, -1]
+    assert ferplus.majority(votes["PublicTest"]).tolist() == [0]
+    assert ferplus.majority(votes["PrivateTest"]).tolist() == [-1, 2]
+    dist = ferplus.distribution(votes["Training"])
+    np.testing.assert_allclose(dist[0], [0, 0, 0, 0, 1 / 8, 1 / 8, 6 / 8])  # unknown dropped, renormalised
+    assert dist[2].sum() == 0  # nothing on the seven classes
+    assert ferplus.trainable(votes["Training"]).tolist() == [True, True, False]
+
+
+def test_targets_mix_the_fer2013_label():
+    votes = np.array([[6, 0, 1, 1, 0, 0, 0, 0, 2, 0]])
+    t = ferplus.targets(votes, np.array([4]), fer2013_weight=0.25)
+    np.testing.assert_allclose(t[0], [0, 0, 0, 0, 0.75 / 8 + 0.25, 0.75 / 8, 0.75 * 6 / 8])
+    assert t.sum() == pytest.approx(1.0)
+
+
+def test_score_counts_majority_rows_and_plausible_votes():
+    votes = np.array([[6, 0, 0, 4, 0, 0, 0, 0, 0, 0],    # neutral
+                      [0, 0, 0, 0, 7, 3, 0, 0, 0, 0],    # angry
+                      [0, 5, 5, 0, 0, 0, 0, 0, 0, 0]])   # tie: not in the accuracy
+    pred = np.array([4, 1, 5])  # sad (4 votes: plausible, wrong), disgust (3 votes), surprise (5 votes)
+    s = ferplus.score(pred, votes)
+    assert s["n"] == 2 and s["accuracy"] == 0.0 and s["plausible"] == 1.0
+    s = ferplus.score(np.array([6, 0, 0]), votes)
+    assert s["accuracy"] == 1.0 and s["plausible"] == pytest.approx(2 / 3)
+    assert s["per_class_recall"]["neutral"] == 1.0 and s["per_class_recall"]["fear"] is None
+
+
+@pytest.mark.parametrize("sizes, words", [({"Training": 4, "PublicTest": 1, "PrivateTest": 2}, "do not match"),
+                                          ({"PublicTest": 1, "Training": 3, "PrivateTest": 2}, "do not match")])
+def test_votes_that_do_not_line_up_are_refused(tmp_path, sizes, words):
+    with pytest.raises(DataError, match=words):
+        ferplus.read_votes(write_votes(tmp_path / "v.csv"), sizes)
+
+
+def test_bad_files_name_the_problem(tmp_path):
+    with pytest.raises(DataError, match="--ferplus"):
+        ferplus.read_votes(tmp_path / "missing.csv")
+    with pytest.raises(DataError, match="header"):
+        ferplus.read_votes(write_votes(tmp_path / "h.csv", header="a,b,c\n"))
+    interleaved = ROWS[:1] + ROWS[3:4] + ROWS[1:2]
+    with pytest.raises(DataError, match="resume"):
+        ferplus.read_votes(write_votes(tmp_path / "i.csv", rows=interleaved))
+    bad = tmp_path / "bad.csv"
+    bad.write_text(HEADER + "Training,fer0000000.png,1,2,x,0,0,0,0,0,0,0\n")
+    with pytest.raises(DataError, match=r"bad.csv:2: vote counts"):
+        ferplus.read_votes(bad)
+
+
+def test_training_arrays_from_a_fer2013_csv(tmp_path):
+    """FER2013 CSV + FER+ votes -> soft targets for trainable Training rows, majority-labelled PublicTest."""
+    pytest.importorskip("torch")
+    from convert.trainer import ferplus_training_arrays
+
+    rng = np.random.default_rng(0)
+    labels = [6, 3, 2, 0, 1, 2]
+    csv = tmp_path / "fer2013.csv"
+    csv.write_text("emotion,pixels,Usage\n" + "".join(
+        f"{lab},{' '.join(map(str, rng.integers(0, 256, 48 * 48)))},{u}\n" for lab, (u, _) in zip(labels, ROWS)))
+    xt, yt, xv, yv = ferplus_training_arrays(csv, write_votes(tmp_path / "v.csv"), fer2013_weight=0.5)
+    assert xt.shape == (2, 48, 48) and yt.shape == (2, 7)  # the not-a-face row is dropped
+    np.testing.assert_allclose(yt.sum(1), 1.0, rtol=1e-6)
+    assert yt[1, 3] == pytest.approx(0.5 + 0.5 * 0.5)  # happy: half the FER2013 label, half of the votes
+    assert xv.shape == (1, 48, 48) and yv.tolist() == [0]
+    with pytest.raises(DataError, match="--ferplus"):
+        ferplus_training_arrays(csv, None)
+
+
+def test_trainer_learns_from_soft_targets(tmp_path):
+    """Soft targets train end to end; a spent budget ends training after the first epoch; the export matches."""
+    pytest.importorskip("torch")
+    from convert.recipes import get_recipe
+    from convert.trainer import train_torch
+
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 255, (64, 48, 48), dtype=np.uint8)
+    soft = rng.dirichlet(np.ones(7), 64).astype(np.float32)
+    recipe = get_recipe("smoke", epochs=50, batch_size=32)
+    s = train_torch(recipe, x, soft, x[:32], soft[:32].argmax(1), tmp_path, device="cpu", time_budget_s=1e-3,
+                    recalibrate=False)
+    assert s["targets"].startswith("soft") and s["epochs_planned"] == 1 and s["epochs_run"] == 1
+    assert s["export_max_abs_diff"] < 1e-3 and (tmp_path / "best.keras").is_file()
