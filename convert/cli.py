@@ -23,6 +23,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, help="override the recipe's seed")
     p.add_argument("--batch-size", type=int, help="override the recipe's batch size")
     p.add_argument("--limit", type=int, help="use only the first N training images (quick checks)")
+    p.add_argument("--ferplus", metavar="fer2013new.csv",
+                   help="FER+ votes, for the *_ferplus recipes: they train on the vote distributions with the "
+                        "PyTorch trainer (on a GPU when there is one, else the CPU)")
+    p.add_argument("--time-budget", type=float, metavar="S",
+                   help="*_ferplus recipes: seconds of training; the schedule shrinks to fit")
     p.set_defaults(func=_train)
 
     for module_name, command in (("convert.quantize", "convert"), ("convert.drift", "drift"),
@@ -42,6 +47,8 @@ def _train(args) -> int:
     from convert.train import train
 
     recipe = get_recipe(args.recipe, epochs=args.epochs, seed=args.seed, batch_size=args.batch_size)
+    if recipe.targets == "ferplus":
+        return _train_ferplus(args, recipe)
     x_train, y_train = load_split(args.data, "Training")
     x_val, y_val = load_split(args.data, "PublicTest")
     if args.limit:
@@ -52,4 +59,26 @@ def _train(args) -> int:
           f"of {summary['epochs_run']} ({summary['params']} params, {summary['wall_seconds']:.0f} s); "
           f"model: {out / 'best.keras'}; batch norms recalibrated on clean Training images: "
           f"{out / 'recalibrated.keras'} (convert this one)")
+    return 0
+
+
+def _train_ferplus(args, recipe) -> int:
+    """Soft-target recipes train with the PyTorch trainer (the Keras trainer takes one label per face)."""
+    try:
+        import torch
+
+        from convert.trainer import ferplus_training_arrays, train_torch
+    except ModuleNotFoundError as exc:
+        from edge.errors import FerEdgeError
+
+        raise FerEdgeError(f"recipe {recipe.name} trains on FER+ votes with the PyTorch trainer, and {exc.name} is "
+                           "missing; install it: pip install torch") from None
+    xt, yt, xv, yv = ferplus_training_arrays(args.data, args.ferplus, recipe.fer2013_weight)
+    if args.limit:
+        xt, yt = xt[: args.limit], yt[: args.limit]
+    out = Path(args.out or f"runs/{recipe.name}")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    s = train_torch(recipe, xt, yt, xv, yv, out, resume=args.resume, device=device, time_budget_s=args.time_budget)
+    print(f"best FER+ PublicTest accuracy {s['best_val_accuracy']:.4f} at epoch {s['best_epoch']} of "
+          f"{s['epochs_run']} on {device} ({s['wall_seconds']:.0f} s); convert {out / 'recalibrated.keras'}")
     return 0

@@ -78,16 +78,19 @@ def test_bad_files_name_the_problem(tmp_path):
         ferplus.read_votes(bad)
 
 
+def write_fer_csv(path, labels=(6, 3, 2, 0, 1, 2)):
+    rng = np.random.default_rng(0)
+    path.write_text("emotion,pixels,Usage\n" + "".join(
+        f"{lab},{' '.join(map(str, rng.integers(0, 256, 48 * 48)))},{u}\n" for lab, (u, _) in zip(labels, ROWS)))
+    return path
+
+
 def test_training_arrays_from_a_fer2013_csv(tmp_path):
     """FER2013 CSV + FER+ votes -> soft targets for trainable Training rows, majority-labelled PublicTest."""
     pytest.importorskip("torch")
     from convert.trainer import ferplus_training_arrays
 
-    rng = np.random.default_rng(0)
-    labels = [6, 3, 2, 0, 1, 2]
-    csv = tmp_path / "fer2013.csv"
-    csv.write_text("emotion,pixels,Usage\n" + "".join(
-        f"{lab},{' '.join(map(str, rng.integers(0, 256, 48 * 48)))},{u}\n" for lab, (u, _) in zip(labels, ROWS)))
+    csv = write_fer_csv(tmp_path / "fer2013.csv")
     xt, yt, xv, yv = ferplus_training_arrays(csv, write_votes(tmp_path / "v.csv"), fer2013_weight=0.5)
     assert xt.shape == (2, 48, 48) and yt.shape == (2, 7)  # the not-a-face row is dropped
     np.testing.assert_allclose(yt.sum(1), 1.0, rtol=1e-6)
@@ -111,3 +114,24 @@ def test_trainer_learns_from_soft_targets(tmp_path):
                     recalibrate=False)
     assert s["targets"].startswith("soft") and s["epochs_planned"] == 1 and s["epochs_run"] == 1
     assert s["export_max_abs_diff"] < 1e-3 and (tmp_path / "best.keras").is_file()
+
+
+def test_fer_edge_train_runs_ferplus_recipes_with_the_torch_trainer(tmp_path):
+    """`fer-edge train --recipe tiny_ferplus --ferplus ...` trains on votes; without --ferplus it says what to pass."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("torch")
+    root = Path(__file__).resolve().parents[1]
+    csv, votes = write_fer_csv(tmp_path / "fer2013.csv"), write_votes(tmp_path / "v.csv")
+    cmd = [sys.executable, "-m", "fer_edge", "train", "--recipe", "tiny_ferplus", "--data", str(csv)]
+    bad = subprocess.run(cmd, capture_output=True, text=True, cwd=root, env={**__import__("os").environ,
+                         "FER_EDGE_CACHE": str(tmp_path / "cache")})
+    assert bad.returncode != 0 and "--ferplus" in bad.stderr.strip().splitlines()[-1]
+    ok = subprocess.run(cmd + ["--ferplus", str(votes), "--epochs", "1", "--out", str(tmp_path / "run")],
+                        capture_output=True, text=True, cwd=root,
+                        env={**__import__("os").environ, "FER_EDGE_CACHE": str(tmp_path / "cache")})
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert "best FER+ PublicTest accuracy" in ok.stdout
+    assert (tmp_path / "run" / "recalibrated.keras").is_file()
