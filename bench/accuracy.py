@@ -26,13 +26,25 @@ def _accuracy_row(name: str, report: dict, params, macs, size, notes: str = "") 
     }
 
 
+def _with_ferplus(row: dict, votes, pf, pq, prior=None) -> dict:
+    """Add the FER+ figures (``convert.ferplus.score``) of the float and int8 predictions to ``row``."""
+    from convert.ferplus import score
+    from edge.int8 import top_classes
+
+    q = score(top_classes(pq, prior), votes)
+    row.update({"ferplus_int8_accuracy": q["accuracy"], "ferplus_n": q["n"], "ferplus_int8_plausible": q["plausible"],
+                "ferplus_float_accuracy": None if pf is None else score(top_classes(pf, prior), votes)["accuracy"]})
+    return row
+
+
 def run_accuracy(data: str | Path, models: list[str], split: str = "PrivateTest", with_fer: bool = True,
-                 limit: int | None = None) -> dict:
+                 limit: int | None = None, ferplus: str | Path | None = None) -> dict:
     """Evaluate each shipped model (float ``.keras`` and int8 ``.tflite``) and fer's model on ``split``.
 
     data: FER2013 CSV(.gz), image-folder root or ``.npz``. models: names under ``edge/models``
     (float weights from ``models/float/<name>/recalibrated.keras``, the model that was converted, else
-    ``best.keras``). limit: first N images only (smoke runs).
+    ``best.keras``). limit: first N images only (smoke runs). ferplus: FER+'s ``fer2013new.csv``; each
+    row then also gets its accuracy on the FER+ unique majority of ``split`` (``ferplus_*``).
     Returns ``{"split", "n", "labels", "rows": [...]}``.
     """
     import convert  # noqa: F401  (sets the oneDNN guard before TensorFlow loads)
@@ -42,8 +54,14 @@ def run_accuracy(data: str | Path, models: list[str], split: str = "PrivateTest"
     from edge.manifest import FER_LABELS, MODELS_DIR, load_manifest
 
     x, y = load_split(data, split)
+    votes = None
+    if ferplus:
+        from convert.ferplus import load_split_votes
+
+        votes = load_split_votes(data, ferplus, split)[2]
     if limit:
         x, y = x[:limit], y[:limit]
+        votes = votes[:limit] if votes is not None else None
     rows = []
     for name in models:
         tfl = MODELS_DIR / f"{name}.tflite"
@@ -65,7 +83,7 @@ def run_accuracy(data: str | Path, models: list[str], split: str = "PrivateTest"
         row = _accuracy_row(name, rep, man.params, count_macs(tfl)["total"], tfl.stat().st_size)
         if pf is None:
             row["float_accuracy"] = row["float_macro_f1"] = None
-        rows.append(row)
+        rows.append(row if votes is None else _with_ferplus(row, votes, pf, pq, man.class_prior))
     if with_fer:
         files = fer_package_files()
         xf = fer_inputs(x)
@@ -82,23 +100,33 @@ def run_accuracy(data: str | Path, models: list[str], split: str = "PrivateTest"
                    "full-integer model. Caveat: Arriaga's training script (face_classification `split_data`) "
                    "validates on the last 20% of the CSV = PublicTest + PrivateTest, so PrivateTest helped pick "
                    "that checkpoint and its number here is slightly optimistic")))
-    return {"split": split, "n": int(len(y)), "labels": list(FER_LABELS), "data": str(data), "rows": rows}
+        if votes is not None:
+            _with_ferplus(rows[-1], votes, pf, pq)
+    return {"split": split, "n": int(len(y)), "labels": list(FER_LABELS), "data": str(data), "rows": rows,
+            "ferplus": str(ferplus) if ferplus else None}
 
 
 def format_accuracy(result: dict) -> str:
     """The accuracy table (Markdown) with its caption and notes."""
     labels = result["labels"]
+    fp = any("ferplus_int8_accuracy" in r for r in result["rows"])
     headers = (["model", "params", "MACs", ".tflite size", "float acc", "int8 acc", "int8 macro-F1"]
+               + (["FER+ float", "FER+ int8"] if fp else [])
                + [f"{lab[:4]}." if len(lab) > 5 else lab for lab in labels])
     rows = []
     for r in result["rows"]:
         rows.append([r["model"], fmt_int(r["params"]), fmt_macs(r["macs"]), fmt_size(r["tflite_bytes"]),
                      pct(r["float_accuracy"]), pct(r["int8_accuracy"]),
                      "n/a" if r["int8_macro_f1"] is None else f"{r['int8_macro_f1']:.3f}"]
+                    + ([pct(r.get("ferplus_float_accuracy")), pct(r.get("ferplus_int8_accuracy"))] if fp else [])
                     + [pct(r["int8_recall"][lab]) for lab in labels])
     notes = [f"Accuracy on FER2013 {result['split']} (n={result['n']}); the last {len(labels)} columns are the "
              "int8 model's per-class recall. MACs are counted from the .tflite graph (conv, depthwise conv, "
              "fully connected). Params are the Keras model's (batch-norm not yet folded)."]
+    if fp:
+        n = next(r["ferplus_n"] for r in result["rows"] if "ferplus_n" in r)
+        notes.append(f"FER+ columns: accuracy on the {n} faces of FER2013 {result['split']} whose FER+ votes "
+                     "(10 annotators) have a unique majority among the seven classes (convert/ferplus.py).")
     notes += [f"{r['model']}: {r['notes']}" for r in result["rows"] if r.get("notes")]
     if result.get("fer_skipped"):
         notes.append(f"Reference `fer` model not measured: {result['fer_skipped']}")

@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         from bench.accuracy import format_accuracy, run_accuracy
         from bench.plots import plot_accuracy_vs_params, plot_recall
 
-        acc = run_accuracy(args.data, models, args.split, with_fer, args.limit)
+        acc = run_accuracy(args.data, models, args.split, with_fer, args.limit, ferplus=args.ferplus)
         written += _emit(out, "accuracy", acc, format_accuracy, fer_note)
         written.append(plot_accuracy_vs_params(acc, out / "accuracy_vs_params.png"))
         written.append(plot_recall(acc, out / "recall_per_class.png"))
@@ -133,6 +133,8 @@ def register(subparsers) -> None:
                    help="shipped model names, comma separated (default: %(default)s)")
     p.add_argument("--split", default="PrivateTest", help="FER2013 split to score (default: %(default)s)")
     p.add_argument("--limit", type=int, default=None, help="score only the first N images (smoke runs)")
+    p.add_argument("--ferplus", default=None, metavar="fer2013new.csv",
+                   help="FER+ votes: accuracy also scores the FER+ unique majority of --split")
     p.add_argument("--runs", type=int, default=1000, help="timed invocations per latency case (default: %(default)s)")
     p.add_argument("--threads", default="1,2", help="thread counts to time, comma separated (default: %(default)s)")
     p.add_argument("--video", default=None, help="video for the end-to-end run (default: a generated 10 s clip "

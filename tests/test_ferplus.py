@@ -135,3 +135,22 @@ def test_fer_edge_train_runs_ferplus_recipes_with_the_torch_trainer(tmp_path):
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert "best FER+ PublicTest accuracy" in ok.stdout
     assert (tmp_path / "run" / "recalibrated.keras").is_file()
+
+
+def test_bench_accuracy_reports_ferplus_beside_fer2013(tmp_path):
+    """`bench accuracy --ferplus`: the shipped tiny on a small CSV gets FER+ columns from the same predictions."""
+    from bench.accuracy import format_accuracy, run_accuracy
+    from convert.drift import predict_int8
+    from convert.data import load_split
+    from edge.int8 import top_classes
+    from edge.manifest import MODELS_DIR, load_manifest
+
+    csv, votes = write_fer_csv(tmp_path / "fer2013.csv"), write_votes(tmp_path / "v.csv")
+    result = run_accuracy(csv, ["tiny"], split="PrivateTest", with_fer=False, ferplus=votes)
+    row = result["rows"][0]
+    assert row["ferplus_n"] == 1  # of the two PrivateTest faces only one has a seven-class majority (fear)
+    man = load_manifest(MODELS_DIR / "tiny.tflite")
+    x, _ = load_split(csv, "PrivateTest")
+    pred = top_classes(predict_int8(MODELS_DIR / "tiny.tflite", x, man.input.mean, man.input.std), man.class_prior)
+    assert row["ferplus_int8_accuracy"] == float(pred[1] == 2)
+    assert "FER+ int8" in format_accuracy(result)
