@@ -8,11 +8,16 @@ import sys
 
 def worker_main(argv: list[str]) -> int:
     """Run the worker ``argv[1]`` with the keyword arguments in the JSON ``argv[2]``; print its JSON result."""
+    kind, params = argv[1], json.loads(argv[2])
+    if kind == "dashboard_sim":  # the simulated fleet: needs neither the TFLite runtime nor OpenCV
+        from bench.dashboard import simulate_worker
+
+        print(json.dumps(simulate_worker(**params)), flush=True)
+        return 0
     from bench.e2e import e2e_ours_worker
     from bench.reference import e2e_fer_worker
     from bench.speed import latency_worker
 
-    kind, params = argv[1], json.loads(argv[2])
     fn = {"latency": latency_worker, "e2e_ours": e2e_ours_worker, "e2e_fer": e2e_fer_worker}[kind]
     print(json.dumps(fn(**params)), flush=True)
     return 0

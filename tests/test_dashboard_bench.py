@@ -1,0 +1,25 @@
+"""``fer-edge bench dashboard`` on a small fleet: real mosquitto, real dashboard processes, SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+
+from bench.dashboard import format_dashboard
+from tests.daemon_run import run_cli
+from tests.pg_server import pg_server  # noqa: F401  (skips with the reason when PostgreSQL cannot start)
+
+
+def test_bench_dashboard_small_fleet(tmp_path, pg_server):
+    out = tmp_path / "out"
+    proc = run_cli("bench", "dashboard", "--devices", "20", "--duration", "4", "--workers", "1,2", "--no-browser",
+                   "--out", str(out), timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((out / "dashboard.json").read_text())
+    assert [(c["backend"], c["workers"]) for c in result["cases"]] == [
+        ("sqlite", 1), ("sqlite", 2), ("postgresql", 1), ("postgresql", 2)]
+    for c in result["cases"]:
+        assert c["lost"] == 0 and c["stored"] > 20 and c["api_devices_listed"] == 20
+        assert 0 <= c["lag_p50_ms"] <= c["lag_p95_ms"] <= c["lag_max_ms"] < 10000
+        assert c["db_mb_per_device_day"] > 0
+    table = (out / "dashboard.md").read_text()
+    assert table == format_dashboard(result) and "lag p95 ms" in table and table.splitlines()[0] in proc.stdout
