@@ -171,12 +171,27 @@ class Feed:
                 now = time.time()
                 for m in to_store:
                     m.received = now
-                result = self._safe(self.store.write, to_store)
+                result = self._write(to_store)
                 if result:
                     self.stored += result[0]
                     self.duplicates += result[1]
         for listener in self.listeners:
             self._safe(listener, batch)
+
+    def _write(self, batch: list[Message], attempts: int = 8) -> tuple[int, int] | None:
+        """Store a batch; on a database error (a deadlock, a lost connection) reconnect and retry, so a
+        transient failure loses nothing (the dedupe key makes a retried partial write harmless)."""
+        for attempt in range(attempts):
+            try:
+                return self.store.write(batch)
+            except Exception as exc:  # noqa: BLE001 - retried, then reported
+                self.store.reset()
+                if attempt == attempts - 1 or self._stop.is_set() and attempt >= 2:
+                    log.exception("dashboard: dropping a batch of %d messages after %d attempts", len(batch), attempt + 1)
+                    return None
+                log.warning("dashboard: storing a batch failed (%s); retrying", str(exc).splitlines()[0])
+                time.sleep(min(5.0, 0.1 * 2 ** attempt))
+        return None
 
     @staticmethod
     def _safe(fn, *args):

@@ -132,23 +132,33 @@ class Store:
 
     # -- writes ------------------------------------------------------------------------------
     def write(self, batch: list[Message]) -> tuple[int, int]:
-        """Store a batch in one transaction; returns (rows stored, duplicates dropped)."""
-        expr, summ, stats, dev_seen, statuses = [], [], [], {}, []
+        """Store a batch in one transaction; returns (rows stored, duplicates dropped).
+
+        Rows and device updates are written in (device, key) order, so concurrent workers take their row
+        locks in the same order and cannot deadlock each other.
+        """
+        expr, summ, stats, statuses = [], [], [], []
+        devices: dict[str, list] = {}  # device -> [last_seen, stats payload, stats ts]
         for m in batch:
             p = m.payload
-            if m.kind == "expression" and isinstance(p, dict):
-                expr.append((m.device, m.ts, m.seq, _int(p.get("face_id")), str(p.get("expression", "")),
-                             _float(p.get("confidence")), m.raw.decode(), m.received, m.dkey))
-            elif m.kind == "summary" and isinstance(p, dict):
-                summ.append((m.device, m.ts, m.seq, _int(p.get("faces")), m.raw.decode(), m.received, m.dkey))
-            elif m.kind == "stats" and isinstance(p, dict):
-                stats.append((m.device, m.ts, m.raw.decode(), m.received, m.dkey))
-            elif m.kind == "status":
+            if m.kind == "status":
                 statuses.append(m)
                 continue
+            if not isinstance(p, dict):
+                continue
+            if m.kind == "expression":
+                expr.append((m.device, m.ts, m.seq, _int(p.get("face_id")), str(p.get("expression", "")),
+                             _float(p.get("confidence")), m.raw.decode(), m.received, m.dkey))
+            elif m.kind == "summary":
+                summ.append((m.device, m.ts, m.seq, _int(p.get("faces")), m.raw.decode(), m.received, m.dkey))
+            elif m.kind == "stats":
+                stats.append((m.device, m.ts, m.raw.decode(), m.received, m.dkey))
             else:
                 continue
-            dev_seen[m.device] = max(dev_seen.get(m.device, 0.0), m.ts)
+            d = devices.setdefault(m.device, [m.ts, None, None])
+            d[0] = max(d[0], m.ts)
+            if m.kind == "stats" and (d[2] is None or m.ts >= d[2]):
+                d[1], d[2] = m.raw.decode(), m.ts
         stored = 0
         c = self.conn()
         with self._tx(c) as cur:
@@ -158,25 +168,39 @@ class Store:
                 ("stats", "device, ts, payload, received, dkey", stats),
             ):
                 if rows:
+                    rows.sort(key=lambda r: (r[0], r[-1]))
                     marks = ", ".join("?" * len(rows[0]))
                     stored += self._insert_many(cur, f"INSERT INTO {table} ({cols}) VALUES ({marks}) "
                                                      "ON CONFLICT (device, dkey) DO NOTHING", rows)
-            for m in batch:
-                if m.kind == "stats" and isinstance(m.payload, dict):
-                    cur.execute(self.sql(
-                        "INSERT INTO devices (device, stats, stats_ts) VALUES (?, ?, ?) ON CONFLICT (device) DO UPDATE "
-                        "SET stats = excluded.stats, stats_ts = excluded.stats_ts "
-                        "WHERE devices.stats_ts IS NULL OR devices.stats_ts <= excluded.stats_ts"),
-                        (m.device, m.raw.decode(), m.ts))
-            for device, ts in dev_seen.items():
-                cur.execute(self.sql(
-                    "INSERT INTO devices (device, last_seen) VALUES (?, ?) ON CONFLICT (device) DO UPDATE "
-                    "SET last_seen = excluded.last_seen "
-                    "WHERE devices.last_seen IS NULL OR devices.last_seen < excluded.last_seen"), (device, ts))
-            for m in statuses:
+            if devices:
+                newer_stats = "excluded.stats_ts IS NOT NULL AND (devices.stats_ts IS NULL OR devices.stats_ts <= excluded.stats_ts)"
+                self._many(cur, (
+                    "INSERT INTO devices (device, last_seen, stats, stats_ts) VALUES (?, ?, ?, ?) ON CONFLICT (device) "
+                    "DO UPDATE SET last_seen = CASE WHEN devices.last_seen IS NULL OR devices.last_seen < excluded.last_seen "
+                    "THEN excluded.last_seen ELSE devices.last_seen END, "
+                    f"stats = CASE WHEN {newer_stats} THEN excluded.stats ELSE devices.stats END, "
+                    f"stats_ts = CASE WHEN {newer_stats} THEN excluded.stats_ts ELSE devices.stats_ts END"),
+                    [(dev, *vals) for dev, vals in sorted(devices.items())])
+            for m in sorted(statuses, key=lambda m: m.device):
                 stored += self._status(cur, m)
         dups = len(expr) + len(summ) + len(stats) + len(statuses) - stored
         return stored, dups
+
+    def _many(self, cur, text: str, rows: list[tuple]) -> None:
+        cur.executemany(self.sql(text), rows)
+
+    def reset(self) -> None:
+        """Drop this thread's connection (after an error that may have broken it); the next use reconnects."""
+        c = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if c is not None:
+            with self._lock:
+                if c in self._all:
+                    self._all.remove(c)
+            try:
+                c.close()
+            except Exception:  # noqa: BLE001 - it is being thrown away
+                pass
 
     def _status(self, cur, m: Message) -> int:
         """Record a status message: a transition row when it changes the device's status."""

@@ -118,3 +118,23 @@ def test_payload_parsing():
     assert parse_message("a/b", "a/b/x/expression", b'{"v": 1, "ts": 1}', False, 0.0).device == "x"
     m = parse_message("fer", "fer/x/status", b"online", True, 5.0)
     assert (m.device, m.kind, m.payload, m.retained, m.ts) == ("x", "status", "online", True, 5.0)
+
+
+def test_a_failed_batch_is_retried_not_lost(tmp_path):
+    from dashboard.config import load_dashboard_config
+    from dashboard.ingest import Feed
+
+    cfg = load_dashboard_config(None, {"db": str(tmp_path / "f.sqlite")})
+    store = open_store(cfg.db)
+    feed = Feed(cfg, store)  # not started: only its write path is used
+    real, calls = store.write, []
+
+    def flaky(batch):
+        calls.append(len(batch))
+        if len(calls) == 1:
+            raise RuntimeError("deadlock detected")
+        return real(batch)
+
+    store.write = flaky
+    assert feed._write([expr("d", time.time(), seq=1)]) == (1, 0) and calls == [1, 1]
+    store.close()
