@@ -177,6 +177,8 @@ def run_case(backend: str, workers: int, broker, pg, devices: int, duration: flo
     from dashboard.store import open_store
 
     db = pg.create_database() if backend == "postgresql" else str(work / f"bench-{backend}-{workers}.sqlite")
+    for old in work.glob(f"bench-{backend}-{workers}.sqlite*"):  # a fresh database for every run
+        old.unlink()
     store = open_store(db)
     store.checkpoint()
     empty = store.size_bytes()
