@@ -25,7 +25,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from bench.common import REPO_ROOT, markdown_table
+from bench.common import REPO_ROOT
+from convert.report import markdown_table
 
 log = logging.getLogger(__name__)
 

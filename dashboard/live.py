@@ -21,6 +21,8 @@ from edge import payloads
 log = logging.getLogger(__name__)
 
 RING = 20000
+RATE_BUCKET_S = 2
+RATE_KEEP = 600  # buckets of message-rate history kept (20 min)
 
 
 def alert_payload(a: Alert) -> dict:
@@ -70,6 +72,15 @@ class Live:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
+        self._rate: collections.OrderedDict[int, int] = collections.OrderedDict()  # 2 s bucket -> messages
+
+    def activity(self, window_s: float = 120.0, now: float | None = None) -> list[list[float]]:
+        """``[[bucket start, messages], ...]`` for the last ``window_s`` (2 s buckets, oldest first)."""
+        now = time.time() if now is None else now
+        last = int(now // RATE_BUCKET_S)
+        first = last - int(window_s // RATE_BUCKET_S)
+        with self._lock:
+            return [[b * RATE_BUCKET_S, self._rate.get(b, 0)] for b in range(first, last + 1)]
 
     @property
     def last(self) -> int:
@@ -90,6 +101,11 @@ class Live:
             alerts += self.engine.on_message(m.device, m.kind, m.payload, m.received)
         events += [{"type": "seen", "device": d, "ts": ts, "n": n} for d, (ts, n) in seen.items()]
         self._push(events)
+        bucket = int(time.time() // RATE_BUCKET_S)
+        with self._lock:
+            self._rate[bucket] = self._rate.get(bucket, 0) + sum(n for _, n in seen.values())
+            while len(self._rate) > RATE_KEEP:
+                self._rate.popitem(last=False)
         self._handle_alerts(alerts)
 
     def tick(self, now: float | None = None) -> None:

@@ -10,7 +10,7 @@ API (all JSON unless noted; times are unix seconds):
   index per point; ``GET /api/classroom.csv`` the same as CSV
 * ``GET /api/devices/<id>/driver``: current faces and expressions, active alerts, thresholds
 * ``GET /api/alerts?device=&active=1``, ``POST /api/alerts/<id>/ack``
-* ``GET /api/groups``, ``GET /api/config``
+* ``GET /api/groups``, ``GET /api/config``, ``GET /api/activity?window=`` (messages per 2 s, live feed)
 * ``GET /api/stream?devices=&kinds=``: server-sent events, each ``data:`` a JSON list of events
 """
 
@@ -105,6 +105,11 @@ def create_app(cfg: DashboardConfig, store: Store, live: Live, feeds: list | Non
     @app.get("/api/devices")
     def devices():
         return queries.devices(store, cfg.stale_s)
+
+    @app.get("/api/activity")
+    def activity(window: float = 120.0):
+        """Messages received per 2 s over the last ``window`` s (this process's live feed)."""
+        return live.activity(max(2.0, min(window, 1200.0)))
 
     @app.get("/api/workers")
     def workers():

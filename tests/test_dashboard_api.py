@@ -141,3 +141,11 @@ def test_alert_payloads_follow_the_contract():
     assert cleared["detail"].endswith("cleared: face back in view")
     with pytest.raises(jsonschema.ValidationError):
         payloads.validate("alert", {**cleared, "state": "maybe"})
+
+
+def test_activity_counts_live_messages(tmp_path):
+    client, store, live = client_for(tmp_path)
+    now = time.time()
+    live.on_batch([expr("a", now, seq=1), expr("a", now, seq=2), expr("b", now, seq=1)])
+    act = client.get("/api/activity", params={"window": 10}).json()
+    assert len(act) == 6 and sum(n for _, n in act) == 3 and act[-1][0] <= now < act[-1][0] + 2

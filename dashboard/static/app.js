@@ -9,7 +9,10 @@ const fmt = (v, d = 1) => (v === null || v === undefined ? "–" : Number(v).toF
 const ago = (ts) => (ts ? `${Math.max(0, Math.round(Date.now() / 1000 - ts))} s ago` : "never");
 const api = async (path, opts) => { const r = await fetch(path, opts); if (!r.ok) throw new Error(`${path}: ${r.status}`); return r.json(); };
 
-let CONFIG = null, SOURCE = null, VIEW = null, LIVE = 0, CHARTS = [];
+let CONFIG = null, SOURCE = null, VIEW = null, LIVE = 0, CHARTS = [], GEN = 0;
+// Each route() starts a new generation; callbacks of a view that was left (timers, debounced loads,
+// in-flight fetches) check alive() and do nothing.
+const current = () => { const gen = GEN; return () => gen === GEN; };
 
 function stream(params, onEvents) {
   if (SOURCE) SOURCE.close();
@@ -36,6 +39,7 @@ function chart(el, title, series, data, opts = {}) {
 
 // ---------------------------------------------------------------- fleet
 async function fleetView(view) {
+  const alive = current();
   view.innerHTML = `<h2>Fleet</h2>
     <div class="card"><table id="fleet"><thead><tr><th>device</th><th>status</th><th>last seen</th><th>FPS</th>
       <th>backend</th><th>outbox</th><th>CPU °C</th><th>faces</th><th>views</th></tr></thead><tbody></tbody></table></div>
@@ -43,6 +47,7 @@ async function fleetView(view) {
       <p class="muted">Messages per 2 s from the whole fleet, live. Stale: online but silent for more than ${CONFIG.stale_s} s.</p></div>`;
   const devices = new Map();
   const render = () => {
+    if (!alive()) return;
     const rows = [...devices.values()].sort((a, b) => a.device.localeCompare(b.device)).map((d) => {
       const cls = d.stale ? "stale" : d.status;
       const badge = d.stale ? `<span class="badge stale">stale</span>` : `<span class="badge ${esc(d.status)}">${esc(d.status)}</span>`;
@@ -53,14 +58,16 @@ async function fleetView(view) {
     });
     $("#fleet tbody").innerHTML = rows.join("") || `<tr><td colspan="9">no device has published yet</td></tr>`;
   };
-  const refresh = async () => { for (const d of await api("/api/devices")) devices.set(d.device, d); render(); };
+  const refresh = async () => { const list = await api("/api/devices"); if (!alive()) return; for (const d of list) devices.set(d.device, d); render(); };
   await refresh();
-  const now = Math.floor(Date.now() / 1000);
-  const xs = [], ys = [];
-  for (let t = now - 120; t <= now; t += 2) { xs.push(t); ys.push(0); }
+  if (!alive()) return;
+  const history = await api("/api/activity?window=120");
+  if (!alive()) return;
+  const xs = history.map((h) => h[0]), ys = history.map((h) => h[1]);
   const u = chart($("#rate-chart"), "fleet messages / 2 s (live)", [{ label: "messages", stroke: "#23395d", fill: "#23395d22" }], [xs, ys]);
   let bucket = 0;
   const timer = setInterval(() => {
+    if (!alive()) return;
     xs.push(Math.floor(Date.now() / 1000)); ys.push(bucket); bucket = 0;
     if (xs.length > 61) { xs.shift(); ys.shift(); }
     u.setData([xs, ys]);
@@ -102,7 +109,9 @@ async function pickDevice(kind, id) {
 }
 
 async function classroomView(view, id) {
+  const alive = current();
   const pick = await pickDevice("classroom", id);
+  if (!alive()) return;
   const target = pick.current;
   view.innerHTML = `<h2>Classroom <span class="muted">${esc(target)}</span></h2>
     <div class="controls">${pick.html}
@@ -119,11 +128,12 @@ async function classroomView(view, id) {
     <div class="row"><div class="card"><div id="faces-chart"></div></div><div class="card"><div id="eng-chart"></div></div></div>`;
   $("#device-pick").onchange = (e) => { location.hash = `#/classroom/${encodeURIComponent(e.target.value)}`; };
   const load = async () => {
-    if (!target) return;
+    if (!target || !alive()) return;
     const sel = $("#window").value;
     const q = new URLSearchParams({ devices: target, ...windowParams(sel) });
     $("#csv").href = "/api/classroom.csv?" + q;
     const data = await api("/api/classroom?" + q);
+    if (!alive()) return;
     clearCharts();
     const xs = data.points.map((p) => p.ts);
     const labels = data.labels;
@@ -148,7 +158,7 @@ async function classroomView(view, id) {
   const reload = debounce(load, 1000);
   const devs = (CONFIG.groups || {})[target] || [target];
   stream({ devices: devs.join(","), kinds: "summary,expression" }, (events) => {
-    if ($("#window").value === "lesson") return;
+    if (!alive() || $("#window").value === "lesson") return;
     if (events.some((e) => e.type === "summary")) reload();
     const faces = events.filter((e) => e.type === "summary").pop();
     if (faces) $("#faces-now").textContent = faces.faces;
@@ -157,7 +167,9 @@ async function classroomView(view, id) {
 
 // ---------------------------------------------------------------- driver
 async function driverView(view, id) {
+  const alive = current();
   const pick = await pickDevice("driver", id);
+  if (!alive()) return;
   const device = pick.current;
   const t = CONFIG.alerts;
   view.innerHTML = `<h2>Driver <span class="muted">${esc(device)}</span></h2>
@@ -173,13 +185,15 @@ async function driverView(view, id) {
   if (device) {
     const recent = await api(`/api/devices/${encodeURIComponent(device)}/expressions?since=${Date.now() / 1000 - 300}&limit=300`);
     for (const e of recent) { xs.push(e.ts); ys.push(e.confidence); }
+    if (!alive()) return;
   }
   clearCharts();
   const u = chart($("#conf-chart"), "confidence of the latest expression", [{ label: "confidence", stroke: "#23395d" }], [xs, ys],
                   { height: 200, scales: { y: { range: [0, 1] } } });
   const load = async () => {
-    if (!device) return;
+    if (!device || !alive()) return;
     const d = await api(`/api/devices/${encodeURIComponent(device)}/driver`);
+    if (!alive()) return;
     const f = d.faces[0];
     $("#current").innerHTML = f ? `<span class="expr-${esc(f.expression)}">${esc(f.expression)}</span>` : "no face";
     $("#current-detail").textContent = f ? `face ${f.face_id}, confidence ${fmt(f.confidence, 2)}, ${ago(f.ts)}` : "";
@@ -195,6 +209,7 @@ async function driverView(view, id) {
   await load();
   const reload = debounce(load, 500);
   stream({ devices: device, kinds: "expression,alert,ack,status" }, (events) => {
+    if (!alive()) return;
     for (const e of events) {
       if (e.type === "expression") { xs.push(e.ts); ys.push(e.confidence); if (xs.length > 300) { xs.shift(); ys.shift(); } }
     }
@@ -207,6 +222,7 @@ async function driverView(view, id) {
 async function route() {
   if (typeof VIEW === "function") VIEW();
   VIEW = null;
+  GEN += 1;
   clearCharts();
   const [, name = "fleet", id = ""] = (location.hash || "#/fleet").split("/");
   for (const a of document.querySelectorAll("header nav a")) a.classList.toggle("active", a.id === `nav-${name}`);
