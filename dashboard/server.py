@@ -55,7 +55,14 @@ def run_dashboard(cfg: DashboardConfig) -> int:
             live.start_ticker()
             app = create_app(cfg, store, live, feeds)
             log.info("dashboard: serving http://%s/", cfg.listen)
-            uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning", access_log=False)
+            # uvicorn stops on SIGTERM/SIGINT, then re-raises the signal to the handler it found: make that one
+            # harmless, so the feeds below flush and close and the process exits 0.
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *a: None)
+            server = uvicorn.Server(uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning",
+                                                   access_log=False, timeout_graceful_shutdown=5))
+            app.state.stopping = lambda: server.should_exit  # open event streams end, shutdown is not held
+            server.run()
     finally:
         if live is not None:
             live.stop()

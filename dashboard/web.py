@@ -53,6 +53,7 @@ def create_app(cfg: DashboardConfig, store: Store, live: Live, feeds: list | Non
     app = FastAPI(title="fer-edge dashboard", docs_url=None, redoc_url=None, openapi_url=None)
     auth = Authenticator(cfg.auth)
     feeds = feeds or []
+    app.state.stopping = lambda: False  # the server replaces it: open event streams end on shutdown
 
     @app.middleware("http")
     async def authenticate(request: Request, call_next):
@@ -166,17 +167,20 @@ def create_app(cfg: DashboardConfig, store: Store, live: Live, feeds: list | Non
             n = live.last
             idle = 0.0
             yield "retry: 2000\n\n"
-            while not await request.is_disconnected():
-                n, items = live.since(n, want_devices or None, want_kinds or None)
-                if items:
-                    idle = 0.0
-                    yield f"data: {json.dumps(items, separators=(',', ':'))}\n\n"
-                else:
-                    idle += 0.25
-                    if idle >= 15:
+            try:
+                while not app.state.stopping() and not await request.is_disconnected():
+                    n, items = live.since(n, want_devices or None, want_kinds or None)
+                    if items:
                         idle = 0.0
-                        yield ": keepalive\n\n"
-                await asyncio.sleep(0.25)
+                        yield f"data: {json.dumps(items, separators=(',', ':'))}\n\n"
+                    else:
+                        idle += 0.25
+                        if idle >= 15:
+                            idle = 0.0
+                            yield ": keepalive\n\n"
+                    await asyncio.sleep(0.25)
+            except asyncio.CancelledError:  # the server is shutting down: end the stream quietly
+                return
 
         return StreamingResponse(events(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})

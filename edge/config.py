@@ -88,6 +88,8 @@ class Config(BaseModel):
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     watchdog: WatchdogConfig = Field(default_factory=WatchdogConfig)
+    # Read and validated by `fer-edge dashboard` (dashboard.config), so one file can serve both; the daemon ignores it.
+    dashboard: dict[str, Any] = Field(default_factory=dict)
 
 
 def _model_at(loc: tuple) -> type[BaseModel] | None:

@@ -101,6 +101,9 @@ def test_non_loopback_needs_auth_and_config_file(tmp_path):
         "dashboard.alerts": {"negative_s": 3, "no_face_s": 12},
     })
     cfg = load_dashboard_config(cfg_file, {"mqtt.port": 8884})
+    from edge.config import load_config
+
+    assert load_config(cfg_file).mqtt.host == "broker.lan"  # the daemon accepts the same file
     assert (cfg.mqtt.host, cfg.mqtt.port, cfg.mqtt.prefix, cfg.mqtt.tls.enabled) == ("broker.lan", 8884, "school", True)
     assert (cfg.port, cfg.retention_days, cfg.alerts.negative_s, cfg.alerts.no_face_s) == (9001, 7, 3, 12)
     with pytest.raises(ConfigError, match="listen"):

@@ -142,6 +142,8 @@ def test_daemon_dashboard_browser(mqtt_broker, tmp_path):
         events = dash.get("/api/devices/e2e/expressions?limit=100000")
         assert {e["face_id"] for e in events} and all(e["expression"] for e in events)
         print(f"dashboard e2e: {produced} expression events produced and stored; device online -> offline")
+        assert dash.stop() == 0, dash.stderr()[-3000:]  # SIGTERM: feeds flushed, exit 0
+        assert "dashboard feed fer/+/#: received" in dash.stderr()
     finally:
         alerts_seen.close()
         if daemon.poll() is None:
