@@ -132,10 +132,11 @@ def alerts(store: Store, device: str | None = None, active: bool = False, limit:
 
 
 def latest_faces(store: Store, device: str, face_timeout_s: float, now: float | None = None) -> list[dict]:
-    """Each face's latest expression event within ``face_timeout_s`` of the device's newest event."""
-    rows = store.execute("SELECT MAX(ts) FROM expressions WHERE device = ?", (device,))
-    newest = rows[0][0] if rows else None
-    if newest is None:
+    """Each face's latest expression event within ``face_timeout_s`` of the device's newest event; none when
+    that newest event was stored longer than ``face_timeout_s`` ago (the face has left)."""
+    rows = store.execute("SELECT MAX(ts), MAX(received) FROM expressions WHERE device = ?", (device,))
+    newest, stored = rows[0] if rows else (None, None)
+    if newest is None or (stored is not None and (now or time.time()) - stored > face_timeout_s):
         return []
     rows = store.execute("SELECT face_id, ts, expression, confidence FROM expressions WHERE device = ? AND ts >= ? "
                          "ORDER BY ts", (device, newest - face_timeout_s))

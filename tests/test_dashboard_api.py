@@ -47,6 +47,9 @@ def test_contract_endpoints(tmp_path):
     assert client.get("/api/classroom").status_code == 400
     driver = client.get("/api/devices/cam-1/driver").json()
     assert {f["face_id"] for f in driver["faces"]} == {1, 2}
+    from dashboard.queries import latest_faces
+
+    assert latest_faces(store, "cam-1", 25, now=time.time() + 60) == []  # nothing new for a minute: no face
     page = client.get("/")
     assert page.status_code == 200 and "/static/app.js" in page.text and "cdn" not in page.text.lower()
     assert client.get("/static/vendor/uPlot.iife.min.js").status_code == 200
