@@ -126,6 +126,8 @@ class Store:
     def init(self) -> "Store":
         c = self.conn()
         with self._tx(c) as cur:
+            if self.postgres:  # workers starting together: CREATE TABLE IF NOT EXISTS races in PostgreSQL
+                cur.execute("SELECT pg_advisory_xact_lock(7262001)")
             for stmt in _schema(self.AUTOINC):
                 cur.execute(stmt)
         return self

@@ -92,3 +92,7 @@ def write_test_video(path, frames: int = 12, size=(160, 120), fps: float = 10.0,
         writer.write(np.full((h, w, 3), 10 * i + 5, np.uint8))
     writer.release()
     return path
+
+
+# --------------------------------------------------------------------------- dashboard: one PostgreSQL per session
+from tests.pg_server import pg_server, pg_url  # noqa: E402,F401  (fixtures: a real server, a fresh database per test)

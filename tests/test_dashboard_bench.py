@@ -6,7 +6,6 @@ import json
 
 from bench.dashboard import format_dashboard
 from tests.daemon_run import run_cli
-from tests.pg_server import pg_server  # noqa: F401  (skips with the reason when PostgreSQL cannot start)
 
 
 def test_bench_dashboard_small_fleet(tmp_path, pg_server):

@@ -17,7 +17,6 @@ from dashboard.store import open_store
 from tests.daemon_run import wait_until
 from tests.dashboard_run import Dashboard
 from tests.mqtt_broker import mqtt_broker  # noqa: F401
-from tests.pg_server import pg_server, pg_url  # noqa: F401
 
 DEVICES, PER_DEVICE, RESENT = 20, 50, 100
 

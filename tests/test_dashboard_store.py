@@ -10,7 +10,6 @@ import pytest
 from dashboard import queries
 from dashboard.ingest import parse_message
 from dashboard.store import Message, open_store
-from tests.pg_server import pg_server, pg_url  # noqa: F401
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
