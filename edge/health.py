@@ -95,6 +95,9 @@ class Health:
         now = self.clock()
         if waiting:
             self.last_frame = now
+            if self.stalled:
+                self.stalled = False
+                log.warning("waiting for the camera, which is being retried: resuming watchdog pings")
         idle = now - self.last_frame
         if idle > self.stall_s:
             if not self.stalled:

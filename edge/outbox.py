@@ -16,8 +16,8 @@ Each durable message gets ``seq``, its number on its topic (1, 2, 3...), stored 
 transaction as the row, so it keeps rising across restarts. A delivered row whose DELETE fails is
 marked delivered (or remembered in memory when even that fails) and its delete retried: it is never
 sent twice by this process, nor by the next one when the mark was written. The WAL is bounded
-(``journal_size_limit``, small auto-checkpoints, a truncating checkpoint whenever the outbox
-empties). The file and its WAL are 0600 and a folder it creates 0700, whatever the umask.
+(``journal_size_limit``, small auto-checkpoints, a truncating checkpoint when the outbox empties,
+at most every 30 s, and at close). The file and its WAL are 0600 and a folder it creates 0700, whatever the umask.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ _PRUNE_EVERY_S = 10.0  # age pruning scans an index; doing it on every append wo
 _FREE_CHECK_S = 5.0  # statvfs at most this often
 _WAL_LIMIT_BYTES = 256 * 1024  # journal_size_limit: the WAL is truncated to this after a checkpoint
 _AUTOCHECKPOINT_PAGES = 64  # checkpoint every ~256 KB of WAL instead of SQLite's 4 MB
+_CHECKPOINT_EVERY_S = 30.0  # a truncating checkpoint when the outbox empties, at most this often
 DROP_REASONS = ("max_events", "max_age_s", "memory_full")
 
 
@@ -116,6 +117,7 @@ class Outbox:
         self._last_prune = 0.0
         self._last_drop_log = -1e9
         self._last_write_log = -1e9
+        self._last_checkpoint = -1e9
         self._memory: deque[OutboxRow] = deque()
         self._memory_ids = 0
         self._undeleted: set[int] = set()  # delivered rows whose delete and mark both failed
@@ -143,8 +145,6 @@ class Outbox:
             self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)")
             meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
             self._depth = self._db.execute("SELECT COUNT(*) FROM outbox WHERE delivered = 0").fetchone()[0]
-            # Rows delivered by a previous run whose delete failed: finish the job, never re-send them.
-            self._db.execute("DELETE FROM outbox WHERE delivered = 1")
             for suffix in ("-wal", "-shm"):
                 side = Path(f"{self.path}{suffix}")
                 if side.exists():
@@ -153,6 +153,9 @@ class Outbox:
             raise ConfigError(
                 f"outbox.path: cannot open SQLite outbox {self.path} ({exc}); set outbox.path to a writable file"
             ) from None
+        # Rows delivered by a previous run whose delete failed are never re-sent (pending() skips them);
+        # delete them now if the disk lets us (it may still be full: that must not stop the start).
+        self.retry_deletes(marked=True)
         self._seq = {k[4:]: int(v) for k, v in meta.items() if k.startswith("seq:")}
         self.drops = {r: int(meta.get(f"dropped:{r}", 0)) for r in DROP_REASONS}
         if self._depth:
@@ -327,13 +330,14 @@ class Outbox:
                     self._depth -= 1
                     return
             self._depth -= cur.rowcount
-            if self._depth == 0 and not self._undeleted:
+            if self._depth == 0 and not self._undeleted and time.monotonic() - self._last_checkpoint >= _CHECKPOINT_EVERY_S:
                 self._checkpoint_locked()
 
-    def retry_deletes(self) -> None:
-        """Delete the delivered rows whose delete failed before (cheap when there are none)."""
+    def retry_deletes(self, marked: bool = False) -> None:
+        """Delete the delivered rows whose delete failed before (cheap when there are none);
+        ``marked``: also look for rows marked delivered in the file."""
         with self._lock:
-            if not self._undeleted:
+            if not self._undeleted and not marked:
                 return
             try:
                 self._db.execute("DELETE FROM outbox WHERE delivered = 1")
@@ -344,6 +348,7 @@ class Outbox:
                 pass
 
     def _checkpoint_locked(self) -> None:
+        self._last_checkpoint = time.monotonic()
         try:
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error:

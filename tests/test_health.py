@@ -103,3 +103,23 @@ def test_cpu_temperature(tmp_path):
     assert cpu_temperature_c(tmp_path) == pytest.approx(52.345)
     (zone1 / "temp").write_text("garbage")
     assert cpu_temperature_c(tmp_path) == pytest.approx(30.0)
+
+
+def test_waiting_for_a_camera_keeps_the_watchdog_fed(notify_socket, monkeypatch):
+    """No frame for longer than stall_s, but the camera is away and being retried: pings go on.
+    The same silence without that reason (a stuck pipeline, a hung camera) stops them."""
+    monkeypatch.setenv("WATCHDOG_USEC", "2000000")
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    clock = FakeClock()
+    h = Health(stall_s=5, clock=clock)
+    h.ready()
+    notify_socket()
+    pings = []
+    for _ in range(12):  # 12 s without a frame, waiting for the camera
+        clock.t += 1.0
+        h.tick(waiting=True)
+        pings += notify_socket()  # read as we go: an AF_UNIX datagram queue holds only ~10
+    assert not h.stalled and pings.count("WATCHDOG=1") == 12
+    clock.t += 6.0  # the camera is "connected" but nothing comes: a stall
+    assert h.tick(waiting=False) is False and h.stalled
+    assert notify_socket() == ["STATUS=stalled: no frame for 6 s"]

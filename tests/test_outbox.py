@@ -148,3 +148,15 @@ def test_below_min_free_mb_messages_wait_in_memory(tmp_path):
     rid = box.append("t", {"v": 1}, seq_kind="expression")
     assert rid < 0 and box.memory_depth == 1 and box.depth == 1
     assert box.pending() == [] and [r.memory for r in box.take_memory()] == [True]
+
+
+def test_a_row_marked_delivered_is_not_sent_again(tmp_path):
+    box = Outbox(tmp_path / "o.sqlite")
+    ids = [box.append("t", str(i), 1, False) for i in range(3)]
+    box.close()
+    db = sqlite3.connect(tmp_path / "o.sqlite")
+    db.execute("UPDATE outbox SET delivered = 1 WHERE id = ?", (ids[0],))  # acked, its delete failed
+    db.commit()
+    db.close()
+    again = Outbox(tmp_path / "o.sqlite")
+    assert again.depth == 2 and [r.id for r in again.pending()] == ids[1:]
