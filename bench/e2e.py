@@ -18,7 +18,7 @@ from convert.report import markdown_table
 VIDEO_SOURCE = "skimage.data.astronaut (NASA, public domain), 4 moving copies, 640x480, 15 fps"
 
 
-def e2e_ours_worker(video: str, model: str, threads: int, detector: str = "blazeface_full") -> dict:
+def e2e_ours_worker(video: str, model: str, threads: int, detector: str = "auto") -> dict:
     """Our device pipeline on a video file: decode -> detect -> classify -> track, as fast as it goes.
 
     Setup (opening the file, loading models) is not timed; every frame of the file is.
@@ -140,7 +140,7 @@ def best_of(repeat: int, kind: str, params: dict) -> dict:
 
 def run_e2e(threads: list[int], video: str | Path | None = None, e2e_model: str = "mini_xception",
             repeat: int = 3, fer_version: str | None = None) -> dict:
-    """End-to-end FPS of our pipeline (BlazeFace, then Haar to separate the detector's share) and, when
+    """End-to-end FPS of our pipeline (BlazeFace auto and full-range, then Haar for the detector's share) and, when
     ``fer_version`` is given, of fer's; each case ``repeat`` times in its own process, fastest kept.
 
     Returns ``{"video": {...}, "e2e": [rows]}`` plus ``e2e_pending`` when the edge modules are missing,
@@ -157,7 +157,9 @@ def run_e2e(threads: list[int], video: str | Path | None = None, e2e_model: str 
         result["e2e_pending"] = "edge.camera/detect/classify/track are not on this branch yet"
     for t in progress(threads, desc="end-to-end", unit="threads"):
         if not result.get("e2e_pending"):
-            for det, label in (("blazeface_full", "BlazeFace full"), ("haar", "Haar")):
+            # The default detector (auto: two scales), the former default (one full-range pass), then
+            # Haar (fer's detector) to separate the detector's share.
+            for det, label in (("auto", "BlazeFace auto"), ("blazeface_full", "BlazeFace full"), ("haar", "Haar")):
                 r = best_of(repeat, "e2e_ours", {"video": str(video), "threads": t, "detector": det,
                                                  "model": str(MODELS_DIR / f"{e2e_model}.tflite")})
                 result["e2e"].append({"pipeline": f"fer-edge ({label} + {e2e_model} int8 + tracker)",
@@ -185,7 +187,7 @@ def format_e2e(result: dict) -> list[str]:
     ratio_lines = []
     for t in result["threads"]:
         ours = [r for r in result["e2e"] if r["threads"] == t and r["pipeline"].startswith("fer-edge")
-                and r.get("detector", "blazeface_full") == "blazeface_full"]
+                and r.get("detector", "auto") == "auto"]
         ref = [r for r in result["e2e"] if r["threads"] == t and not r["pipeline"].startswith("fer-edge")]
         haar = [r for r in result["e2e"] if r["threads"] == t and r.get("detector") == "haar"]
         if ours and ref:

@@ -24,6 +24,9 @@ import numpy as np
 from edge.errors import DataError
 from edge.int8 import top_classes
 
+# edge.detect.DETECTOR_TYPES, written out so that `--help` does not import OpenCV (a test checks they agree).
+DETECTOR_CHOICES = ("auto", "classroom", "driver", "blazeface_full", "blazeface_short", "blazeface_back", "haar")
+
 # cv2 and the pipeline modules are imported when the command runs: `fer-edge --help` stays fast.
 
 log = logging.getLogger(__name__)
@@ -44,10 +47,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--accelerator", choices=("auto", "tpu", "cpu"), default="auto",
                         help="run the model on the Edge TPU, the CPU, or the TPU when present (default: auto)")
     parser.add_argument("--device", default=None, help='Edge TPU to use: "usb", "usb:0", "pci", "pci:0" (default: first found)')
-    parser.add_argument("--detector", choices=("blazeface_full", "blazeface_short", "haar"), default="blazeface_full",
-                        help="face detector (default: blazeface_full; blazeface_short suits faces within ~2 m)")
+    parser.add_argument("--detector", choices=DETECTOR_CHOICES, default="auto",
+                        help="face detector preset or model (default: auto, faces ~70 px to frame-filling; classroom: "
+                             "many small faces; driver: one near face; see docs/detection.md)")
+    parser.add_argument("--align", action="store_true", help="rotate faces upright from the eye keypoints before cropping")
     # None: the [detector] defaults of DetectorConfig, kept in one place.
-    parser.add_argument("--min-score", type=float, default=None, help="minimum detector confidence (default: 0.5)")
+    parser.add_argument("--min-score", type=float, default=None, help="minimum detector confidence (default: the preset's, 0.5 for one model)")
     parser.add_argument("--min-size", type=int, default=None, help="skip faces smaller than this many pixels (default: 48)")
     parser.add_argument("--margin", type=float, default=None,
                         help="context around the face box in the crop, fraction of its size per side (default: 0.1)")
@@ -180,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
     files = collect_inputs(args.paths)
     overrides = {k: getattr(args, k) for k in ("min_score", "min_size", "margin") if getattr(args, k) is not None}
     try:
-        det_cfg = DetectorConfig(type=args.detector, threads=args.threads, **overrides)
+        det_cfg = DetectorConfig(type=args.detector, threads=args.threads, align=args.align, **overrides)
     except ValueError as exc:  # pydantic ValidationError: a range check failed
         err = exc.errors()[0] if hasattr(exc, "errors") else {"loc": ("?",), "msg": str(exc)}
         opt = "--" + str(err["loc"][0]).replace("_", "-")

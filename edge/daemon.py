@@ -100,6 +100,7 @@ def run_daemon(cfg: Config, max_frames: int | None = None, stop: threading.Event
     schedule = ExpressionSchedule(cfg.events.interval_s)
     window = SummaryWindow(labels)
     timer = StageTimer()
+    detector_ms: dict[str, float] = {}  # per detector pass, summed over the stats interval
     result = RunResult()
     started = time.monotonic()
     next_summary = started + cfg.summary.interval_s
@@ -107,7 +108,7 @@ def run_daemon(cfg: Config, max_frames: int | None = None, stop: threading.Event
     live_faces = 0
     window_frames = 0  # frames processed in the current summary window
     log.info("running: source %r, detector %s, model %s on %s, publishing to %s", cfg.camera.source,
-             cfg.detector.type, pipe.classifier.model_path.name, backend,
+             pipe.detector.describe(), pipe.classifier.model_path.name, backend,
              f"mqtt://{cfg.mqtt.host}:{cfg.mqtt.port}/{device_base(cfg.mqtt.prefix, device)}" if cfg.mqtt.host else "stdout")
     health.ready(f"running on {backend}")
 
@@ -117,13 +118,19 @@ def run_daemon(cfg: Config, max_frames: int | None = None, stop: threading.Event
             window.start, now_wall, window.observations))
         window.reset(now_wall)
 
+    def detector_stats() -> dict:
+        n = max(timer.frames, 1)
+        return {"type": cfg.detector.type, "passes": pipe.detector.describe(),
+                "latency_ms": {k: round(v / n, 2) for k, v in detector_ms.items()}}
+
     def publish_stats(now: float) -> None:
         camera = camera_state(**pipe.source.state())
         payload = stats_event(
             device, time.time(), timer.fps(now), timer.latency_ms(), backend, result.frames,
             getattr(pipe.source, "dropped", 0), publisher.outbox_depth, publisher.outbox_dropped,
             now - started, cpu_temperature_c(), publisher.produced, live_faces, publisher.connected,
-            camera=camera, outbox=publisher.outbox_stats())
+            camera=camera, outbox=publisher.outbox_stats(), detector=detector_stats())
+        detector_ms.clear()
         publisher.publish_event("stats", payload)
         result.last_stats = payload
         timer.reset(now)
@@ -160,6 +167,8 @@ def run_daemon(cfg: Config, max_frames: int | None = None, stop: threading.Event
                 break
             faces = pipe.detector.detect(frame.image)
             t2 = time.perf_counter()
+            for stage, ms in pipe.detector.timings_ms.items():
+                detector_ms[stage] = detector_ms.get(stage, 0.0) + ms
             scores = pipe.classifier.classify_batch([f.crop for f in faces])
             t3 = time.perf_counter()
             tracks = pipe.tracker.update(faces, scores, frame.ts)

@@ -1,7 +1,9 @@
-"""Face detection: BlazeFace (MediaPipe's TFLite models, decoded in numpy) or an OpenCV Haar fallback.
+"""Face detection: BlazeFace (MediaPipe's TFLite models, decoded in numpy) at one or several scales, or an
+OpenCV Haar fallback.
 
-Each detector turns a BGR frame into ``Face`` records: the face box in pixels, a score, and a
-48x48 grayscale crop ready for the expression classifier. Registry: ``DETECTORS``.
+Each detector turns a BGR frame into ``Face`` records: the face box in pixels, a score, the eye
+keypoints, and a 48x48 grayscale crop ready for the expression classifier (rotated upright from the
+eyes when ``align`` is on). Registry: ``DETECTORS``; presets by use: ``PRESETS``.
 
 OpenCV is imported by the functions that use it, so loading the config (``fer-edge monitor``)
 does not load it.
@@ -9,6 +11,7 @@ does not load it.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal
@@ -16,19 +19,35 @@ from typing import Callable, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from edge.blazeface import (  # noqa: F401  (re-exported: the detector's building blocks)
+    BLAZEFACE_SPECS,
+    BlazeFaceModel,
+    merge_detections,
+    ssd_anchor_centers,
+    suppress_contained,
+    weighted_nms,
+)
 from edge.errors import ModelError
 from edge.manifest import MODELS_DIR
-from edge.int8 import invoke, make_interpreter
 
 CROP_SIZE = 48
 
 
+DETECTOR_TYPES = ("auto", "classroom", "driver", "blazeface_full", "blazeface_short", "blazeface_back", "haar")
+
+
 class DetectorConfig(BaseModel):
-    """``[detector]`` config section."""
+    """``[detector]`` config section.
+
+    ``type`` names a preset by use (``auto``: faces from ~70 px to frame-filling, the default;
+    ``classroom``: many small faces; ``driver``: one near face) or a single model
+    (``blazeface_full``, ``blazeface_short``, ``blazeface_back``, ``haar``). See docs/detection.md.
+    """
 
     model_config = ConfigDict(extra="forbid")
-    type: Literal["blazeface_full", "blazeface_short", "haar"] = "blazeface_full"
-    min_score: float = Field(0.5, ge=0.0, le=1.0)  # detector confidence (BlazeFace only)
+    type: Literal["auto", "classroom", "driver", "blazeface_full", "blazeface_short", "blazeface_back", "haar"] = "auto"
+    # Detector confidence (BlazeFace only); None: the preset's own threshold (0.5 for a single model).
+    min_score: float | None = Field(None, ge=0.0, le=1.0)
     min_size: int = Field(48, ge=1)  # faces whose box is smaller than this (pixels) are skipped
     # Crop context added on each side, as a fraction of the box size. 0.1 matches FER2013's framing:
     # BlazeFace on upscaled FER2013 images gives boxes that need a median margin of 0.08 to
@@ -36,6 +55,8 @@ class DetectorConfig(BaseModel):
     margin: float = Field(0.1, ge=0.0, le=1.0)
     max_faces: int = Field(16, ge=1)
     threads: int = Field(1, ge=1)
+    # Rotate each face upright from its eye keypoints before the 48x48 crop (BlazeFace only).
+    align: bool = False
 
 
 @dataclass
@@ -45,32 +66,67 @@ class Face:
     box: tuple[int, int, int, int]  # x, y, w, h in pixels of the frame
     score: float
     crop: np.ndarray  # 48x48 uint8 grayscale
+    # Eye centres in frame pixels ((x, y) of the subject's right eye, then left eye), when the
+    # detector gives keypoints (BlazeFace); None for Haar.
+    eyes: tuple[tuple[float, float], tuple[float, float]] | None = None
 
 
 # --------------------------------------------------------------------------- crops and boxes
 
 
-def crop_face(image_bgr: np.ndarray, box: tuple[int, int, int, int], margin: float) -> np.ndarray:
+ALIGN_MIN_DEG = 5.0  # eye-line tilts below this are keypoint noise: the crop is left as it is
+ALIGN_MAX_DEG = 45.0  # beyond this the keypoints are more likely wrong than the face that tilted
+
+
+def eye_angle(eyes) -> float:
+    """Tilt of the eye line in degrees (positive: the subject's left eye, on the image's right, is lower)."""
+    (rx, ry), (lx, ly) = eyes
+    return float(np.degrees(np.arctan2(ly - ry, lx - rx)))
+
+
+def crop_face(image_bgr: np.ndarray, box: tuple[int, int, int, int], margin: float, eyes=None) -> np.ndarray:
     """48x48 grayscale crop of ``box`` (x, y, w, h) widened by ``margin`` x size on each side.
 
     The crop is square around the box centre (the classifier was trained on square faces, so
     stretching would distort expressions); parts outside the frame repeat the border pixels.
+    ``eyes`` ((x, y) right eye, (x, y) left eye, frame pixels): rotate the face upright about the box
+    centre first, when the eye line tilts by ALIGN_MIN_DEG..ALIGN_MAX_DEG; otherwise the crop is the
+    unrotated one, unchanged.
     """
     import cv2
 
     x, y, w, h = box
     side = max(w, h) * (1.0 + 2.0 * margin)
     cx, cy = x + w / 2.0, y + h / 2.0
+    gray = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2GRAY) if image_bgr.ndim == 3 else image_bgr
+    angle = eye_angle(eyes) if eyes is not None else 0.0
+    if ALIGN_MIN_DEG <= abs(angle) <= ALIGN_MAX_DEG:
+        # Cut a square big enough for any rotation, shrink it so the face side becomes 48 px
+        # (area averaging, as below), rotate about its centre, keep the middle 48x48.
+        big = int(np.ceil(side * np.sqrt(2.0))) + 2
+        patch = _square_patch(gray, cx, cy, big)
+        out = int(np.ceil(CROP_SIZE * big / side))
+        interp = cv2.INTER_AREA if big > out else cv2.INTER_LINEAR
+        small = cv2.resize(patch, (out, out), interpolation=interp)
+        rot = cv2.getRotationMatrix2D((out / 2.0, out / 2.0), angle, 1.0)
+        rot[:, 2] += CROP_SIZE / 2.0 - out / 2.0
+        return cv2.warpAffine(small, rot, (CROP_SIZE, CROP_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    patch = _square_patch(gray, cx, cy, side)
+    interp = cv2.INTER_AREA if patch.shape[0] > CROP_SIZE else cv2.INTER_LINEAR
+    return cv2.resize(patch, (CROP_SIZE, CROP_SIZE), interpolation=interp)
+
+
+def _square_patch(gray: np.ndarray, cx: float, cy: float, side: float) -> np.ndarray:
+    """The ``side`` x ``side`` square centred on (cx, cy); outside the frame repeats the border."""
+    import cv2
+
     x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))
     x1, y1 = x0 + max(1, int(round(side))), y0 + max(1, int(round(side)))
-    gray = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2GRAY) if image_bgr.ndim == 3 else image_bgr
     ih, iw = gray.shape[:2]
     pad = max(0, -x0, -y0, x1 - iw, y1 - ih)
     if pad:
         gray = cv2.copyMakeBorder(gray, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-    patch = gray[y0 + pad : y1 + pad, x0 + pad : x1 + pad]
-    interp = cv2.INTER_AREA if patch.shape[0] > CROP_SIZE else cv2.INTER_LINEAR
-    return cv2.resize(patch, (CROP_SIZE, CROP_SIZE), interpolation=interp)
+    return gray[y0 + pad : y1 + pad, x0 + pad : x1 + pad]
 
 
 def _clip_box(x0: float, y0: float, x1: float, y1: float, width: int, height: int) -> tuple[int, int, int, int]:
@@ -80,16 +136,19 @@ def _clip_box(x0: float, y0: float, x1: float, y1: float, width: int, height: in
 
 
 def _faces_from_boxes(
-    image_bgr: np.ndarray, boxes: list[tuple[int, int, int, int]], scores: list[float], cfg: DetectorConfig
+    image_bgr: np.ndarray, boxes: list[tuple[int, int, int, int]], scores: list[float], cfg: DetectorConfig,
+    eyes: list | None = None,
 ) -> list[Face]:
-    """Apply min_size / max_faces and cut the crops, best score first."""
+    """Apply min_size / max_faces and cut the crops (aligned when ``cfg.align`` and eyes are known), best score first."""
     order = np.argsort(-np.asarray(scores, dtype=np.float32), kind="stable")
     faces = []
     for i in order:
         box = boxes[i]
         if min(box[2], box[3]) < cfg.min_size:
             continue
-        faces.append(Face(box=tuple(int(v) for v in box), score=float(scores[i]), crop=crop_face(image_bgr, box, cfg.margin)))
+        e = eyes[i] if eyes is not None else None
+        crop = crop_face(image_bgr, box, cfg.margin, e if cfg.align else None)
+        faces.append(Face(box=tuple(int(v) for v in box), score=float(scores[i]), crop=crop, eyes=e))
         if len(faces) >= cfg.max_faces:
             break
     return faces
@@ -98,167 +157,127 @@ def _faces_from_boxes(
 # --------------------------------------------------------------------------- BlazeFace
 
 
-@dataclass(frozen=True)
-class BlazeFaceSpec:
-    """Model file and the MediaPipe graph options it needs (face_detection_*_common.pbtxt)."""
-
-    filename: str
-    input_size: int
-    strides: tuple[int, ...]
-    interpolated_scale_aspect_ratio: float
-    min_score_thresh: float  # the graph's own threshold, combined with cfg.min_score
-    aspect_ratios: tuple[float, ...] = (1.0,)
-    anchor_offset: float = 0.5
-    score_clipping_thresh: float = 100.0
-    min_suppression_threshold: float = 0.3
-
-
-BLAZEFACE_SPECS = {
-    "blazeface_full": BlazeFaceSpec("face_detection_full_range.tflite", 192, (4,), 0.0, 0.6),
-    "blazeface_short": BlazeFaceSpec("face_detection_short_range.tflite", 128, (8, 16, 16, 16), 1.0, 0.5),
-}
-
-
-def ssd_anchor_centers(spec: BlazeFaceSpec) -> np.ndarray:
-    """Anchor centres [N, 2] (x, y in 0..1) as MediaPipe's SsdAnchorsCalculator makes them.
-
-    Layers with the same stride share one feature map; each layer adds one anchor per aspect
-    ratio plus one interpolated-scale anchor when ``interpolated_scale_aspect_ratio > 0``. With
-    ``fixed_anchor_size`` (both face graphs) every anchor is 1x1, so only the centres matter.
-    """
-    per_layer = len(spec.aspect_ratios) + (1 if spec.interpolated_scale_aspect_ratio > 0 else 0)
-    centers = []
-    layer = 0
-    while layer < len(spec.strides):
-        stride = spec.strides[layer]
-        last = layer
-        while last < len(spec.strides) and spec.strides[last] == stride:
-            last += 1
-        repeats = per_layer * (last - layer)
-        fm = int(np.ceil(spec.input_size / stride))
-        ys, xs = np.meshgrid((np.arange(fm) + spec.anchor_offset) / fm, (np.arange(fm) + spec.anchor_offset) / fm, indexing="ij")
-        grid = np.stack([xs.ravel(), ys.ravel()], axis=1)
-        centers.append(np.repeat(grid, repeats, axis=0))
-        layer = last
-    return np.concatenate(centers).astype(np.float32)
-
-
-def decode_boxes(raw: np.ndarray, anchors: np.ndarray, input_size: int) -> np.ndarray:
-    """Raw regressors [N, >=4] -> boxes [N, 4] as (xmin, ymin, xmax, ymax) in 0..1 of the input.
-
-    TensorsToDetectionsCalculator with x/y/w/h_scale = input size and anchor size 1, output order
-    (x, y, w, h) ("reverse_output_order"); keypoints are not needed here.
-    """
-    cx = raw[:, 0] / input_size + anchors[:, 0]
-    cy = raw[:, 1] / input_size + anchors[:, 1]
-    w = raw[:, 2] / input_size
-    h = raw[:, 3] / input_size
-    return np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
-
-
-def iou_one_to_many(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """IoU of one (x0, y0, x1, y1) box with each row of ``boxes``."""
-    ix0 = np.maximum(box[0], boxes[:, 0])
-    iy0 = np.maximum(box[1], boxes[:, 1])
-    ix1 = np.minimum(box[2], boxes[:, 2])
-    iy1 = np.minimum(box[3], boxes[:, 3])
-    inter = np.clip(ix1 - ix0, 0, None) * np.clip(iy1 - iy0, 0, None)
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    union = area + areas - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
-
-
-def weighted_nms(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """MediaPipe's WEIGHTED non-maximum suppression.
-
-    Repeatedly take the best remaining box, gather every remaining box overlapping it by IoU >
-    ``threshold`` (itself included) and replace them by their score-weighted mean box, keeping the
-    best score. Returns (boxes [K, 4], scores [K]).
-    """
-    order = np.argsort(-scores, kind="stable")
-    boxes, scores = boxes[order], scores[order]
-    kept_boxes, kept_scores = [], []
-    while len(boxes):
-        overlap = iou_one_to_many(boxes[0], boxes) > threshold
-        overlap[0] = True
-        w = scores[overlap]
-        kept_boxes.append((boxes[overlap] * w[:, None]).sum(axis=0) / w.sum())
-        kept_scores.append(scores[0])
-        boxes, scores = boxes[~overlap], scores[~overlap]
-    if not kept_boxes:
-        return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)
-    return np.asarray(kept_boxes, np.float32), np.asarray(kept_scores, np.float32)
-
-
-def letterbox(image_bgr: np.ndarray, size: int) -> tuple[np.ndarray, float, int, int]:
-    """Resize keeping the aspect ratio into a ``size`` x ``size`` RGB canvas (black borders).
-
-    Returns (canvas uint8 RGB, scale, pad_x, pad_y): input pixel = (canvas pixel - pad) / scale.
-    """
-    import cv2
-
-    h, w = image_bgr.shape[:2]
-    scale = size / max(h, w)
-    nw, nh = max(1, int(round(w * scale))), max(1, int(round(h * scale)))
-    resized = cv2.resize(image_bgr, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-    canvas = np.zeros((size, size, 3), np.uint8)
-    pad_x, pad_y = (size - nw) // 2, (size - nh) // 2
-    canvas[pad_y : pad_y + nh, pad_x : pad_x + nw] = cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)
-    return canvas, scale, pad_x, pad_y
-
-
 class FaceDetector:
-    """Base class: ``detect(image_bgr) -> list[Face]``."""
+    """Base class: ``detect(image_bgr) -> list[Face]``; ``timings_ms`` holds the last call's stages."""
 
     def __init__(self, cfg: DetectorConfig):
         self.cfg = cfg
+        self.timings_ms: dict[str, float] = {}
 
     def detect(self, image_bgr: np.ndarray) -> list[Face]:
         """Faces in a BGR uint8 HxWx3 frame, best score first."""
         raise NotImplementedError
 
+    def describe(self) -> str:
+        """One line for logs, ``doctor`` and the stats payload."""
+        return self.cfg.type
+
+
+# BlazeFace short-range finds faces ~40-100 px wide in its input and misfires more below that: a
+# coarser pass of a preset keeps only faces at least this wide in its input (the finer pass sees them).
+MIN_INPUT_PX = 36
+
+
+@dataclass(frozen=True)
+class Pass:
+    """One scale of a detection stage: a model on the whole frame, letterboxed into its own input
+    (``scale`` None) or resized to ``scale`` x the frame size (bigger scale: smaller faces found)."""
+
+    model: str
+    scale: float | None = None
+
+    def label(self) -> str:
+        short = self.model.replace("blazeface_", "")
+        return short if self.scale is None else f"{short}@{self.scale:g}"
+
+    def input_scale(self, width: int, height: int) -> float:
+        """Model input pixels per frame pixel."""
+        return self.scale if self.scale is not None else BLAZEFACE_SPECS[self.model].input_size / max(width, height)
+
+    def shape(self, width: int, height: int) -> tuple[int, int] | None:
+        """Model input (height, width) for a frame of that size: multiples of 16 (the coarsest stride)."""
+        if self.scale is None:
+            return None
+        return (max(16, int(round(height * self.scale / 16)) * 16), max(16, int(round(width * self.scale / 16)) * 16))
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A detection stage: its passes (merged by weighted NMS) and its score threshold."""
+
+    passes: tuple[Pass, ...]
+    min_score: float
+    use: str
+
+
+# Chosen by measurement on FER2013 PrivateTest faces rendered into 640x480 mp4 frames
+# (`fer-edge bench e2e`, docs/detection.md). BlazeFace short-range finds faces ~40-100 px wide in
+# its input; each pass serves one band of face sizes (an image pyramid on the whole frame, no tiles):
+# auto at 0.6 / 0.3 / 0.2 (native 128 px letterbox) covers ~67-140 / 133-280 / 200-480 px faces.
+# Threshold 0.65: 0.6 lets a round badge on the sample clip's spacesuit through (score 0.61).
+PRESETS: dict[str, Preset] = {
+    "driver": Preset((Pass("blazeface_short"),), 0.5, "one near face (>= ~150 px in 640x480)"),
+    "classroom": Preset((Pass("blazeface_short", 0.65), Pass("blazeface_short", 0.35)), 0.6,
+                        "many small faces (~60-300 px in 640x480)"),
+    "auto": Preset((Pass("blazeface_short", 0.6), Pass("blazeface_short", 0.3), Pass("blazeface_short")), 0.65,
+                   "the whole range (~70 px to frame-filling)"),
+}
+
 
 class BlazeFaceDetector(FaceDetector):
-    """MediaPipe BlazeFace (full-range 192x192 or short-range 128x128) on the TFLite runtime (CPU)."""
+    """BlazeFace passes (one model on the whole frame, or a preset of several scales), merged.
+
+    ``cfg.type`` is a preset name (``auto``, ``classroom``, ``driver``) or one model
+    (``blazeface_full``, ``blazeface_short``, ``blazeface_back``: that model on the whole frame).
+    """
 
     def __init__(self, cfg: DetectorConfig, model_dir: Path = MODELS_DIR):
         super().__init__(cfg)
-        self.spec = BLAZEFACE_SPECS[cfg.type]
-        path = Path(model_dir) / self.spec.filename
-        # Float model: it gains nothing from the Edge TPU, which is kept for the classifier.
-        self.interpreter, self.backend, _ = make_interpreter(path, "cpu", None, cfg.threads)
-        inp = self.interpreter.get_input_details()[0]
-        if [int(v) for v in inp["shape"]] != [1, self.spec.input_size, self.spec.input_size, 3]:
-            raise ModelError(f"{path} has input shape {[int(v) for v in inp['shape']]}, expected a BlazeFace model: reinstall fer-edge")
-        self._input = inp["index"]
-        outs = sorted(self.interpreter.get_output_details(), key=lambda d: int(d["shape"][-1]), reverse=True)
-        self._regressors, self._classifiers = outs[0]["index"], outs[1]["index"]
-        self.anchors = ssd_anchor_centers(self.spec)
-        if len(self.anchors) != int(outs[0]["shape"][1]):
-            raise ModelError(f"{path} has {int(outs[0]['shape'][1])} anchors, expected {len(self.anchors)}: reinstall fer-edge")
-        self.min_score = max(cfg.min_score, 0.0)
+        if cfg.type in PRESETS:
+            self.preset = PRESETS[cfg.type]
+        else:
+            self.preset = Preset((Pass(cfg.type),), 0.5, "one model on the whole frame")
+        self.min_score = self.preset.min_score if cfg.min_score is None else cfg.min_score
+        self.model_dir = Path(model_dir)
+        self.backend = "cpu"
+        self._models: dict[tuple, BlazeFaceModel] = {}
+        for p in self.preset.passes:  # load now: a missing file fails at start, not on the first frame
+            self._model(p, 640, 480)
+
+    def _model(self, p: Pass, width: int, height: int) -> BlazeFaceModel:
+        shape = p.shape(width, height)
+        key = (p.model, shape)
+        if key not in self._models:
+            self._models[key] = BlazeFaceModel(p.model, self.cfg.threads, self.model_dir, shape)
+        return self._models[key]
+
+    def describe(self) -> str:
+        passes = " + ".join(p.label() for p in self.preset.passes)
+        return f"{self.cfg.type} ({passes}; min_score {self.min_score:g})"
 
     def detect(self, image_bgr: np.ndarray) -> list[Face]:
-        """Faces in a BGR uint8 frame: letterbox, run, decode anchors, weighted NMS, crop."""
-        size = self.spec.input_size
-        canvas, scale, pad_x, pad_y = letterbox(image_bgr, size)
-        tensor = (canvas.astype(np.float32) / 127.5 - 1.0)[None]  # the graphs feed RGB in [-1, 1]
-        invoke(self.interpreter, tensor, self._input)
-        raw = self.interpreter.get_tensor(self._regressors)[0]
-        logits = self.interpreter.get_tensor(self._classifiers)[0, :, 0]
-        clip = self.spec.score_clipping_thresh
-        scores = 1.0 / (1.0 + np.exp(-np.clip(logits.astype(np.float64), -clip, clip)))  # float64: exp(100) overflows float32
-        keep = scores >= self.min_score
-        if not keep.any():
-            return []
-        boxes = decode_boxes(raw[keep], self.anchors[keep], size)
-        boxes, kept = weighted_nms(boxes, scores[keep], self.spec.min_suppression_threshold)
+        """Faces in a BGR uint8 frame: every pass (resize, run, decode, NMS), merged, cropped."""
         ih, iw = image_bgr.shape[:2]
-        px = []
-        for x0, y0, x1, y1 in boxes * size:
-            px.append(_clip_box((x0 - pad_x) / scale, (y0 - pad_y) / scale, (x1 - pad_x) / scale, (y1 - pad_y) / scale, iw, ih))
-        return _faces_from_boxes(image_bgr, px, list(kept), self.cfg)
+        all_b, all_s, all_k = [], [], []
+        timings: dict[str, float] = {}
+        finest = max(p.input_scale(iw, ih) for p in self.preset.passes)
+        for p in self.preset.passes:
+            t0 = time.perf_counter()
+            b, s, k = self._model(p, iw, ih).run(image_bgr, self.min_score)
+            scale = p.input_scale(iw, ih)
+            if scale < finest:  # faces this small in this pass's input are the finer pass's job
+                ok = np.minimum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]) * scale >= MIN_INPUT_PX
+                b, s, k = b[ok], s[ok], k[ok]
+            all_b.append(b), all_s.append(s), all_k.append(k)
+            timings[p.label()] = 1000.0 * (time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        boxes, scores, kps = merge_detections(np.concatenate(all_b), np.concatenate(all_s), np.concatenate(all_k))
+        px = [_clip_box(x0, y0, x1, y1, iw, ih) for x0, y0, x1, y1 in boxes]
+        eyes = [((float(k[0, 0]), float(k[0, 1])), (float(k[1, 0]), float(k[1, 1]))) for k in kps]
+        faces = _faces_from_boxes(image_bgr, px, list(scores), self.cfg, eyes)
+        timings["merge+crop"] = 1000.0 * (time.perf_counter() - t0)
+        self.timings_ms = timings
+        return faces
 
 
 # --------------------------------------------------------------------------- Haar fallback
@@ -317,8 +336,7 @@ class HaarDetector(FaceDetector):
 
 
 DETECTORS: dict[str, Callable[[DetectorConfig], FaceDetector]] = {
-    "blazeface_full": BlazeFaceDetector,
-    "blazeface_short": BlazeFaceDetector,
+    **{name: BlazeFaceDetector for name in (*PRESETS, *BLAZEFACE_SPECS)},
     "haar": HaarDetector,
 }
 

