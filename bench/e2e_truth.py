@@ -30,7 +30,7 @@ def _iou(a, b) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def truth_ours_worker(video: str, threads: int, detector: str, align: bool = False, model: str | None = None) -> dict:
+def truth_ours_worker(video: str, threads: int, detector: str, align: bool | None = None, model: str | None = None) -> dict:
     """fer-edge on ``video``: per frame the found boxes and labels; FPS over decode + detect + classify."""
     import cv2
 
@@ -38,7 +38,8 @@ def truth_ours_worker(video: str, threads: int, detector: str, align: bool = Fal
     from edge.detect import DetectorConfig, create_detector
 
     cv2.setNumThreads(threads)
-    det = create_detector(DetectorConfig(type=detector, threads=threads, align=align))
+    det = create_detector(DetectorConfig(type=detector, threads=threads,
+                                         **({} if align is None else {"align": align})))
     clf = ExpressionClassifier(ModelConfig(path=model, accelerator="cpu", threads=threads))
     cap = cv2.VideoCapture(video)
     frames, stages, det_s = [], Counter(), 0.0
@@ -157,3 +158,40 @@ def score(truth: list[list[dict]], frames: list[list[list[int]]], sizes: list[in
     return {"bands": bands, "fp_per_empty_frame": fp_empty / max(empty, 1), "empty_frames": empty,
             "faces": {i: {"label": r["label"], "size": r["size"], "angle": r["angle"], "pred": r["pred"]}
                       for i, r in seen.items()}}
+
+
+def truth_align_worker(data: str, n: int = 400, side: int = 200, angles: tuple[int, ...] = (-20, 0, 20),
+                       threads: int = 1, seed: int = 1) -> dict:
+    """Aligned vs plain crops: ``n`` PrivateTest faces pasted at ``side`` px into a gray 640x480 frame,
+    rotated by each of ``angles``; the default detector finds them, the classifier labels the plain and
+    the aligned crop of the same detection. Returns per angle: faces found, accuracy plain / aligned."""
+    import cv2
+
+    from bench.e2e_video import paste_face
+    from convert.data import load_split
+    from edge.classify import ExpressionClassifier, ModelConfig
+    from edge.detect import DetectorConfig, create_detector, crop_face
+
+    cv2.setNumThreads(threads)
+    x, y = load_split(data, "PrivateTest")
+    pick = np.random.default_rng(seed).choice(len(x), size=min(n, len(x)), replace=False)
+    det = create_detector(DetectorConfig(threads=threads, align=False))
+    clf = ExpressionClassifier(ModelConfig(accelerator="cpu", threads=threads))
+    out = {}
+    for angle in angles:
+        plain, aligned, labels = [], [], []
+        for i in pick:
+            frame = np.full((480, 640, 3), 110, np.uint8)
+            px, py = (640 - side) // 2, (480 - side) // 2
+            paste_face(frame, x[i], px, py, side, float(angle))
+            faces = [f for f in det.detect(frame) if _iou(f.box, (px, py, side, side)) >= MATCH_IOU]
+            if not faces:
+                continue
+            f = faces[0]
+            plain.append(f.crop)
+            aligned.append(crop_face(frame, f.box, det.cfg.margin, f.eyes))
+            labels.append(int(y[i]))
+        labels = np.asarray(labels)
+        acc = [float((clf.classify_batch(c).argmax(axis=1) == labels).mean()) if len(c) else None for c in (plain, aligned)]
+        out[str(angle)] = {"faces": len(pick), "found": len(labels), "plain": acc[0], "aligned": acc[1]}
+    return out

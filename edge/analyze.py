@@ -50,7 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--detector", choices=DETECTOR_CHOICES, default="auto",
                         help="face detector preset or model (default: auto, faces ~70 px to frame-filling; classroom: "
                              "many small faces; driver: one near face; see docs/detection.md)")
-    parser.add_argument("--align", action="store_true", help="rotate faces upright from the eye keypoints before cropping")
+    parser.add_argument("--no-align", action="store_true",
+                        help="crop faces as found, without rotating them upright from the eye keypoints")
     # None: the [detector] defaults of DetectorConfig, kept in one place.
     parser.add_argument("--min-score", type=float, default=None, help="minimum detector confidence (default: the preset's, 0.5 for one model)")
     parser.add_argument("--min-size", type=int, default=None, help="skip faces smaller than this many pixels (default: 48)")
@@ -185,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
     files = collect_inputs(args.paths)
     overrides = {k: getattr(args, k) for k in ("min_score", "min_size", "margin") if getattr(args, k) is not None}
     try:
-        det_cfg = DetectorConfig(type=args.detector, threads=args.threads, align=args.align, **overrides)
+        det_cfg = DetectorConfig(type=args.detector, threads=args.threads, align=not args.no_align, **overrides)
     except ValueError as exc:  # pydantic ValidationError: a range check failed
         err = exc.errors()[0] if hasattr(exc, "errors") else {"loc": ("?",), "msg": str(exc)}
         opt = "--" + str(err["loc"][0]).replace("_", "-")
