@@ -318,6 +318,16 @@ def test_camera_absent_at_start_then_dropped_mid_run(mqtt_broker, tmp_path, stan
         # The watchdog kept being fed although no frame came for longer than watchdog.stall_s.
         assert [t for t in pings if t - started > 3 + 3], "watchdog pings stopped while waiting for the camera"
         assert not col.on("/expression")
+        # doctor shows the running daemon's camera state; monitor shows it under the device.
+        from edge.config import load_config
+        from edge.doctor import check_daemon
+        from edge.monitor import MonitorState
+
+        row = check_daemon(load_config(cfg))
+        assert row.ok and row.detail.startswith("online") and "camera DOWN" in row.detail, row.detail
+        view = MonitorState()
+        view.handle("fer/cam/stats", json.dumps(down).encode())
+        assert "camera DOWN: " + down["camera"]["error"] in view.render()
 
         camera.start()
         up_at = time.monotonic()
