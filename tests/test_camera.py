@@ -258,3 +258,33 @@ def test_picamera2_that_does_not_start_is_a_camera_error(fake_picamera2):
     with pytest.raises(CameraError, match="cannot open Raspberry Pi camera .*rpicam-hello"):
         open_source(CameraConfig(source="picamera2"))
     assert fake_picamera2.instances[0].closed
+
+
+def test_a_camera_that_is_not_there_yet_is_retried_when_waiting():
+    """The daemon opens with wait=True: a USB camera plugged in late is retried, not fatal."""
+    src = open_source(CameraConfig(source=9, reconnect_max_s=0.5), wait=True)
+    try:
+        state = src.state()
+        assert state["connected"] is False and "camera 9" in state["error"] and state["last_frame_age_s"] is None
+        assert src.waiting_for_camera()
+        with pytest.raises(TimeoutError):
+            src.read(timeout=0.2)
+        assert wait_until(lambda: src.waiting_for_camera())  # still retrying, not stuck
+    finally:
+        src.close()
+    assert not src.waiting_for_camera()
+
+
+def test_still_images_repeat_when_asked():
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as d:
+        for name, lvl in (("a.png", 50), ("b.png", 100)):
+            cv2.imwrite(str(Path(d) / name), np.full((20, 20, 3), lvl, np.uint8))
+        with open_source(CameraConfig(source=d)) as src:
+            assert src.still
+            src.repeat = 2
+            assert [level(f) for f in read_all(src)] == [50, 50, 100, 100]
+        with open_source(CameraConfig(source=d, loop=True)) as src:
+            assert not src.still
