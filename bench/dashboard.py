@@ -82,10 +82,12 @@ def simulate_worker(host: str, port: int, devices: int, duration: float, seed: i
         if kind == "expression":
             seq[(name, kind)] += 1
             label = rng.choices(LABELS, WEIGHTS)[0]
+            raw = {x: rng.random() + (3.0 if x == label else 0.0) for x in LABELS}  # all 7, like the daemon
+            scores = {x: round(v / sum(raw.values()), 4) for x, v in raw.items()}
             p = {"v": 1, "ts": round(now, 3), "device": name, "face_id": f, "expression": label,
-                 "confidence": round(rng.uniform(0.4, 0.99), 4), "scores": {label: 0.8},
-                 "box": [0.1, 0.1, 0.1, 0.15], "frame": seq[(name, kind)], "backend": "edgetpu",
-                 "seq": seq[(name, kind)]}
+                 "confidence": scores[label], "scores": scores,
+                 "box": [round(rng.random() * 0.8, 4) for _ in range(4)], "frame": seq[(name, kind)] * 15,
+                 "backend": "edgetpu", "seq": seq[(name, kind)]}
             heapq.heappush(heap, (at + min(10.0, rng.expovariate(1 / 5.0)), d, kind, f))
         elif kind == "summary":
             seq[(name, kind)] += 1

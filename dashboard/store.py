@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 TABLES_BY_TS = ("expressions", "summaries", "stats", "statuses", "alerts")
+# Expression payload keys kept as columns (or implied by the row), not repeated in its stored JSON.
+_EXPR_COLUMNS = frozenset({"v", "ts", "device", "face_id", "expression", "confidence", "seq"})
 
 
 @dataclass
@@ -148,9 +150,10 @@ class Store:
                 continue
             if not isinstance(p, dict):
                 continue
-            if m.kind == "expression":
+            if m.kind == "expression":  # the payload minus what the columns hold (a third of the row)
+                rest = json.dumps({k: v for k, v in p.items() if k not in _EXPR_COLUMNS}, separators=(",", ":"))
                 expr.append((m.device, m.ts, m.seq, _int(p.get("face_id")), str(p.get("expression", "")),
-                             _float(p.get("confidence")), m.raw.decode(), m.received, m.dkey))
+                             _float(p.get("confidence")), rest, m.received, m.dkey))
             elif m.kind == "summary":
                 summ.append((m.device, m.ts, m.seq, _int(p.get("faces")), m.raw.decode(), m.received, m.dkey))
             elif m.kind == "stats":

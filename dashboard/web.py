@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from pathlib import Path
 
@@ -137,7 +138,7 @@ def create_app(cfg: DashboardConfig, store: Store, live: Live, feeds: list | Non
     def classroom_csv(devices: str = "", since: float | None = None, until: float | None = None,
                       window: float | None = None):
         data = _classroom(devices, since, until, window)
-        name = "classroom-" + "-".join(data["devices"])[:60] + ".csv"
+        name = "classroom-" + re.sub(r"[^A-Za-z0-9._-]", "_", "-".join(data["devices"]))[:60] + ".csv"
         return PlainTextResponse(queries.classroom_csv(data), media_type="text/csv",
                                  headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
