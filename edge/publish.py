@@ -181,7 +181,7 @@ class MqttPublisher:
         self._last_pushed = 0  # highest outbox id handed to paho
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self.last_error: Cause | None = None  # why the broker is not connected (None while connected)
+        self.last_error: broker_errors.Cause | None = None  # why the broker is not connected (None while connected)
         self._attempt_failed = False  # the current connection attempt already has its cause
         self._probing = threading.Lock()
         self._thread: threading.Thread | None = None
