@@ -1,0 +1,55 @@
+"""`fer-edge bench e2e`: scoring against ground truth, and the frames it draws (no dataset needed)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bench.e2e_truth import score
+from bench.e2e_video import paste_face
+
+
+def face(i, box, label, size=100, angle=0.0):
+    return {"id": i, "box": list(box), "label": label, "size": size, "angle": angle}
+
+
+def test_score_recall_majority_label_and_false_positives():
+    truth = [
+        [face(0, (10, 10, 100, 100), 3), face(1, (300, 200, 100, 100), 4)],
+        [face(0, (12, 10, 100, 100), 3), face(1, (300, 202, 100, 100), 4)],
+        [face(0, (14, 10, 100, 100), 3), face(1, (300, 204, 100, 100), 4)],
+        [],  # face-free
+        [],
+    ]
+    frames = [
+        [[10, 12, 98, 100, 3], [500, 10, 60, 60, 0]],  # face 0 right; an extra box (not counted as an empty-frame FP)
+        [[12, 10, 100, 100, 5], [301, 200, 100, 100, 4]],  # face 0 wrong once, face 1 right
+        [[14, 10, 100, 100, 3]],  # face 1 missed
+        [[0, 0, 50, 50, 6]],  # one false positive on an empty frame
+        [],
+    ]
+    res = score(truth, frames, [100])
+    band = res["bands"][100]
+    assert band["faces"] == 2
+    assert band["recall"] == pytest.approx(4 / 6)  # face-frames found
+    assert res["faces"][0]["pred"] == 3 and res["faces"][1]["pred"] == 4  # majority over the frames found
+    assert band["accuracy"] == 1.0
+    assert res["fp_per_empty_frame"] == pytest.approx(0.5) and res["empty_frames"] == 2
+
+
+def test_a_box_matches_one_face_only():
+    truth = [[face(0, (100, 100, 80, 80), 1), face(1, (104, 100, 80, 80), 2)]]
+    res = score(truth, [[[102, 100, 80, 80, 1]]], [100])
+    assert res["bands"][100]["recall"] == pytest.approx(0.5)
+
+
+def test_paste_face_upright_and_tilted():
+    face48 = np.tile(np.arange(48, dtype=np.uint8) * 5, (48, 1))
+    frame = np.zeros((480, 640, 3), np.uint8)
+    paste_face(frame, face48, 100, 50, 96, 0.0)
+    assert (frame[50:146, 100:196, 0] == frame[50:146, 100:196, 2]).all()
+    assert frame[:50].max() == 0 and frame[146:].max() == 0  # nothing outside the square
+    tilted = np.zeros((480, 640, 3), np.uint8)
+    paste_face(tilted, face48, 300, 200, 96, 20.0)
+    ys, xs = np.nonzero(tilted[..., 0])
+    assert xs.min() < 300 and xs.max() > 300 + 96 - 1  # a rotated square reaches past the upright one
