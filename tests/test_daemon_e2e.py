@@ -81,6 +81,9 @@ def test_contract_end_to_end(mqtt_broker, tmp_path, standin_model):
         validator("stats").validate(s)
     assert stats[-1]["frames"] == 60 and stats[-1]["backend"] == "cpu"
     assert set(stats[-1]["latency_ms"]) >= {"capture", "detect", "classify", "track", "publish"}
+    det = stats[-1]["detector"]  # the detector in use and its passes' mean ms (default: auto, three scales)
+    assert det["type"] == "auto" and det["passes"].startswith("auto (")
+    assert set(det["latency_ms"]) == {"short@0.6", "short@0.3", "short", "merge+crop"}
     print(f"e2e: {len(events)} expression events from faces {sorted(face_ids)}, {len(summaries)} summaries, "
           f"{len(stats)} stats; last stats {json.dumps(stats[-1])}")
     assert retained(mqtt_broker, "fer/e2e/summary") is not None

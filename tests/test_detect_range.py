@@ -197,3 +197,15 @@ def test_stats_payload_carries_the_detector():
     schema = json.loads((SCHEMAS_DIR / "stats.schema.json").read_text())
     jsonschema.Draft202012Validator(schema).validate(payload)
     assert "detector" not in stats_event("d1", 1.0, 30.0, {}, "cpu", 10, 0, 0, 0, 5.0, None, {}, 1, True)
+
+
+def test_doctor_names_the_detector_and_its_passes():
+    from edge.config import Config
+    from edge.doctor import check_detector
+
+    row = check_detector(Config())
+    assert row.ok and row.name == "detector"
+    assert row.detail.startswith("auto (short@0.6 + short@0.3 + short; min_score 0.65)")
+    assert "ms per 640x480 frame" in row.detail and "short@0.6" in row.detail.split(":", 1)[1]
+    bad = check_detector(Config.model_validate({"detector": {"type": "haar", "min_size": 10}}))
+    assert bad.ok  # Haar has no passes; the row still says what runs
