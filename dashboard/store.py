@@ -108,9 +108,14 @@ class Store:
     def execute(self, text: str, params: tuple | list = ()) -> list[tuple]:
         """Run one statement in its own transaction; rows for a SELECT."""
         c = self.conn()
-        with self._tx(c) as cur:
-            cur.execute(self.sql(text), params)
-            return cur.fetchall() if cur.description else []
+        try:
+            with self._tx(c) as cur:
+                cur.execute(self.sql(text), params)
+                return cur.fetchall() if cur.description else []
+        except Exception:
+            if getattr(c, "broken", False) or getattr(c, "closed", False):
+                self.reset()  # the server went away: this thread reconnects on its next query
+            raise
 
     def _tx(self, c):  # pragma: no cover - overridden
         raise NotImplementedError

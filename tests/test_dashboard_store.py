@@ -137,3 +137,22 @@ def test_a_failed_batch_is_retried_not_lost(tmp_path):
     store.write = flaky
     assert feed._write([expr("d", time.time(), seq=1)]) == (1, 0) and calls == [1, 1]
     store.close()
+
+
+def test_postgres_restart_reconnects_readers_and_the_ingest(tmp_path):
+    from bench.servers import Postgres
+    from dashboard.config import load_dashboard_config
+    from dashboard.ingest import Feed
+
+    with Postgres() as pg:  # in /tmp: the postgres user cannot enter pytest's private tmp_path
+        url = pg.create_database()
+        store = open_store(url)
+        feed = Feed(load_dashboard_config(None, {"db": url}), store)  # not started: only its write path
+        assert feed._write([expr("d", time.time(), seq=1)]) == (1, 0)
+        pg.restart()
+        with pytest.raises(Exception):
+            store.execute("SELECT 1")  # this query saw the server go away...
+        assert store.execute("SELECT COUNT(*) FROM expressions") == [(1,)]  # ...the next one reconnects
+        pg.restart()
+        assert feed._write([expr("d", time.time(), seq=2)]) == (1, 0)  # retried on a fresh connection
+        store.close()
