@@ -41,7 +41,9 @@ def register(subparsers) -> None:
     mode.add_argument("--ingest-only", action="store_true", help="an ingest worker: no web server")
     mode.add_argument("--no-ingest", action="store_true", help="web + alerts only, next to ingest workers")
     p.add_argument("--share-group", metavar="G", help="ingest through the MQTT 5 shared subscription $share/G/...")
-    p.add_argument("--worker-name", metavar="NAME", help="this worker's name in /api/workers (default host-pid)")
+    p.add_argument("--worker-name", metavar="NAME",
+                   help="this process's stable name (default host-pid): with a name the broker keeps its session and "
+                        "queues messages while it restarts; unique per process")
     p.set_defaults(func=cmd_dashboard)
 
 

@@ -33,6 +33,7 @@ _FLUSH_S = 0.05
 _BATCH = 1000
 _BEAT_S = 5.0
 _PRUNE_S = 3600.0
+SESSION_EXPIRY_S = 24 * 3600  # how long the broker keeps a named feed's messages while it is away
 
 
 def parse_message(prefix: str, topic: str, raw: bytes, retained: bool, received: float) -> Message | None:
@@ -104,9 +105,22 @@ class Feed:
         self._q.put((msg.topic, msg.payload, bool(msg.retain)))
 
     # public
+    @property
+    def persistent(self) -> bool:
+        """A named storing feed keeps its broker session: QoS 1 messages wait for it while it restarts."""
+        return bool(self.cfg.worker_name) and self.store is not None and not self.retained_only
+
     def start(self, wait_s: float = 0.0) -> "Feed":
         m = self.cfg.mqtt
-        self.client.connect_async(m.host, m.port, keepalive=m.keepalive)
+        session: dict = {}
+        if self.persistent:
+            from paho.mqtt.packettypes import PacketTypes
+            from paho.mqtt.properties import Properties
+
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = SESSION_EXPIRY_S
+            session = {"clean_start": False, "properties": props}
+        self.client.connect_async(m.host, m.port, keepalive=m.keepalive, **session)
         self.client.loop_start()
         self._thread.start()
         if wait_s:

@@ -49,3 +49,35 @@ def test_dashboard_over_tls_with_password(tmp_path):
     finally:
         dash.stop()
         broker.stop()
+
+
+def test_named_dashboard_gets_what_was_published_while_it_was_down(tmp_path):
+    """With --worker-name the broker keeps the dashboard's session: QoS 1 messages published while it is
+    stopped are stored after it restarts."""
+    import json
+
+    import paho.mqtt.client as mqtt
+
+    broker = MosquittoBroker(tmp_path / "broker")
+    broker.start()
+    db = str(tmp_path / "dash.sqlite")
+    try:
+        first = Dashboard(tmp_path / "d", broker, db, "--worker-name", "dash-1").wait_ready()
+        assert first.stop() == 0
+        device = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bus-9")
+        device.connect(broker.host, broker.port)
+        device.loop_start()
+        for seq in range(1, 6):
+            p = {"v": 1, "ts": 1_800_000_000.0 + seq, "device": "bus-9", "face_id": 1, "expression": "sad",
+                 "confidence": 0.5, "scores": {"sad": 0.5}, "box": [0, 0, 0.1, 0.1], "frame": seq, "backend": "cpu",
+                 "seq": seq}
+            device.publish("fer/bus-9/expression", json.dumps(p), qos=1).wait_for_publish(10)
+        device.disconnect()
+        device.loop_stop()
+        again = Dashboard(tmp_path / "d", broker, db, "--worker-name", "dash-1").wait_ready()
+        try:
+            assert wait_until(lambda: len(again.get("/api/devices/bus-9/expressions")) == 5, 20)
+        finally:
+            again.stop()
+    finally:
+        broker.stop()
