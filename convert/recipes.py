@@ -90,6 +90,10 @@ RECIPES = {
                                      warmup_epochs=1, weight_decay=wd, patience=60, init=f"models/float/{m}/best.keras",
                                      targets="ferplus", fer2013_weight=0.0)
        for m, wd in (("tiny", 1e-4), ("standard", 5e-4))},
+    # Between the two for standard: a tenth FER2013 label (the shipped standard_ferplus).
+    "standard_ferplus_mix10": Recipe(name="standard_ferplus_mix10", model="standard", epochs=60, batch_size=256,
+                                     lr=1e-3, warmup_epochs=1, weight_decay=5e-4, patience=60,
+                                     init="models/float/standard/best.keras", targets="ferplus", fer2013_weight=0.1),
     # A few minutes on a CPU: checks the whole pipeline, not meant to be accurate.
     "smoke": Recipe(name="smoke", model="mini_xception", epochs=2, warmup_epochs=0, patience=2),
 }
