@@ -177,8 +177,9 @@ def register(subparsers) -> None:
     p.add_argument("--repeat", type=int, default=3,
                    help="end-to-end runs per case, the fastest is kept (default: %(default)s)")
     p.add_argument("--no-e2e", action="store_true", help="skip the end-to-end video runs")
-    p.add_argument("--detectors", default="auto,auto+noalign,classroom,driver,blazeface_full,blazeface_short",
-                   help="e2e: detector types to compare; '+noalign' / '+align' turn aligned crops off / on "
+    p.add_argument("--detectors", default="auto,auto+every1,auto+noalign,classroom,driver,blazeface_full,blazeface_short",
+                   help="e2e: detector types to compare; '+noalign' / '+align' turn aligned crops off / on, "
+                        "'+everyN' runs the whole pyramid on every N-th frame ('+every1': every frame) "
                         "(default: %(default)s)")
     p.add_argument("--faces-per-size", type=int, default=40,
                    help="e2e: distinct faces per face size in the labelled video (default: %(default)s)")

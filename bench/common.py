@@ -53,6 +53,22 @@ def worker_env() -> dict:
     return env
 
 
+def detector_options(name: str) -> tuple[str, dict]:
+    """A bench pipeline name -> (detector type, DetectorConfig overrides): ``auto+noalign`` / ``+align``
+    turn aligned crops off / on, ``+everyN`` runs the pyramid on every N-th video frame (``+every1``: every
+    frame, the schedule off)."""
+    det, *flags = name.split("+")
+    opts: dict = {}
+    for f in flags:
+        if f in ("align", "noalign"):
+            opts["align"] = f == "align"
+        elif f.startswith("every") and f[5:].isdigit():
+            opts["full_every"] = int(f[5:])
+        else:
+            raise ValueError(f"unknown detector flag +{f} in {name!r}: use +align, +noalign or +everyN")
+    return det, opts
+
+
 def run_worker(kind: str, params: dict, timeout: float = 900) -> dict:
     """Run ``_worker(kind, params)`` in a fresh Python and return its JSON result (last stdout line)."""
     cmd = [sys.executable, "-m", "bench", "--worker", kind, json.dumps(params)]

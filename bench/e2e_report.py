@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import cache_dir, machine, run_worker
+from bench.common import cache_dir, detector_options, machine, run_worker
 from bench.e2e_truth import score
 from convert.report import markdown_table
 from edge.manifest import FER_LABELS
@@ -16,10 +16,8 @@ SAMPLE_NOTE = "built-in sample clip (2 smiling real faces per frame, 640x480)"
 
 
 def _ours(video: Path, threads: int, name: str) -> dict:
-    det, _, flag = name.partition("+")  # "+align" / "+noalign": aligned crops on / off (default: the config's)
-    align = {"align": True, "noalign": False}.get(flag)
-    return run_worker("truth_ours", {"video": str(video), "threads": threads, "detector": det, "align": align},
-                      timeout=3600)
+    det, opts = detector_options(name)  # "+noalign": aligned crops off; "+every1": the pyramid on every frame
+    return run_worker("truth_ours", {"video": str(video), "threads": threads, "detector": det, **opts}, timeout=3600)
 
 
 def run_e2e_truth(data: str | Path, detectors: list[str], threads: int = 1, with_fer: bool = True,

@@ -30,16 +30,18 @@ def _iou(a, b) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def truth_ours_worker(video: str, threads: int, detector: str, align: bool | None = None, model: str | None = None) -> dict:
-    """fer-edge on ``video``: per frame the found boxes and labels; FPS over decode + detect + classify."""
+def truth_ours_worker(video: str, threads: int, detector: str, align: bool | None = None, model: str | None = None,
+                      full_every: int | None = None) -> dict:
+    """fer-edge on ``video`` as a video stream (``detect_frame``: the preset's schedule): per frame the found
+    boxes and labels; FPS over decode + detect + classify. ``full_every``: override the schedule."""
     import cv2
 
     from edge.classify import ExpressionClassifier, ModelConfig
     from edge.detect import DetectorConfig, create_detector
 
     cv2.setNumThreads(threads)
-    det = create_detector(DetectorConfig(type=detector, threads=threads,
-                                         **({} if align is None else {"align": align})))
+    opts = {k: v for k, v in (("align", align), ("full_every", full_every)) if v is not None}
+    det = create_detector(DetectorConfig(type=detector, threads=threads, **opts))
     clf = ExpressionClassifier(ModelConfig(path=model, accelerator="cpu", threads=threads))
     cap = cv2.VideoCapture(video)
     frames, stages, det_s = [], Counter(), 0.0
@@ -49,7 +51,7 @@ def truth_ours_worker(video: str, threads: int, detector: str, align: bool | Non
         if not ok:
             break
         t1 = time.perf_counter()
-        faces = det.detect(image)
+        faces = det.detect_frame(image)
         det_s += time.perf_counter() - t1
         stages.update(det.timings_ms)
         labels = clf.classify_batch([f.crop for f in faces]).argmax(axis=1) if faces else []
@@ -58,7 +60,7 @@ def truth_ours_worker(video: str, threads: int, detector: str, align: bool | Non
     cap.release()
     n = max(len(frames), 1)
     return {"frames": frames, "fps": len(frames) / dt, "detect_ms": 1000 * det_s / n,
-            "stages_ms": {k: v / n for k, v in stages.items()}, "detector": det.describe(),
+            "stages_ms": {k: v / n for k, v in stages.items()}, "detector": det.describe(), **det.schedule_stats(),
             "threads": threads, "maxrss_kib": maxrss_kib()}
 
 

@@ -114,6 +114,12 @@ def _frames(path: Path, every: int) -> Iterator[tuple[int, float | None, np.ndar
         cap.release()
 
 
+def _is_image(path: Path) -> bool:
+    from edge.camera import IMAGE_EXTS
+
+    return path.suffix.lower() in IMAGE_EXTS
+
+
 def _frame_count(path: Path, every: int) -> int:
     import cv2
 
@@ -153,8 +159,12 @@ class RecordWriter:
 def analyze_file(path: Path, detector, classifier, every: int = 1, progress=None) -> Iterator[dict]:
     """Records for every face in ``path`` (an image or a video, every ``every``-th frame)."""
     labels = classifier.labels
+    detector.reset()  # a new file: nothing followed from the last one
+    # Images: every pass; videos: the detector's schedule (every pass on some frames, windows around the
+    # faces of the previous frame on the others).
+    detect = detector.detect if _is_image(path) else detector.detect_frame
     for frame_no, time_s, image in _frames(path, every):
-        faces = detector.detect(image)
+        faces = detect(image)
         probs = classifier.classify_batch([f.crop for f in faces])
         for i, (face, p) in enumerate(zip(faces, probs)):
             top = top_classes(p, classifier.manifest.class_prior)

@@ -121,7 +121,7 @@ def run_daemon(cfg: Config, max_frames: int | None = None, stop: threading.Event
     def detector_stats() -> dict:
         n = max(timer.frames, 1)
         return {"type": cfg.detector.type, "passes": pipe.detector.describe(),
-                "latency_ms": {k: round(v / n, 2) for k, v in detector_ms.items()}}
+                "latency_ms": {k: round(v / n, 2) for k, v in detector_ms.items()}, **pipe.detector.schedule_stats()}
 
     def publish_stats(now: float) -> None:
         camera = camera_state(**pipe.source.state())
@@ -165,7 +165,7 @@ def run_daemon(cfg: Config, max_frames: int | None = None, stop: threading.Event
             if frame is None:
                 result.stop_reason = "source ended"
                 break
-            faces = pipe.detector.detect(frame.image)
+            faces = pipe.detector.detect_frame(frame.image)  # a video: the preset's schedule
             t2 = time.perf_counter()
             for stage, ms in pipe.detector.timings_ms.items():
                 detector_ms[stage] = detector_ms.get(stage, 0.0) + ms

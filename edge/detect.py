@@ -29,6 +29,7 @@ from edge.blazeface import (  # noqa: F401  (re-exported: the detector's buildin
 )
 from edge.errors import ModelError
 from edge.manifest import MODELS_DIR
+from edge.schedule import DetectionSchedule
 
 CROP_SIZE = 48
 
@@ -41,7 +42,9 @@ class DetectorConfig(BaseModel):
 
     ``type`` names a preset by use (``auto``: faces from ~70 px to frame-filling, the default;
     ``classroom``: many small faces; ``driver``: one near face) or a single model
-    (``blazeface_full``, ``blazeface_short``, ``blazeface_back``, ``haar``). See docs/detection.md.
+    (``blazeface_full``, ``blazeface_short``, ``blazeface_back``, ``haar``). ``full_every``: how often a
+    video frame gets every pass of a multi-pass preset (windows around the followed faces between).
+    See docs/detection.md.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -58,6 +61,11 @@ class DetectorConfig(BaseModel):
     # Rotate each face upright from its eye keypoints before the 48x48 crop (BlazeFace only). Measured
     # (`fer-edge bench e2e`): +3 to +7 points on faces tilted by 20 degrees, no change on upright ones.
     align: bool = True
+    # Video schedule of a preset of several passes: the whole pyramid on every N-th frame, on the first frames of
+    # a new scene and when a followed face is not found again; on the other frames one 128x128 short-range pass
+    # in a window around each face of the previous frame (edge.schedule). 1: every pass on every frame. None:
+    # the preset's (auto: 5, about 2x its frame rate at the same recall, docs/detection.md; classroom: 1).
+    full_every: int | None = Field(None, ge=1)
 
 
 @dataclass
@@ -173,6 +181,18 @@ class FaceDetector:
         """One line for logs, ``doctor`` and the stats payload."""
         return self.cfg.type
 
+    def detect_frame(self, image_bgr: np.ndarray) -> list[Face]:
+        """Faces in the next frame of a video: may use what the previous frames found (the schedule of
+        the multi-pass presets); ``reset()`` before another video. Here: ``detect``."""
+        return self.detect(image_bgr)
+
+    def reset(self) -> None:
+        """Forget the previous frames of ``detect_frame`` (a new video or camera)."""
+
+    def schedule_stats(self) -> dict:
+        """The video schedule for the stats payload: {"full_every", "full_share"}, or {} without one."""
+        return {}
+
 
 # BlazeFace short-range finds faces ~40-100 px wide in its input and misfires more below that: a
 # coarser pass of a preset keeps only faces at least this wide in its input (the finer pass sees them).
@@ -204,24 +224,28 @@ class Pass:
 
 @dataclass(frozen=True)
 class Preset:
-    """A detection stage: its passes (merged by weighted NMS) and its score threshold."""
+    """A detection stage: its passes (merged by weighted NMS), its score threshold, and how often a video
+    frame gets every pass (``full_every``; 1: every frame, no schedule)."""
 
     passes: tuple[Pass, ...]
     min_score: float
     use: str
+    full_every: int = 1
 
 
 # Chosen by measurement on FER2013 PrivateTest faces rendered into 640x480 mp4 frames
 # (`fer-edge bench e2e`, docs/detection.md). BlazeFace short-range finds faces ~40-100 px wide in
 # its input; each pass serves one band of face sizes (an image pyramid on the whole frame, no tiles):
-# auto at 0.6 / 0.3 / 0.2 (native 128 px letterbox) covers ~67-140 / 133-280 / 200-480 px faces.
-# Threshold 0.65: 0.6 lets a round badge on the sample clip's spacesuit through (score 0.61).
+# auto at 0.6 / 0.4 / 0.2 (native 128 px letterbox) covers ~67-140 / 100-250 / 200-480 px faces (the middle
+# pass at 0.4 rather than 0.3: +4.5 points at 140 px, +2.5 at 200, for ~10% more per pyramid; affordable since the
+# video schedule runs the pyramid on about a third of the frames). Threshold 0.65: 0.6 lets a round badge on the
+# sample clip's spacesuit through (score 0.61).
 PRESETS: dict[str, Preset] = {
     "driver": Preset((Pass("blazeface_short"),), 0.5, "one near face (>= ~150 px in 640x480)"),
     "classroom": Preset((Pass("blazeface_short", 0.65), Pass("blazeface_short", 0.35)), 0.6,
                         "many small faces (~60-300 px in 640x480)"),
-    "auto": Preset((Pass("blazeface_short", 0.6), Pass("blazeface_short", 0.3), Pass("blazeface_short")), 0.65,
-                   "the whole range (~70 px to frame-filling)"),
+    "auto": Preset((Pass("blazeface_short", 0.6), Pass("blazeface_short", 0.4), Pass("blazeface_short")), 0.65,
+                   "the whole range (~70 px to frame-filling)", full_every=5),
 }
 
 
@@ -244,6 +268,10 @@ class BlazeFaceDetector(FaceDetector):
         self._models: dict[tuple, BlazeFaceModel] = {}
         for p in self.preset.passes:  # load now: a missing file fails at start, not on the first frame
             self._model(p, 640, 480)
+        # Video schedule (presets of several passes): the window pass is short-range at its own 128x128.
+        every = self.preset.full_every if cfg.full_every is None else cfg.full_every
+        self.schedule = (DetectionSchedule(every, self._model(Pass("blazeface_short"), 640, 480), self.min_score)
+                         if len(self.preset.passes) > 1 and every > 1 else None)
 
     def _model(self, p: Pass, width: int, height: int) -> BlazeFaceModel:
         shape = p.shape(width, height)
@@ -254,13 +282,50 @@ class BlazeFaceDetector(FaceDetector):
 
     def describe(self) -> str:
         passes = " + ".join(p.label() for p in self.preset.passes)
-        return f"{self.cfg.type} ({passes}; min_score {self.min_score:g})"
+        every = f"; pyramid every {self.schedule.full_every} frames, windows between" if self.schedule else ""
+        return f"{self.cfg.type} ({passes}; min_score {self.min_score:g}{every})"
 
     def detect(self, image_bgr: np.ndarray) -> list[Face]:
         """Faces in a BGR uint8 frame: every pass (resize, run, decode, NMS), merged, cropped."""
+        timings: dict[str, float] = {}
+        return self._finish(image_bgr, *self._pyramid(image_bgr, timings), timings)
+
+    def detect_frame(self, image_bgr: np.ndarray) -> list[Face]:
+        """The next video frame: the whole pyramid when the schedule says so (or a followed face was not
+        found again), otherwise a window pass around each face of the previous frame."""
+        if self.schedule is None:
+            return self.detect(image_bgr)
+        timings: dict[str, float] = {}
+        sched = self.schedule
+        t0 = time.perf_counter()
+        full = sched.plan(image_bgr)
+        plan_s = time.perf_counter() - t0
+        parts = [self._pyramid(image_bgr, timings)] if full else []
+        t0 = time.perf_counter()
+        # Faces followed from the previous frame that the pyramid missed this time keep their window.
+        b, s, k, lost = sched.local(image_bgr, sched.unfound(parts[0][0]) if parts else None)
+        timings["windows"] = 1000.0 * (time.perf_counter() - t0 + plan_s)
+        parts.append((b, s, k))
+        if lost and not full:  # a face left, or its window missed it: look at the whole frame
+            full = True
+            parts.append(self._pyramid(image_bgr, timings))
+        faces = self._finish(image_bgr, *(np.concatenate(x) for x in zip(*parts)), timings)
+        sched.observe(np.asarray([(x, y, x + w, y + h) for x, y, w, h in (f.box for f in faces)]), full)
+        return faces
+
+    def reset(self) -> None:
+        if self.schedule is not None:
+            self.schedule.reset()
+
+    def schedule_stats(self) -> dict:
+        if self.schedule is None:
+            return {}
+        return {"full_every": self.schedule.full_every, "full_share": round(self.schedule.full_share(), 3)}
+
+    def _pyramid(self, image_bgr: np.ndarray, timings: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every pass of the preset on the whole frame: (boxes, scores, keypoints) in frame pixels, unmerged."""
         ih, iw = image_bgr.shape[:2]
         all_b, all_s, all_k = [], [], []
-        timings: dict[str, float] = {}
         finest = max(p.input_scale(iw, ih) for p in self.preset.passes)
         for p in self.preset.passes:
             t0 = time.perf_counter()
@@ -270,11 +335,16 @@ class BlazeFaceDetector(FaceDetector):
                 ok = np.minimum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]) * scale >= MIN_INPUT_PX
                 b, s, k = b[ok], s[ok], k[ok]
             all_b.append(b), all_s.append(s), all_k.append(k)
-            timings[p.label()] = 1000.0 * (time.perf_counter() - t0)
+            timings[p.label()] = timings.get(p.label(), 0.0) + 1000.0 * (time.perf_counter() - t0)
+        return np.concatenate(all_b), np.concatenate(all_s), np.concatenate(all_k)
+
+    def _finish(self, image_bgr: np.ndarray, b: np.ndarray, s: np.ndarray, k: np.ndarray, timings: dict) -> list[Face]:
+        """Merge (weighted NMS, contained boxes), clip, crop; sets ``timings_ms``."""
+        ih, iw = image_bgr.shape[:2]
         t0 = time.perf_counter()
-        boxes, scores, kps = merge_detections(np.concatenate(all_b), np.concatenate(all_s), np.concatenate(all_k))
+        boxes, scores, kps = merge_detections(b, s, k)
         px = [_clip_box(x0, y0, x1, y1, iw, ih) for x0, y0, x1, y1 in boxes]
-        eyes = [((float(k[0, 0]), float(k[0, 1])), (float(k[1, 0]), float(k[1, 1]))) for k in kps]
+        eyes = [((float(e[0, 0]), float(e[0, 1])), (float(e[1, 0]), float(e[1, 1]))) for e in kps]
         faces = _faces_from_boxes(image_bgr, px, list(scores), self.cfg, eyes)
         timings["merge+crop"] = 1000.0 * (time.perf_counter() - t0)
         self.timings_ms = timings

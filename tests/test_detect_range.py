@@ -205,7 +205,7 @@ def test_doctor_names_the_detector_and_its_passes():
 
     row = check_detector(Config())
     assert row.ok and row.name == "detector"
-    assert row.detail.startswith("auto (short@0.6 + short@0.3 + short; min_score 0.65)")
+    assert row.detail.startswith("auto (short@0.6 + short@0.4 + short; min_score 0.65; pyramid every 5 frames")
     assert "ms per 640x480 frame" in row.detail and "short@0.6" in row.detail.split(":", 1)[1]
     bad = check_detector(Config.model_validate({"detector": {"type": "haar", "min_size": 10}}))
     assert bad.ok  # Haar has no passes; the row still says what runs
