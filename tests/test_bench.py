@@ -215,7 +215,7 @@ def test_cli_speed_end_to_end_on_a_short_clip(tmp_path):
                  "--repeat", "1", "--video", str(clip), "--out", str(out)], tmp_path)
     assert proc.returncode == 0, proc.stderr
     rows = json.loads((out / "speed.json").read_text())["e2e"]
-    assert [r["detector"] for r in rows] == ["auto", "blazeface_full", "haar"]
+    assert [r["detector"] for r in rows] == ["auto", "auto+every1", "blazeface_full", "haar"]  # auto+every1: the pyramid on every frame, the schedule's reference
     for r in rows:
         assert r["frames"] == 4 and r["fps"] > 0 and len(r["fps_all"]) == 1
         assert 0 < r["faces_per_frame"] <= 8  # four faces are in every frame
