@@ -27,13 +27,13 @@ def _accuracy_row(name: str, report: dict, params, macs, size, notes: str = "") 
 
 
 def _with_ferplus(row: dict, votes, pf, pq, prior=None) -> dict:
-    """Add the FER+ figures (``convert.ferplus.score``) of the float and int8 predictions to ``row``."""
-    from convert.ferplus import score
-    from edge.int8 import top_classes
+    """Add the FER+ figures (``convert.ferplus.score_predictions``) of the float and int8 predictions to ``row``."""
+    from convert.ferplus import score_predictions
 
-    q = score(top_classes(pq, prior), votes)
+    s = score_predictions(votes, pf, pq, prior)
+    q = s["int8"]
     row.update({"ferplus_int8_accuracy": q["accuracy"], "ferplus_n": q["n"], "ferplus_int8_plausible": q["plausible"],
-                "ferplus_float_accuracy": None if pf is None else score(top_classes(pf, prior), votes)["accuracy"]})
+                "ferplus_float_accuracy": None if s["float"] is None else s["float"]["accuracy"]})
     return row
 
 
@@ -56,9 +56,9 @@ def run_accuracy(data: str | Path, models: list[str], split: str = "PrivateTest"
     x, y = load_split(data, split)
     votes = None
     if ferplus:
-        from convert.ferplus import load_split_votes
+        from convert.ferplus import load_votes
 
-        votes = load_split_votes(data, ferplus, split)[2]
+        votes = load_votes(data, ferplus)[split]
     if limit:
         x, y = x[:limit], y[:limit]
         votes = votes[:limit] if votes is not None else None

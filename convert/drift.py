@@ -343,12 +343,9 @@ def measure_drift(keras_path: str | Path, tflite_path: str | Path, data: str | P
 def ferplus_report(data, ferplus_path, split: str, float_probs, int8_probs, prior, limit=None) -> dict:
     """The float and int8 predictions scored against FER+ votes of ``split`` (``convert.ferplus.score``)."""
     from convert import ferplus
-    from edge.int8 import top_classes
 
-    _, _, votes = ferplus.load_split_votes(data, ferplus_path, split)
-    votes = votes[:limit] if limit else votes
-    return {"float": ferplus.score(top_classes(float_probs, prior), votes),
-            "int8": ferplus.score(top_classes(int8_probs, prior), votes)}
+    votes = ferplus.load_votes(data, ferplus_path)[split]
+    return ferplus.score_predictions(votes[:limit] if limit else votes, float_probs, int8_probs, prior)
 
 
 def run(args: argparse.Namespace) -> int:

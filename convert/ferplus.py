@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from edge.errors import DataError
+from edge.int8 import top_classes
+from edge.manifest import FER_LABELS
 
 FERPLUS_COLUMNS = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear",
                    "contempt", "unknown", "NF")
@@ -116,8 +118,6 @@ def score(pred: np.ndarray, votes: np.ndarray) -> dict:
     keep = maj >= 0
     voted = votes[:, TO_FER2013].sum(1) > 0
     recall = {}
-    from edge.manifest import FER_LABELS
-
     for cls, name in enumerate(FER_LABELS):
         sel = keep & (maj == cls)
         recall[name] = round(float((pred[sel] == cls).mean()), 6) if sel.any() else None
@@ -126,11 +126,15 @@ def score(pred: np.ndarray, votes: np.ndarray) -> dict:
             "per_class_recall": recall}
 
 
-def load_split_votes(data_path: str | Path, ferplus_path: str | Path, split: str):
-    """One FER2013 split with its FER+ votes: ``(x uint8 [N,48,48], FER2013 labels [N], votes [N, 10])``."""
-    from convert.data import load_fer2013, load_split
+def score_predictions(votes: np.ndarray, float_probs, int8_probs, prior=None) -> dict:
+    """``score`` of the float and int8 models' top classes (ties to ``prior``, as ``edge.int8.top_classes``
+    breaks them); ``float_probs`` may be None (no float model), its entry is then None."""
+    return {"float": None if float_probs is None else score(top_classes(float_probs, prior), votes),
+            "int8": score(top_classes(int8_probs, prior), votes)}
 
-    data = load_fer2013(data_path)
-    votes = read_votes(ferplus_path, {s: len(x) for s, (x, _) in data.items()})
-    x, y = load_split(data_path, split)
-    return x, y, votes[split]
+
+def load_votes(data_path: str | Path, ferplus_path: str | Path) -> dict[str, np.ndarray]:
+    """FER+ votes per split (``read_votes``), checked to line up with the FER2013 data at ``data_path``."""
+    from convert.data import load_fer2013
+
+    return read_votes(ferplus_path, {s: len(x) for s, (x, _) in load_fer2013(data_path).items()})

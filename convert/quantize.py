@@ -197,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
     if args.ferplus:
         from convert import ferplus
 
-        _, _, votes = ferplus.load_split_votes(args.data, args.ferplus, "Training")
+        votes = ferplus.load_votes(args.data, args.ferplus)["Training"]
         prior = [round(float(c), 6) for c in ferplus.distribution(votes[ferplus.trainable(votes)]).mean(0)]
     manifest = build_manifest(name, tflite_path, int(model.count_params()), info, INT8_MEAN, INT8_STD, prior)
     manifest.trained.representative_images = len(calib)  # type: ignore[attr-defined]

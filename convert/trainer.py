@@ -287,14 +287,17 @@ def ferplus_training_arrays(data_path, ferplus_path, fer2013_weight: float = 0.0
     """Training images with FER+ soft targets (faces FER+ calls not-a-face, or without votes on the
     seven classes, dropped), and PublicTest faces with a unique FER+ majority as validation."""
     from convert import ferplus
+    from convert.data import load_split
     from edge.errors import DataError
 
     if not ferplus_path:
         raise DataError("this recipe trains on FER+ votes; pass --ferplus PATH/fer2013new.csv")
-    xt, yt, vt = ferplus.load_split_votes(data_path, ferplus_path, "Training")
+    votes = ferplus.load_votes(data_path, ferplus_path)
+    xt, yt = load_split(data_path, "Training")
+    vt = votes["Training"]
     keep = ferplus.trainable(vt)
-    xv, _, vv = ferplus.load_split_votes(data_path, ferplus_path, "PublicTest")
-    maj = ferplus.majority(vv)
+    xv, _ = load_split(data_path, "PublicTest")
+    maj = ferplus.majority(votes["PublicTest"])
     return (xt[keep], ferplus.targets(vt[keep], yt[keep], fer2013_weight), xv[maj >= 0], maj[maj >= 0])
 
 
