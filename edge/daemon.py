@@ -100,7 +100,7 @@ def run_daemon(cfg: Config, max_frames: int | None = None, stop: threading.Event
     schedule = ExpressionSchedule(cfg.events.interval_s)
     window = SummaryWindow(labels)
     timer = StageTimer()
-    detector_ms: dict[str, float] = {}  # per detector pass, summed over the stats interval
+    detector_ms: dict[str, float] = {}  # per detector pass, summed over the stats interval (0.0: not run in it)
     result = RunResult()
     started = time.monotonic()
     next_summary = started + cfg.summary.interval_s
@@ -130,7 +130,9 @@ def run_daemon(cfg: Config, max_frames: int | None = None, stop: threading.Event
             getattr(pipe.source, "dropped", 0), publisher.outbox_depth, publisher.outbox_dropped,
             now - started, cpu_temperature_c(), publisher.produced, live_faces, publisher.connected,
             camera=camera, outbox=publisher.outbox_stats(), detector=detector_stats())
-        detector_ms.clear()
+        # Keep each pass once it has run: a pass the schedule skipped all interval reports 0.0 ms
+        # per frame instead of vanishing from stats (dashboards and doctor see the same keys).
+        detector_ms.update(dict.fromkeys(detector_ms, 0.0))
         publisher.publish_event("stats", payload)
         result.last_stats = payload
         timer.reset(now)
