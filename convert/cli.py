@@ -28,6 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "PyTorch trainer (on a GPU when there is one, else the CPU)")
     p.add_argument("--time-budget", type=float, metavar="S",
                    help="*_ferplus recipes: seconds of training; the schedule shrinks to fit")
+    p.add_argument("--fer2013-weight", type=float, metavar="W",
+                   help="*_ferplus recipes: weight of the FER2013 label in the target (0: FER+ votes only)")
     p.set_defaults(func=_train)
 
     for module_name, command in (("convert.quantize", "convert"), ("convert.drift", "drift"),
@@ -46,7 +48,8 @@ def _train(args) -> int:
     from convert.recipes import get_recipe
     from convert.train import train
 
-    recipe = get_recipe(args.recipe, epochs=args.epochs, seed=args.seed, batch_size=args.batch_size)
+    recipe = get_recipe(args.recipe, epochs=args.epochs, seed=args.seed, batch_size=args.batch_size,
+                        fer2013_weight=args.fer2013_weight)
     if recipe.targets == "ferplus":
         return _train_ferplus(args, recipe)
     x_train, y_train = load_split(args.data, "Training")
@@ -67,18 +70,19 @@ def _train_ferplus(args, recipe) -> int:
     try:
         import torch
 
-        from convert.trainer import ferplus_training_arrays, train_torch
+        from convert.trainer import recipe_arrays, train_torch
     except ModuleNotFoundError as exc:
         from edge.errors import FerEdgeError
 
         raise FerEdgeError(f"recipe {recipe.name} trains on FER+ votes with the PyTorch trainer, and {exc.name} is "
                            "missing; install it: pip install torch") from None
-    xt, yt, xv, yv = ferplus_training_arrays(args.data, args.ferplus, recipe.fer2013_weight)
+    xt, yt, xv, yv = recipe_arrays(recipe, args.data, args.ferplus)
     if args.limit:
         xt, yt = xt[: args.limit], yt[: args.limit]
     out = Path(args.out or f"runs/{recipe.name}")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     s = train_torch(recipe, xt, yt, xv, yv, out, resume=args.resume, device=device, time_budget_s=args.time_budget)
-    print(f"best FER+ PublicTest accuracy {s['best_val_accuracy']:.4f} at epoch {s['best_epoch']} of "
+    what = "mean of FER2013 and FER+" if recipe.select == "joint" else "FER+"
+    print(f"best {what} PublicTest accuracy {s['best_val_accuracy']:.4f} at epoch {s['best_epoch']} of "
           f"{s['epochs_run']} on {device} ({s['wall_seconds']:.0f} s); convert {out / 'recalibrated.keras'}")
     return 0

@@ -103,11 +103,24 @@ def plausible(pred: np.ndarray, votes: np.ndarray, min_votes: int = PLAUSIBLE_VO
     return votes[np.arange(len(pred)), TO_FER2013[pred]] >= min_votes
 
 
-def targets(votes: np.ndarray, fer2013_labels: np.ndarray, fer2013_weight: float = 0.0) -> np.ndarray:
-    """Soft targets ``[N, 7]``: the FER+ vote distribution (probability mode of Barsoum et al.),
-    mixed with the FER2013 one-hot label by ``fer2013_weight`` (0: votes only; 1: FER2013 only)."""
-    onehot = np.eye(len(TO_FER2013), dtype=np.float32)[fer2013_labels]
-    return (1.0 - fer2013_weight) * distribution(votes) + fer2013_weight * onehot
+def targets(votes: np.ndarray, fer2013_labels: np.ndarray, fer2013_weight: float = 0.0,
+            vote_target: str = "distribution") -> np.ndarray:
+    """Soft targets ``[N, 7]`` from the votes, mixed with the FER2013 one-hot label by ``fer2013_weight``
+    (0: votes only; 1: FER2013 only).
+
+    vote_target: ``"distribution"``, the vote distribution (probability mode of Barsoum et al.); or
+    ``"majority"``, the one-hot unique majority (the distribution where there is none). With the
+    majority, the model learns w * P(FER2013 label) + (1 - w) * P(FER+ majority), whose top class
+    maximises w * FER2013 accuracy + (1 - w) * FER+ accuracy: the target for one model judged on both.
+    """
+    if vote_target not in ("distribution", "majority"):
+        raise ValueError(f"vote_target must be 'distribution' or 'majority', not {vote_target!r}")
+    eye = np.eye(len(TO_FER2013), dtype=np.float32)
+    votes_part = distribution(votes)
+    if vote_target == "majority":
+        maj = majority(votes)
+        votes_part = np.where((maj >= 0)[:, None], eye[np.maximum(maj, 0)], votes_part)
+    return (1.0 - fer2013_weight) * votes_part + fer2013_weight * eye[fer2013_labels]
 
 
 def score(pred: np.ndarray, votes: np.ndarray) -> dict:

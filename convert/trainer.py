@@ -70,14 +70,27 @@ def _lr_factor(step: int, warm: int, total: int) -> float:
 
 @torch.no_grad()
 def evaluate(net, x_u8, y, batch=1024):
+    """(accuracy, loss) of ``net`` on ``x_u8``. ``y``: int labels ``[N]``; or ``[N, 2]`` (FER2013 label,
+    FER+ majority or -1) for joint selection, whose accuracy is the mean of the FER2013 accuracy on
+    all rows and the FER+ accuracy on the rows with a majority (loss: against the FER2013 label)."""
     net.eval()
-    correct, loss = 0, 0.0
+    joint = y.ndim == 2
+    hits = torch.zeros(2, device=y.device)
+    loss = 0.0
     for i in range(0, len(x_u8), batch):
         xb = (x_u8[i:i + batch].float() - TRAIN_MEAN) / TRAIN_STD
         logits = net(xb)
-        loss += F.cross_entropy(logits, y[i:i + batch], reduction="sum").item()
-        correct += (logits.argmax(1) == y[i:i + batch]).sum().item()
-    return correct / len(x_u8), loss / len(x_u8)
+        yb = y[i:i + batch]
+        first = yb[:, 0] if joint else yb
+        loss += F.cross_entropy(logits, first, reduction="sum").item()
+        pred = logits.argmax(1)
+        hits[0] += (pred == first).sum()
+        if joint:
+            hits[1] += (pred == yb[:, 1]).sum()
+    if not joint:
+        return hits[0].item() / len(x_u8), loss / len(x_u8)
+    acc = (hits[0].item() / len(x_u8) + hits[1].item() / max(1, int((y[:, 1] >= 0).sum()))) / 2
+    return acc, loss / len(x_u8)
 
 
 def train_torch(recipe: Recipe, x_train, y_train, x_val, y_val, out_dir, resume: bool = False, device="cuda",
@@ -85,7 +98,8 @@ def train_torch(recipe: Recipe, x_train, y_train, x_val, y_val, out_dir, resume:
     """Train ``recipe`` in PyTorch on ``device``; same files and summary as convert.train.train.
 
     ``y_train``: int labels ``[N]``, or soft targets ``[N, 7]`` (rows sum to 1, e.g. FER+ vote
-    distributions) trained with cross-entropy against the distribution. ``y_val``: int labels.
+    distributions) trained with cross-entropy against the distribution. ``y_val``: int labels, or
+    ``[N, 2]`` (FER2013 label, FER+ majority) to select on their mean accuracy (``evaluate``).
     ``time_budget_s``: wall-clock budget for training; after the first epoch the schedule is shrunk
     to the number of epochs that fit (at most ``recipe.epochs``), so the cosine still ends low.
     ``recalibrate``: write ``recalibrated.keras`` (batch norms re-estimated on clean ``x_train``).
@@ -210,7 +224,7 @@ def train_torch(recipe: Recipe, x_train, y_train, x_val, y_val, out_dir, resume:
     summary = {
         "recipe": recipe.to_dict(), "params": int(kmodel.count_params()),
         "train_images": int(len(x_train)), "val_images": int(len(x_val)), "val_split": "PublicTest",
-        "targets": "soft (vote distribution)" if soft else "labels", "epochs_planned": epochs,
+        "targets": f"soft ({recipe.vote_target})" if soft else "labels", "epochs_planned": epochs,
         "epochs_run": len(history), "best_epoch": int(best_row["epoch"]) + 1,
         "best_val_accuracy": float(best_row["val_accuracy"]),
         "wall_seconds": round(wall0 + time.time() - t0, 1), "trainer": f"torch {torch.__version__} on {device}",
@@ -283,28 +297,46 @@ def distillation_loss(logits, teacher, xb):
     return -(soft * F.log_softmax(logits, 1)).sum(1).mean()
 
 
-def ferplus_training_arrays(data_path, ferplus_path, fer2013_weight: float = 0.0):
-    """Training images with FER+ soft targets (faces FER+ calls not-a-face, or without votes on the
-    seven classes, dropped), and PublicTest faces with a unique FER+ majority as validation."""
+def ferplus_training_arrays(data_path, ferplus_path, fer2013_weight: float = 0.0,
+                            vote_target: str = "distribution", select: str = "ferplus"):
+    """Training images with FER+ soft targets (``convert.ferplus.targets``; faces FER+ calls
+    not-a-face, or without votes on the seven classes, dropped), and the PublicTest validation set:
+    the faces with a unique FER+ majority and that label (``select="ferplus"``), or every face with
+    ``[FER2013 label, FER+ majority or -1]`` (``select="joint"``)."""
     from convert import ferplus
     from convert.data import load_split
     from edge.errors import DataError
 
     if not ferplus_path:
         raise DataError("this recipe trains on FER+ votes; pass --ferplus PATH/fer2013new.csv")
+    if select not in ("ferplus", "joint"):
+        raise DataError(f"recipe select must be 'ferplus' or 'joint', not {select!r}")
     votes = ferplus.load_votes(data_path, ferplus_path)
     xt, yt = load_split(data_path, "Training")
     vt = votes["Training"]
     keep = ferplus.trainable(vt)
-    xv, _ = load_split(data_path, "PublicTest")
+    xv, yv = load_split(data_path, "PublicTest")
     maj = ferplus.majority(votes["PublicTest"])
-    return (xt[keep], ferplus.targets(vt[keep], yt[keep], fer2013_weight), xv[maj >= 0], maj[maj >= 0])
+    soft = ferplus.targets(vt[keep], yt[keep], fer2013_weight, vote_target)
+    if select == "joint":
+        return xt[keep], soft, xv, np.stack([yv, maj], 1)
+    return xt[keep], soft, xv[maj >= 0], maj[maj >= 0]
+
+
+def recipe_arrays(recipe: Recipe, data_path, ferplus_path=None):
+    """(x_train, y_train, x_val, y_val) for ``recipe``: FER+ targets (``ferplus_training_arrays``)
+    or the FER2013 Training and PublicTest labels."""
+    from convert.data import load_split
+
+    if recipe.targets == "ferplus":
+        return ferplus_training_arrays(data_path, ferplus_path, recipe.fer2013_weight, recipe.vote_target,
+                                       recipe.select)
+    return (*load_split(data_path, "Training"), *load_split(data_path, "PublicTest"))
 
 
 def main(argv=None) -> int:
     import argparse
 
-    from convert.data import load_split
     from convert.recipes import get_recipe
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -318,13 +350,11 @@ def main(argv=None) -> int:
     p.add_argument("--ferplus", help="fer2013new.csv (FER+ votes): needed by recipes with targets = 'ferplus'")
     p.add_argument("--time-budget", type=float, help="seconds of training; the schedule shrinks to fit")
     p.add_argument("--no-recalibrate", action="store_true", help="skip recalibrated.keras (do it later)")
+    p.add_argument("--fer2013-weight", type=float, help="ferplus recipes: override the FER2013 label's weight")
+    p.add_argument("--vote-target", choices=("distribution", "majority"), help="ferplus recipes: override the vote target")
     a = p.parse_args(argv)
-    recipe = get_recipe(a.recipe, epochs=a.epochs)
-    if recipe.targets == "ferplus":
-        xt, yt, xv, yv = ferplus_training_arrays(a.data, a.ferplus, recipe.fer2013_weight)
-    else:
-        xt, yt = load_split(a.data, "Training")
-        xv, yv = load_split(a.data, "PublicTest")
+    recipe = get_recipe(a.recipe, epochs=a.epochs, fer2013_weight=a.fer2013_weight, vote_target=a.vote_target)
+    xt, yt, xv, yv = recipe_arrays(recipe, a.data, a.ferplus)
     if a.limit:
         xt, yt, xv, yv = xt[:a.limit], yt[:a.limit], xv[:a.limit], yv[:a.limit]
     s = train_torch(recipe, xt, yt, xv, yv, a.out, resume=a.resume, device=a.device,

@@ -45,6 +45,18 @@ def test_targets_mix_the_fer2013_label():
     assert t.sum() == pytest.approx(1.0)
 
 
+def test_majority_targets_learn_the_sum_of_both_accuracies():
+    """vote_target="majority": half the FER2013 label, half the one-hot FER+ majority; the distribution
+    stands in where the votes tie."""
+    votes = np.array([[6, 0, 1, 1, 0, 0, 0, 0, 2, 0],    # neutral majority
+                      [0, 4, 4, 0, 0, 0, 0, 0, 2, 0]])   # happy/surprise tie
+    t = ferplus.targets(votes, np.array([4, 3]), fer2013_weight=0.5, vote_target="majority")
+    np.testing.assert_allclose(t[0], [0, 0, 0, 0, 0.5, 0, 0.5])
+    np.testing.assert_allclose(t[1], [0, 0, 0, 0.5 + 0.25, 0, 0.25, 0])
+    with pytest.raises(ValueError, match="vote_target"):
+        ferplus.targets(votes, np.array([4, 3]), vote_target="mode")
+
+
 def test_score_counts_majority_rows_and_plausible_votes():
     votes = np.array([[6, 0, 0, 4, 0, 0, 0, 0, 0, 0],    # neutral
                       [0, 0, 0, 0, 7, 3, 0, 0, 0, 0],    # angry
@@ -98,6 +110,28 @@ def test_training_arrays_from_a_fer2013_csv(tmp_path):
     assert xv.shape == (1, 48, 48) and yv.tolist() == [0]
     with pytest.raises(DataError, match="--ferplus"):
         ferplus_training_arrays(csv, None)
+    # joint selection validates on every PublicTest face with both labels
+    _, _, xv, yv = ferplus_training_arrays(csv, write_votes(tmp_path / "v.csv"), 0.5, "majority", "joint")
+    assert xv.shape == (1, 48, 48) and yv.tolist() == [[0, 0]]
+
+
+def test_joint_evaluation_averages_fer2013_and_ferplus_accuracy():
+    """evaluate() on [FER2013 label, FER+ majority] pairs: the mean of the two accuracies, FER+ counted
+    only where a majority exists."""
+    torch = pytest.importorskip("torch")
+    from convert.trainer import evaluate
+
+    class Fixed(torch.nn.Module):  # predicts class i % 7 for row i, whatever the image
+        def forward(self, x):
+            return torch.nn.functional.one_hot(torch.arange(len(x)) % 7, 7).float()
+
+    x = torch.zeros(4, 1, 48, 48, dtype=torch.uint8)
+    y = torch.tensor([[0, 0], [1, 5], [9, -1], [9, 3]])  # predictions 0, 1, 2, 3
+    acc, _ = evaluate(Fixed(), x, y.clamp(max=6))
+    # FER2013: rows 0, 1 right of 4 -> 0.5; FER+: rows 0 and 3 right of 3 with a majority -> 2/3
+    assert acc == pytest.approx((0.5 + 2 / 3) / 2)
+    plain, _ = evaluate(Fixed(), x, y[:, 0].clamp(max=6))
+    assert plain == pytest.approx(0.5)
 
 
 def test_trainer_learns_from_soft_targets(tmp_path):
