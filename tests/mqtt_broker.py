@@ -14,6 +14,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -108,35 +109,81 @@ class Collector:
 
     With ``persistent=True`` it uses a persistent session (clean_session=False, QoS 1), so the
     broker queues messages for it while it is disconnected, also across a broker restart.
+
+    It acknowledges each message itself (paho ``manual_ack``) while recording it, so ``freeze()``
+    can tell exactly which messages the broker knows it has: see there.
     """
 
     def __init__(self, broker: MosquittoBroker, topic_filter: str = "#", client_id: str | None = None,
                  persistent: bool = True):
-        import threading
-
         import paho.mqtt.client as mqtt
 
         self.messages: list[tuple[str, bytes, bool]] = []
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
+        self._frozen = False  # set by freeze(): record and acknowledge nothing until the next connection
+        self._unsubacks: dict[int, threading.Event] = {}
         self.topic_filter = topic_filter
+        self.persistent = persistent
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or f"collector-{id(self)}",
-                                  clean_session=not persistent)
+                                  clean_session=not persistent, manual_ack=True)
         self.client.reconnect_delay_set(1, 1)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *a: self._subscribed.set()
+        self.client.on_unsubscribe = self._on_unsubscribe
         self.client.connect(broker.host, broker.port, keepalive=10)
         self.client.loop_start()
         if not self._subscribed.wait(10):
             raise RuntimeError("collector could not subscribe")
 
     def _on_connect(self, client, userdata, flags, reason_code, properties):
+        # A new connection: what the broker sends from now on was not recorded (a frozen collector
+        # neither recorded nor acknowledged it), so record it again.
+        with self._lock:
+            self._frozen = False
         client.subscribe(self.topic_filter, qos=1)
 
     def _on_message(self, client, userdata, msg):
         with self._lock:
+            if self._frozen:
+                return  # not acknowledged either: the broker keeps it and delivers it again
             self.messages.append((msg.topic, msg.payload, bool(msg.retain)))
+            # Queued before anything freeze() sends afterwards (paho writes its packets in order).
+            client.ack(msg.mid, msg.qos)
+
+    def _on_unsubscribe(self, client, userdata, mid, reason_codes, properties):
+        with self._lock:
+            done = self._unsubacks.get(mid)
+        if done:
+            done.set()
+
+    def freeze(self, timeout: float = 10.0) -> bool:
+        """Stop recording (and acknowledging) messages until the next connection, and wait until the
+        broker has processed the PUBACK of every message recorded so far. True when it has.
+
+        Call it just before stopping the broker with messages still flowing: without it the broker
+        may stop between sending a message and reading this subscriber's PUBACK, and the restarted
+        broker (persistent session) delivers that message a second time (flagged DUP): a duplicate
+        made by the test's own subscriber, not by the publisher. Frozen, every recorded message was
+        acknowledged, every later one is left unacknowledged and is recorded once when redelivered.
+        The proof is an UNSUBSCRIBE round trip: it is sent after those PUBACKs on the same
+        connection, and the broker handles one connection's packets in order. Persistent sessions
+        only (a clean session would forget what was left unacknowledged).
+        """
+        import paho.mqtt.client as mqtt
+
+        if not self.persistent:
+            raise RuntimeError("freeze() needs a persistent session (persistent=True)")
+
+        with self._lock:
+            self._frozen = True
+            done = threading.Event()
+            rc, mid = self.client.unsubscribe(f"collector-sync/{self.client._client_id.decode()}")
+            if rc != mqtt.MQTT_ERR_SUCCESS:
+                return False
+            self._unsubacks[mid] = done
+        return done.wait(timeout)
 
     def on(self, suffix: str) -> list[tuple[str, bytes, bool]]:
         """Messages whose topic ends with ``suffix`` (e.g. "/expression")."""
