@@ -14,8 +14,9 @@ Drop policy (counters persisted in the file, reported in ``stats.outbox``):
 
 Each durable message gets ``seq``, its number on its topic (1, 2, 3...), stored in the same
 transaction as the row, so it keeps rising across restarts. A delivered row whose DELETE fails is
-marked delivered (or remembered in memory when even that fails) and its delete retried: it is never
-sent twice by this process, nor by the next one when the mark was written. The WAL is bounded
+marked delivered (or remembered in memory when even that fails) and its delete retried while running
+(``retry_deletes``, on every drain round of the publisher) and at the next open: it is never sent
+twice by this process, nor by the next one when the mark was written. The WAL is bounded
 (``journal_size_limit``, small auto-checkpoints, a truncating checkpoint when the outbox empties,
 at most every 30 s, and at close). The file and its WAL are 0600 and a folder it creates 0700, whatever the umask.
 """
@@ -121,6 +122,7 @@ class Outbox:
         self._memory: deque[OutboxRow] = deque()
         self._memory_ids = 0
         self._undeleted: set[int] = set()  # delivered rows whose delete and mark both failed
+        self._marked = True  # rows marked delivered may be in the file (this run's failed deletes, or a former run's)
         self._disk_ok = True
         self._free_checked = -1e9
         self._free_ok = True
@@ -155,7 +157,7 @@ class Outbox:
             ) from None
         # Rows delivered by a previous run whose delete failed are never re-sent (pending() skips them);
         # delete them now if the disk lets us (it may still be full: that must not stop the start).
-        self.retry_deletes(marked=True)
+        self.retry_deletes()
         self._seq = {k[4:]: int(v) for k, v in meta.items() if k.startswith("seq:")}
         self.drops = {r: int(meta.get(f"dropped:{r}", 0)) for r in DROP_REASONS}
         if self._depth:
@@ -329,18 +331,22 @@ class Outbox:
                     self._undeleted.add(row_id)
                     self._depth -= 1
                     return
+                self._marked = True
             self._depth -= cur.rowcount
             if self._depth == 0 and not self._undeleted and time.monotonic() - self._last_checkpoint >= _CHECKPOINT_EVERY_S:
                 self._checkpoint_locked()
 
-    def retry_deletes(self, marked: bool = False) -> None:
-        """Delete the delivered rows whose delete failed before (cheap when there are none);
-        ``marked``: also look for rows marked delivered in the file."""
+    def retry_deletes(self) -> None:
+        """Delete the delivered rows whose delete failed before: those marked delivered in the file
+        and those remembered in memory. Cheap when there are none (no query); the publisher calls it
+        on every drain round, so they go as soon as the database can be written again."""
         with self._lock:
-            if not self._undeleted and not marked:
+            if not self._undeleted and not self._marked:
                 return
             try:
-                self._db.execute("DELETE FROM outbox WHERE delivered = 1")
+                if self._marked:
+                    self._db.execute("DELETE FROM outbox WHERE delivered = 1")
+                    self._marked = False
                 for row_id in list(self._undeleted):
                     self._db.execute("DELETE FROM outbox WHERE id = ?", (row_id,))
                     self._undeleted.discard(row_id)

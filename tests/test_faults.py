@@ -134,6 +134,34 @@ def test_delivered_rows_whose_delete_fails_are_never_sent_again(mqtt_broker, tmp
     print(f"FAULT delete-fails: produced 25, delivered {r['distinct']}, re-sent {r['duplicates']}")
 
 
+def test_rows_marked_delivered_are_deleted_while_running(mqtt_broker, tmp_path):
+    """Only the DELETEs fail (the "delivered" mark is written) when the PUBACKs come back: nothing is
+    re-sent, and once deletes work again the running publisher removes the rows (no reopen needed)."""
+    from tests.test_outbox import refuse_deletes
+
+    col = Collector(mqtt_broker, "fer/mark/#")
+    path = tmp_path / "mark.sqlite"
+    box = Outbox(path, min_free_mb=0)
+    refuse_deletes(box)
+    pub = publisher(mqtt_broker.host, mqtt_broker.port, tmp_path, "mark", box)
+    pub.start()
+    events(pub, 20)
+    assert col.wait_for(lambda c: len(c.on("/expression")) >= 20, 30)
+    assert wait_until(lambda: box.depth == 0 and not pub._inflight, 10)
+    assert len(outbox_rows(path)) == 20  # acknowledged and marked, still in the file
+    box._db.execute("DROP TRIGGER refuse_delete")  # deletes work again
+    assert wait_until(lambda: not outbox_rows(path), 10)  # deleted by the running publisher's drain rounds
+    events(pub, 5, 20)
+    assert col.wait_for(lambda c: len(c.on("/expression")) >= 25, 30)
+    assert wait_until(lambda: not outbox_rows(path), 10)
+    r = seq_report(col.json_on("/expression"))
+    assert r["messages"] == r["distinct"] == 25 and r["gaps"] == 0 and r["rising"]
+    assert pub.stop()
+    col.close()
+    print(f"FAULT deletes-fail-mark-written: produced 25, delivered {r['distinct']}, re-sent {r['duplicates']}; "
+          "the 20 marked rows deleted while running once deletes worked")
+
+
 # --------------------------------------------------------------------------- connection errors named
 
 

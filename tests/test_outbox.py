@@ -160,3 +160,34 @@ def test_a_row_marked_delivered_is_not_sent_again(tmp_path):
     db.close()
     again = Outbox(tmp_path / "o.sqlite")
     assert again.depth == 2 and [r.id for r in again.pending()] == ids[1:]
+
+
+def refuse_deletes(box: Outbox) -> None:
+    """Make every DELETE on the outbox's own connection fail with a real SQLite error while UPDATEs
+    still work: the case of a delete that fails and a "delivered" mark that is written."""
+    box._db.execute("CREATE TEMP TRIGGER refuse_delete BEFORE DELETE ON outbox BEGIN SELECT RAISE(ABORT, 'delete refused'); END")
+
+
+def test_a_row_marked_delivered_is_deleted_while_running(tmp_path):
+    """Its delete is retried on the next ``retry_deletes()`` (each drain round), not only at the next open."""
+    box = Outbox(tmp_path / "o.sqlite", min_free_mb=0)
+    ids = [box.append("t", str(i), 1, False) for i in range(3)]
+
+    def on_disk():
+        db = sqlite3.connect(tmp_path / "o.sqlite")
+        try:
+            return db.execute("SELECT id, delivered FROM outbox ORDER BY id").fetchall()
+        finally:
+            db.close()
+
+    refuse_deletes(box)
+    box.delete(ids[0])  # acked: the DELETE fails, the mark is written
+    assert box.depth == 2 and [r.id for r in box.pending()] == ids[1:]
+    assert on_disk() == [(ids[0], 1), (ids[1], 0), (ids[2], 0)]
+    box.retry_deletes()  # still refused: the row stays marked, not handed out
+    assert on_disk() == [(ids[0], 1), (ids[1], 0), (ids[2], 0)] and [r.id for r in box.pending()] == ids[1:]
+    box._db.execute("DROP TRIGGER refuse_delete")
+    box.retry_deletes()
+    assert on_disk() == [(ids[1], 0), (ids[2], 0)] and box.depth == 2
+    box.delete(ids[1])
+    assert on_disk() == [(ids[2], 0)]
