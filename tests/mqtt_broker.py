@@ -125,7 +125,8 @@ class Collector:
         self._unsubacks: dict[int, threading.Event] = {}
         self.topic_filter = topic_filter
         self.persistent = persistent
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or f"collector-{id(self)}",
+        self.client_id = client_id or f"collector-{id(self)}"
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
                                   clean_session=not persistent, manual_ack=True)
         self.client.reconnect_delay_set(1, 1)
         self.client.on_connect = self._on_connect
@@ -179,7 +180,7 @@ class Collector:
         with self._lock:
             self._frozen = True
             done = threading.Event()
-            rc, mid = self.client.unsubscribe(f"collector-sync/{self.client._client_id.decode()}")
+            rc, mid = self.client.unsubscribe(f"collector-sync/{self.client_id}")
             if rc != mqtt.MQTT_ERR_SUCCESS:
                 return False
             self._unsubacks[mid] = done
