@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -188,3 +190,24 @@ def test_bench_accuracy_reports_ferplus_beside_fer2013(tmp_path):
     pred = top_classes(predict_int8(MODELS_DIR / "tiny.tflite", x, man.input.mean, man.input.std), man.class_prior)
     assert row["ferplus_int8_accuracy"] == float(pred[1] == 2)
     assert "FER+ int8" in format_accuracy(result)
+
+
+def test_frontier_scores_a_model_on_both_label_sets(tmp_path):
+    """convert.experiments.frontier: the shipped int8 tiny on a PublicTest fixture, scored against the
+    FER2013 label and the FER+ majority, with its table and plot written."""
+    from pathlib import Path
+
+    from convert.data import load_split
+    from convert.experiments import frontier
+
+    csv, votes = write_fer_csv(tmp_path / "fer2013.csv"), write_votes(tmp_path / "v.csv")
+    model = Path(__file__).resolve().parents[1] / "edge" / "models" / "tiny.tflite"
+    assert frontier.main(["--data", str(csv), "--ferplus", str(votes), "--model", f"tiny:shipped={model}",
+                          "--out", str(tmp_path / "out")]) == 0
+    rows = json.loads((tmp_path / "out" / "frontier.json").read_text())
+    # the one PublicTest face is angry (0) for FER2013 and for the FER+ majority alike
+    hit = 100.0 * float(frontier.predict(model, load_split(csv, "PublicTest")[0])[0] == 0)
+    assert rows[0]["group"] == "tiny" and rows[0]["kind"] == "int8"
+    assert rows[0]["fer2013"] == rows[0]["ferplus"] == hit
+    assert "| tiny:shipped | int8 |" in (tmp_path / "out" / "frontier.md").read_text()
+    assert (tmp_path / "out" / "frontier.png").stat().st_size > 10_000
