@@ -113,7 +113,10 @@ def main(argv=None) -> int:
     p.add_argument("--model", action="append", required=True, metavar="NAME=PATH", help=".keras or .tflite; repeat")
     p.add_argument("--out", default="runs/ferplus_frontier")
     a = p.parse_args(argv)
-    models = dict(m.split("=", 1) for m in a.model)
+    pairs = [m.split("=", 1) for m in a.model]
+    if any(len(pair) != 2 for pair in pairs) or len({n for n, _ in pairs}) != len(pairs):
+        p.error("each --model is NAME=PATH with a NAME of its own (e.g. tiny:j35=a.keras tiny:j35-int8=a.tflite)")
+    models = dict(pairs)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = score_models(models, a.data, a.ferplus)
