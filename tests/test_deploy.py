@@ -1,5 +1,6 @@
-"""Deployment checks: the systemd unit (systemd-analyze verify / security) and the Ansible
-playbook (syntax check, ansible-lint production profile, config.toml template).
+"""Deployment checks: the systemd units of the daemon and the dashboard (systemd-analyze verify /
+security) and the Ansible playbook (syntax check, ansible-lint production profile, config.toml and
+dashboard.toml templates).
 
 The tools live in their own virtualenv made by tests/deploy/setup.sh (the Makefile runs it;
 this module runs it too when the tools are missing). A test skips only when a tool cannot be
@@ -32,6 +33,11 @@ ANSIBLE_DIR = REPO / "ansible"
 DEPLOY_VENV = Path(os.environ.get("FER_DEPLOY_VENV", REPO / "build" / "deploy-venv"))
 EXEC_START = "/opt/fer-edge/venv/bin/fer-edge run --config /etc/fer-edge/config.toml"
 MAX_EXPOSURE = 2.5
+DASH_UNIT = REPO / "systemd" / "fer-edge-dashboard.service"
+DASH_DROPINS = REPO / "systemd" / "fer-edge-dashboard.service.d"
+DASH_EXEC_START = "/opt/fer-edge-dashboard/venv/bin/fer-edge dashboard --config /etc/fer-edge/dashboard.toml"
+# No devices, no udev: the dashboard's unit is held to a tighter bar than the daemon's (measured: 1.1).
+MAX_DASH_EXPOSURE = 1.5
 
 
 def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
@@ -91,25 +97,36 @@ def ansible_env(bindir: Path) -> dict[str, str]:
     return env
 
 
-@pytest.fixture()
-def unit_root(tmp_path: Path, systemd_analyze: str) -> Path:
-    """A root directory where the unit can be verified: the host's stock units (targets the unit
+def make_unit_root(root: Path, unit: Path, dropins: Path, exec_start: str) -> Path:
+    """A root directory where ``unit`` can be verified: the host's stock units (targets the unit
     refers to), the unit and all its drop-in examples, and an executable at the ExecStart path
     (what Ansible installs there is covered by tests/deploy/real_target.sh)."""
     stock = next((p for p in (Path("/usr/lib/systemd/system"), Path("/lib/systemd/system")) if p.is_dir()), None)
     if stock is None:
         pytest.skip("no /usr/lib/systemd/system on this machine to resolve the unit's dependencies")
-    shutil.copytree(stock, tmp_path / "usr/lib/systemd/system", symlinks=True)
-    unit_dir = tmp_path / "etc/systemd/system"
-    (unit_dir / "fer-edge.service.d").mkdir(parents=True)
-    shutil.copy(UNIT, unit_dir / "fer-edge.service")
-    for example in DROPINS.glob("*.conf.example"):
-        shutil.copy(example, unit_dir / "fer-edge.service.d" / example.name.removesuffix(".example"))
-    exe = tmp_path / EXEC_START.split()[0].lstrip("/")
+    shutil.copytree(stock, root / "usr/lib/systemd/system", symlinks=True)
+    unit_dir = root / "etc/systemd/system"
+    (unit_dir / f"{unit.name}.d").mkdir(parents=True)
+    shutil.copy(unit, unit_dir / unit.name)
+    for example in dropins.glob("*.conf.example"):
+        shutil.copy(example, unit_dir / f"{unit.name}.d" / example.name.removesuffix(".example"))
+    exe = root / exec_start.split()[0].lstrip("/")
     exe.parent.mkdir(parents=True)
     exe.write_text("#!/bin/sh\nexit 0\n")
     exe.chmod(0o755)
-    return tmp_path
+    return root
+
+
+@pytest.fixture()
+def unit_root(tmp_path: Path, systemd_analyze: str) -> Path:
+    """make_unit_root for fer-edge.service."""
+    return make_unit_root(tmp_path, UNIT, DROPINS, EXEC_START)
+
+
+@pytest.fixture()
+def dash_unit_root(tmp_path: Path, systemd_analyze: str) -> Path:
+    """make_unit_root for fer-edge-dashboard.service."""
+    return make_unit_root(tmp_path, DASH_UNIT, DASH_DROPINS, DASH_EXEC_START)
 
 
 # ---- systemd unit ------------------------------------------------------------------------------
@@ -164,6 +181,72 @@ def test_unit_exposure_score_is_at_most_2_5(systemd_analyze: str):
     assert float(match.group(1)) <= MAX_EXPOSURE, result.stdout
 
 
+# ---- dashboard unit ----------------------------------------------------------------------------
+
+def test_dashboard_unit_keeps_the_service_contract():
+    """ExecStart with the config, user, directories, credentials and no device access."""
+    e = unit_entries(DASH_UNIT)
+    svc = lambda key: e.get(("Service", key), [])  # noqa: E731
+    assert svc("ExecStart") == [DASH_EXEC_START]
+    assert svc("Type") == ["exec"] and svc("Restart") == ["on-failure"]
+    assert svc("User") == ["fer-edge-dashboard"] and svc("Group") == ["fer-edge-dashboard"]
+    assert not svc("SupplementaryGroups") and not svc("DeviceAllow")
+    assert svc("PrivateDevices") == ["yes"] and svc("DevicePolicy") == ["closed"]
+    assert svc("StateDirectory") == ["fer-edge-dashboard"] and svc("StateDirectoryMode") == ["0700"]
+    assert svc("WorkingDirectory") == ["/var/lib/fer-edge-dashboard"]
+    # Shared with fer-edge.service on a host that runs both: same directory, same mode.
+    assert svc("ConfigurationDirectory") == ["fer-edge"] and svc("ConfigurationDirectoryMode") == ["0755"]
+    assert svc("LoadCredential") == ["mqtt_password:/etc/fer-edge/dashboard-mqtt_password",
+                                     "pgpass:/etc/fer-edge/dashboard-pgpass"]
+    assert "PGPASSFILE=%d/pgpass" in svc("Environment")
+    assert e[("Unit", "StartLimitBurst")] and e[("Unit", "StartLimitIntervalSec")]
+    assert set(svc("RestrictAddressFamilies")[0].split()) == {"AF_UNIX", "AF_INET", "AF_INET6"}
+    # Every hardening switch of the daemon's unit that does not concern devices is set here too.
+    daemon = unit_entries(UNIT)
+    for key in ("NoNewPrivileges", "ProtectSystem", "ProtectHome", "PrivateTmp", "PrivateMounts", "ProtectProc",
+                "ProtectKernelTunables", "ProtectKernelModules", "ProtectKernelLogs", "ProtectControlGroups",
+                "ProtectClock", "ProtectHostname", "RestrictSUIDSGID", "RemoveIPC", "CapabilityBoundingSet",
+                "AmbientCapabilities", "RestrictNamespaces", "LockPersonality", "RestrictRealtime",
+                "MemoryDenyWriteExecute", "SystemCallArchitectures", "KeyringMode", "UMask"):
+        assert svc(key) == daemon[("Service", key)], key
+    assert svc("SystemCallFilter")[0] == "@system-service" and "~@privileged" in svc("SystemCallFilter")[1]
+    # Secrets never on the command line.
+    assert not re.search(r"--(token|users)-file|password", svc("ExecStart")[0])
+
+
+def test_dashboard_unit_and_dropins_pass_systemd_analyze_verify(systemd_analyze: str, dash_unit_root: Path):
+    result = run([systemd_analyze, "verify", f"--root={dash_unit_root}", "fer-edge-dashboard.service"])
+    assert result.returncode == 0, result.stderr
+    ours = [line for line in result.stderr.splitlines() if "fer-edge-dashboard" in line]
+    assert not ours, "\n".join(ours)
+
+
+def test_verify_catches_a_broken_dashboard_unit(systemd_analyze: str, dash_unit_root: Path):
+    """Same as for the daemon: a missing ExecStart binary, a bad value, an unknown specifier."""
+    (dash_unit_root / DASH_EXEC_START.split()[0].lstrip("/")).unlink()
+    result = run([systemd_analyze, "verify", f"--root={dash_unit_root}", "fer-edge-dashboard.service"])
+    assert result.returncode != 0 and "is not executable" in result.stderr
+    unit = dash_unit_root / "etc/systemd/system/fer-edge-dashboard.service"
+    lines = DASH_UNIT.read_text().splitlines()
+    lines[lines.index("RestartSec=5")] = "RestartSec=five"
+    # %d (the credentials directory) is resolved in Environment=; a wrong specifier is reported.
+    lines[lines.index("Environment=PGPASSFILE=%d/pgpass")] = "Environment=PGPASSFILE=%Q/pgpass"
+    unit.write_text("\n".join(lines) + "\n")
+    result = run([systemd_analyze, "verify", f"--root={dash_unit_root}", "fer-edge-dashboard.service"])
+    bad_line = lines.index("RestartSec=five") + 1
+    assert f"fer-edge-dashboard.service:{bad_line}: Failed to parse" in result.stderr, result.stderr
+    assert "Failed to resolve specifiers in PGPASSFILE=%Q/pgpass" in result.stderr, result.stderr
+
+
+def test_dashboard_unit_exposure_score_is_at_most_1_5(systemd_analyze: str):
+    result = run([systemd_analyze, "security", "--offline=true", "--no-pager", str(DASH_UNIT)])
+    match = re.search(r"Overall exposure level for fer-edge-dashboard\.service: (\d+\.\d+)", result.stdout)
+    if match is None and "--offline" in result.stderr:
+        pytest.skip(f"this systemd-analyze has no offline security mode: {result.stderr.strip()}")
+    assert match, result.stdout + result.stderr
+    assert float(match.group(1)) <= MAX_DASH_EXPOSURE, result.stdout
+
+
 # ---- Ansible -------------------------------------------------------------------------------
 
 def test_playbook_syntax_check(ansible_bin: Path):
@@ -179,32 +262,38 @@ def test_ansible_lint_production_profile(ansible_bin: Path):
     assert "Profile 'production' was required, and it passed" in result.stdout + result.stderr
 
 
-def render_config(ansible_bin: Path, tmp_path: Path, extra_vars: dict) -> dict:
-    """Render roles/fer_edge/templates/config.toml.j2 with the role defaults plus extra_vars
-    (through ansible itself, on localhost) and return the parsed TOML."""
-    out = tmp_path / "config.toml"
+def render_templates(ansible_bin: Path, tmp_path: Path, role: str, templates: list[str], extra_vars: dict) -> list[str]:
+    """Render roles/<role>/templates/<name> for each name with the role defaults plus extra_vars
+    (through ansible itself, on localhost) and return the texts."""
     playbook = tmp_path / "render.yml"
+    tasks = "".join(textwrap.indent(textwrap.dedent(f"""\
+        - name: Template {name}
+          ansible.builtin.template:
+            src: {ANSIBLE_DIR / 'roles' / role / 'templates' / name}
+            dest: {tmp_path / name.removesuffix('.j2')}
+            mode: "0600"
+        """), "    ") for name in templates)
     playbook.write_text(textwrap.dedent(f"""\
-        - name: Render config.toml
+        - name: Render templates
           hosts: localhost
           gather_facts: false
           connection: local
           vars_files:
-            - {ANSIBLE_DIR / 'roles/fer_edge/defaults/main.yml'}
+            - {ANSIBLE_DIR / 'roles' / role / 'defaults/main.yml'}
           tasks:
-            - name: Template
-              ansible.builtin.template:
-                src: {ANSIBLE_DIR / 'roles/fer_edge/templates/config.toml.j2'}
-                dest: {out}
-                mode: "0600"
-        """))
+        """) + tasks)
     vars_file = tmp_path / "vars.json"
     # The venv's own Python on localhost (interpreter discovery may find a broken shim).
     vars_file.write_text(json.dumps({"ansible_python_interpreter": str(ansible_bin / "python"), **extra_vars}))
     result = run([str(ansible_bin / "ansible-playbook"), "-i", "localhost,", str(playbook),
                   "-e", f"@{vars_file}"], cwd=ANSIBLE_DIR, env=ansible_env(ansible_bin))
     assert result.returncode == 0, result.stdout + result.stderr
-    return tomllib.loads(out.read_text())
+    return [(tmp_path / name.removesuffix(".j2")).read_text() for name in templates]
+
+
+def render_config(ansible_bin: Path, tmp_path: Path, extra_vars: dict) -> dict:
+    """roles/fer_edge/templates/config.toml.j2 rendered with the role defaults plus extra_vars, parsed."""
+    return tomllib.loads(render_templates(ansible_bin, tmp_path, "fer_edge", ["config.toml.j2"], extra_vars)[0])
 
 
 def test_config_template_writes_the_contract_keys(ansible_bin: Path, tmp_path: Path):
@@ -241,13 +330,89 @@ def test_config_template_types_usb_index_and_default_model(ansible_bin: Path, tm
     assert cfg["mqtt"]["tls"]["enabled"] is True
 
 
+def render_dashboard(ansible_bin: Path, tmp_path: Path, extra_vars: dict):
+    """(dashboard.toml parsed by the dashboard's own loader, its TOML dict, the pgpass text)."""
+    toml_text, pgpass = render_templates(ansible_bin, tmp_path, "dashboard", ["dashboard.toml.j2", "pgpass.j2"],
+                                         {"inventory_hostname": "dash-1", **extra_vars})
+    pytest.importorskip("pydantic")
+    from dashboard.config import load_dashboard_config
+
+    return load_dashboard_config(tmp_path / "dashboard.toml"), tomllib.loads(toml_text), pgpass
+
+
+def test_dashboard_config_template_defaults(ansible_bin: Path, tmp_path: Path):
+    """Role defaults: loopback, SQLite in the StateDirectory, no auth, no secret in the file, empty pgpass."""
+    cfg, doc, pgpass = render_dashboard(ansible_bin, tmp_path, {"dashboard_mqtt_password": "s3cret"})
+    assert set(doc) == {"mqtt", "dashboard"}
+    assert cfg.listen == "127.0.0.1:8080" and cfg.db == "/var/lib/fer-edge-dashboard/dashboard.sqlite"
+    assert cfg.mqtt.host == "127.0.0.1" and cfg.mqtt.username == "dashboard" and cfg.mqtt.prefix == "fer"
+    assert cfg.mqtt.password_file == ""  # systemd credential, never the password itself
+    assert cfg.worker_name == "dash-1" and cfg.retention_days == 30 and cfg.groups == {}
+    assert cfg.auth.token_file == "" and cfg.auth.users_file == "" and not cfg.is_postgres
+    assert "s3cret" not in (tmp_path / "dashboard.toml").read_text() and pgpass == ""
+    from dashboard.config import check_security
+
+    check_security(cfg)  # loopback without auth is allowed
+
+
+def test_dashboard_config_template_postgres_auth_and_groups(ansible_bin: Path, tmp_path: Path):
+    """PostgreSQL URL without the password, pgpass with libpq's escaping, auth files, groups, alerts, TLS."""
+    cfg, doc, pgpass = render_dashboard(ansible_bin, tmp_path, {
+        "dashboard_listen": "0.0.0.0:8443", "dashboard_auth_token": "tok", "dashboard_auth_users": [
+            {"name": "alice", "password": "pw"}],
+        "dashboard_pg_host": "db.lan", "dashboard_pg_user": "fer@x", "dashboard_pg_password": "p:a\\ss",
+        "dashboard_pg_sslmode": "verify-full", "dashboard_groups": {"building-a": ["room-1", "room-2"]},
+        "dashboard_alerts_devices": ["bus-1"], "dashboard_alerts_negative_s": 7, "dashboard_mqtt_tls_enabled": True,
+        "dashboard_mqtt_port": 8883, "dashboard_mqtt_tls_ca_file": "/etc/fer-edge/ca.pem"})
+    assert cfg.is_postgres and cfg.db == "postgresql://fer%40x@db.lan:5432/fer?sslmode=verify-full"
+    assert "p:a" not in (tmp_path / "dashboard.toml").read_text()
+    assert pgpass == "*:5432:fer:fer@x:p\\:a\\\\ss\n"
+    assert cfg.listen == "0.0.0.0:8443" and cfg.host == "0.0.0.0"
+    assert cfg.auth.token_file == "/etc/fer-edge/dashboard-token" and cfg.auth.users_file == "/etc/fer-edge/dashboard-users"
+    assert cfg.groups == {"building-a": ["room-1", "room-2"]}
+    assert cfg.alerts.devices == ["bus-1"] and cfg.alerts.negative_s == 7
+    assert cfg.mqtt.tls.enabled is True and cfg.mqtt.port == 8883 and cfg.mqtt.tls.ca_file == "/etc/fer-edge/ca.pem"
+    assert doc["dashboard"]["auth"] == {"token_file": "/etc/fer-edge/dashboard-token",
+                                        "users_file": "/etc/fer-edge/dashboard-users"}
+
+
+def test_dashboard_role_refuses_an_open_non_loopback_listen(ansible_bin: Path, tmp_path: Path):
+    """The role's assert: 0.0.0.0 without a token or users stops the run before anything is installed;
+    127.0.0.1, [::1] and a token pass."""
+    tasks = ANSIBLE_DIR / "roles/dashboard/tasks/main.yml"
+    playbook = tmp_path / "assert.yml"
+    # Only the role's first two tasks (the asserts), run against localhost; PyYAML comes with
+    # ansible in the deploy venv (JSON is YAML, so the playbook is written as JSON).
+    cut = run([str(ansible_bin / "python"), "-c", "import json, sys, yaml; "
+               "print(json.dumps(yaml.safe_load(open(sys.argv[1]))[:2]))", str(tasks)])
+    assert cut.returncode == 0, cut.stderr
+    asserts = json.loads(cut.stdout)
+    assert all("ansible.builtin.assert" in t for t in asserts)
+    playbook.write_text(json.dumps([{
+        "name": "Asserts", "hosts": "localhost", "gather_facts": False, "connection": "local",
+        "vars_files": [str(ANSIBLE_DIR / "roles/dashboard/defaults/main.yml")], "tasks": asserts}]))
+    outcomes = {}
+    for listen, token in (("0.0.0.0:8080", ""), ("127.0.0.1:8080", ""), ("[::1]:8080", ""), ("0.0.0.0:8080", "t")):
+        vars_file = tmp_path / "vars.json"
+        vars_file.write_text(json.dumps({"ansible_python_interpreter": str(ansible_bin / "python"),
+                                         "inventory_hostname": "dash-1", "dashboard_listen": listen,
+                                         "dashboard_auth_token": token}))
+        result = run([str(ansible_bin / "ansible-playbook"), "-i", "localhost,", str(playbook), "-e", f"@{vars_file}"],
+                     cwd=ANSIBLE_DIR, env=ansible_env(ansible_bin))
+        outcomes[(listen, token)] = result.returncode
+        if result.returncode:
+            assert "is not a loopback address" in result.stdout, result.stdout
+    assert outcomes == {("0.0.0.0:8080", ""): 2, ("127.0.0.1:8080", ""): 0, ("[::1]:8080", ""): 0,
+                        ("0.0.0.0:8080", "t"): 0}, outcomes
+
+
 # ---- real target ---------------------------------------------------------------------------
 
 @pytest.mark.slow
 def test_real_target_provisioning_is_idempotent():
     """Provision a debootstrapped Debian 12 through the chroot connection, twice (second run
-    changed=0), upgrade it from a changed tree, then check the installed result
-    (tests/deploy/real_target.sh)."""
+    changed=0), upgrade it from a changed tree, then check the installed result, the daemon's and
+    the dashboard's (tests/deploy/real_target.sh)."""
     if os.environ.get("FER_DEPLOY_REAL_TARGET") != "1":
         pytest.skip("set FER_DEPLOY_REAL_TARGET=1 to provision a real chroot target (root, minutes)")
     if os.geteuid() != 0:
@@ -257,3 +422,4 @@ def test_real_target_provisioning_is_idempotent():
     recaps = re.findall(r"^fer-target\s+:.*$", result.stdout, flags=re.M)
     assert len(recaps) == 3 and " changed=0 " in recaps[1] and " failed=0 " in recaps[1], recaps
     assert "ok: upgrade reinstalled the changed code" in result.stdout
+    assert "ok: with the token /api/devices lists fer-target online" in result.stdout
