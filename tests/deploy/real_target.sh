@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Provision a REAL throwaway Debian 12 (bookworm) system with ansible/site.yml, twice:
+# Provision a REAL throwaway Debian 12 (bookworm) system with ansible/site.yml, twice (it is
+# device, broker and dashboard host at once):
 #  1. debootstrap bookworm into /var/tmp/fer-target-base once (cached), copy it to a fresh
 #     /var/tmp/fer-target for every run;
 #  2. run the playbook through the chroot connection (no SSH, no Docker), for real;
@@ -7,8 +8,10 @@
 #     source tree (same version) must reinstall the new code through the handler;
 #  4. check the result inside the target: fer-edge --help, systemd-analyze verify of the
 #     installed unit, unit enabled, service user and groups, secrets' modes, config.toml
-#     parses, and the mosquitto ACL with a real broker started from the installed files.
-# Needs root (chroot, mounts). Takes a few minutes (pip downloads the [edge] wheels).
+#     parses, and the mosquitto ACL with a real broker started from the installed files; the
+#     same for fer-edge-dashboard.service, and the installed dashboard run as its service user
+#     against that broker (MQTT login, alert ACL, token auth, a device seen).
+# Needs root (chroot, mounts). Takes a few minutes (pip downloads the [edge] and [dashboard] wheels).
 #   tests/deploy/real_target.sh            # FER_TARGET=/var/tmp/fer-target by default
 #   FER_TARGET_CHECK_ONLY=1 tests/deploy/real_target.sh   # only step 4, on the existing target
 set -euo pipefail
@@ -110,6 +113,10 @@ else
     || { echo "real_target.sh: the new wheel did not trigger the reinstall handler" >&2; exit 1; }
   got="$(chroot "$FER_TARGET" /opt/fer-edge/venv/bin/python -c 'import fer_edge; print(fer_edge.DEPLOY_UPGRADE_MARKER)')"
   [ "$got" = "$marker" ] || { echo "real_target.sh: upgraded code not installed ($got != $marker)" >&2; exit 1; }
+  grep -A1 'RUNNING HANDLER \[dashboard : Reinstall the fer-edge dashboard\]' "$LOGS/run3.log" | grep -q '^changed' \
+    || { echo "real_target.sh: the new wheel did not trigger the dashboard's reinstall handler" >&2; exit 1; }
+  got="$(chroot "$FER_TARGET" /opt/fer-edge-dashboard/venv/bin/python -c 'import fer_edge; print(fer_edge.DEPLOY_UPGRADE_MARKER)')"
+  [ "$got" = "$marker" ] || { echo "real_target.sh: upgraded code not in the dashboard venv ($got != $marker)" >&2; exit 1; }
   echo "ok: upgrade reinstalled the changed code"
   rm -rf "$upgrade_src"
 fi
@@ -128,6 +135,34 @@ check "systemd-analyze verify --root=$FER_TARGET" systemd-analyze verify --root=
 systemd-analyze security --root="$FER_TARGET" --offline=true fer-edge.service 2>/dev/null | tail -n1
 check "fer-edge.service enabled" test "$(systemctl --root="$FER_TARGET" is-enabled fer-edge.service)" = enabled
 check "mosquitto.service enabled" test "$(systemctl --root="$FER_TARGET" is-enabled mosquitto.service)" = enabled
+check "/opt/fer-edge-dashboard/venv/bin/fer-edge dashboard --help" \
+  in_target sh -c "/opt/fer-edge-dashboard/venv/bin/fer-edge dashboard --help > /dev/null"
+check "dashboard unit: systemd-analyze verify (the target's systemd, inside the chroot)" \
+  in_target systemd-analyze verify /etc/systemd/system/fer-edge-dashboard.service
+check "dashboard unit: systemd-analyze verify --root=$FER_TARGET" systemd-analyze verify --root="$FER_TARGET" fer-edge-dashboard.service
+systemd-analyze security --root="$FER_TARGET" --offline=true fer-edge-dashboard.service 2>/dev/null | tail -n1
+check "fer-edge-dashboard.service enabled" test "$(systemctl --root="$FER_TARGET" is-enabled fer-edge-dashboard.service)" = enabled
+check "user fer-edge-dashboard only in its own group" test "$(in_target id -nG fer-edge-dashboard)" = fer-edge-dashboard
+check "fer-edge-dashboard: nologin shell" test "$(in_target getent passwd fer-edge-dashboard | cut -d: -f7)" = /usr/sbin/nologin
+check "dashboard.toml 640 root:fer-edge-dashboard" \
+  test "$(in_target stat -c '%a %U %G' /etc/fer-edge/dashboard.toml)" = "640 root fer-edge-dashboard"
+check "dashboard-mqtt_password 600 root:root, the vault value" \
+  test "$(in_target stat -c '%a %U %G' /etc/fer-edge/dashboard-mqtt_password)|$(cat "$FER_TARGET/etc/fer-edge/dashboard-mqtt_password")" = "600 root root|chroot-dashboard-password"
+check "dashboard-pgpass 600 root:root, empty (SQLite)" \
+  test "$(in_target stat -c '%a %U %G %s' /etc/fer-edge/dashboard-pgpass)" = "600 root root 0"
+check "dashboard-token 640 root:fer-edge-dashboard" \
+  test "$(in_target stat -c '%a %U %G' /etc/fer-edge/dashboard-token)" = "640 root fer-edge-dashboard"
+check "no users file (none configured)" test ! -e "$FER_TARGET/etc/fer-edge/dashboard-users"
+! grep -q chroot-dashboard-password "$FER_TARGET/etc/fer-edge/dashboard.toml" || fail "broker password in dashboard.toml"
+in_target /opt/fer-edge-dashboard/venv/bin/python - <<'PY'
+from dashboard.config import check_security, load_dashboard_config
+cfg = load_dashboard_config("/etc/fer-edge/dashboard.toml")
+check_security(cfg)
+assert cfg.listen == "0.0.0.0:8080" and cfg.db == "/var/lib/fer-edge-dashboard/dashboard.sqlite", cfg
+assert cfg.mqtt.username == "dashboard" and cfg.mqtt.password_file == "" and cfg.groups == {"room-a": ["fer-target"]}
+assert cfg.auth.token_file == "/etc/fer-edge/dashboard-token" and cfg.auth.users_file == ""
+print("ok: dashboard.toml passes dashboard.config (load_dashboard_config, check_security)")
+PY
 groups="$(in_target id -nG fer-edge)"
 for g in fer-edge video plugdev; do check "user fer-edge in group $g" test -n "$(echo " $groups " | grep " $g ")"; done
 check "nologin shell" test "$(in_target getent passwd fer-edge | cut -d: -f7)" = /usr/sbin/nologin
@@ -178,10 +213,74 @@ in_target mosquitto_pub -p "$port" -u fer-target -P chroot-test-password -q 1 -t
 if in_target mosquitto_pub -p "$port" -u fer-target -P wrong-password -t fer/fer-target/status -m bad-password 2>/dev/null; then
   fail "broker accepted a wrong password"; fi
 wait "$sub_pid" || true
-kill "$broker_pid" 2>/dev/null || true
-wait "$broker_pid" 2>/dev/null || true
 grep -qx 'fer/fer-target/status own-topic' "$LOGS/acl-sub.txt" || { cat "$LOGS/acl-sub.txt" >&2; fail "own-topic message not delivered"; }
 ! grep -q foreign-topic "$LOGS/acl-sub.txt" || fail "ACL let a device write another device's topic"
 echo "ok: device writes fer/fer-target/#, cannot write fer/classroom-9/#, wrong password refused"
-rm -f "$FER_TARGET/tmp/acl-test.conf"
+
+echo "== installed dashboard, as its service user, against that broker"
+# What the unit does, by hand (no init system here): the user, the config, the broker password
+# as a credential ($CREDENTIALS_DIRECTORY/mqtt_password, owner-only like systemd's copy). Only the
+# broker port, the listen port and the database (the StateDirectory does not exist yet) differ.
+creds="$FER_TARGET/run/fer-dash-creds"
+mkdir -p "$creds" && install -m 0400 "$FER_TARGET/etc/fer-edge/dashboard-mqtt_password" "$creds/mqtt_password"
+chroot "$FER_TARGET" chown -R fer-edge-dashboard:fer-edge-dashboard /run/fer-dash-creds
+chmod 0500 "$creds"
+web_port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+chroot "$FER_TARGET" setpriv --reuid=fer-edge-dashboard --regid=fer-edge-dashboard --clear-groups \
+  env -i CREDENTIALS_DIRECTORY=/run/fer-dash-creds PGPASSFILE=/run/fer-dash-creds/pgpass HOME=/tmp \
+  /opt/fer-edge-dashboard/venv/bin/fer-edge dashboard --config /etc/fer-edge/dashboard.toml \
+  --mqtt-port "$port" --listen "127.0.0.1:$web_port" --db /tmp/dash-test.sqlite > "$LOGS/dashboard.log" 2>&1 &
+dash_pid=$!
+python3 - "$web_port" "$port" "$FER_TARGET" <<'PY' || { kill "$dash_pid" "$broker_pid" 2>/dev/null; tail -n 30 "$LOGS/dashboard.log" >&2; fail "installed dashboard"; }
+import json, subprocess, sys, time, urllib.error, urllib.request
+web, broker, root = sys.argv[1:4]
+base = f"http://127.0.0.1:{web}"
+def get(path, token=None):
+    req = urllib.request.Request(base + path, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, None
+deadline = time.monotonic() + 60
+health = None
+while time.monotonic() < deadline:
+    try:
+        status, health = get("/healthz")
+        if status == 200 and health.get("mqtt_connected"):
+            break
+    except OSError:
+        pass
+    time.sleep(0.5)
+assert health and health.get("mqtt_connected"), f"dashboard not up or not connected to the broker: {health}"
+print("ok: dashboard up, logged in to the broker as 'dashboard' (/healthz)")
+assert get("/api/devices")[0] == 401, "no token: expected 401"
+pub = ["chroot", root, "mosquitto_pub", "-p", broker, "-q", "1"]
+subprocess.run([*pub, "-u", "fer-target", "-P", "chroot-test-password", "-t", "fer/fer-target/status", "-m", "online", "-r"], check=True)
+# The alert ACL: the dashboard's account may write fer/<device>/alert, not a device's other topics.
+sub = subprocess.Popen(["chroot", root, "mosquitto_sub", "-p", broker, "-u", "dashboard", "-P", "chroot-dashboard-password",
+                        "-t", "fer/+/alert", "-t", "fer/+/summary", "-v", "-W", "4"], stdout=subprocess.PIPE,
+                       stderr=subprocess.DEVNULL, text=True)  # -W 4 ends it: "Timed out"
+time.sleep(1)
+for topic in ("fer/fer-target/alert", "fer/fer-target/summary"):
+    subprocess.run([*pub, "-u", "dashboard", "-P", "chroot-dashboard-password", "-t", topic, "-m", "from-dashboard"], check=True)
+got = sub.communicate()[0].split("\n")
+assert "fer/fer-target/alert from-dashboard" in got and not any("summary" in g for g in got), got
+print("ok: dashboard account writes fer/+/alert, cannot write a device's summary")
+deadline = time.monotonic() + 20
+while time.monotonic() < deadline:
+    status, devices = get("/api/devices", token="chroot-dashboard-token")
+    assert status == 200, status
+    if any(d["device"] == "fer-target" and d["status"] == "online" for d in devices):
+        break
+    time.sleep(0.5)
+else:
+    raise AssertionError(f"fer-target not listed online: {devices}")
+print("ok: with the token /api/devices lists fer-target online (stored from MQTT)")
+PY
+kill "$dash_pid" 2>/dev/null || true
+wait "$dash_pid" 2>/dev/null || true
+kill "$broker_pid" 2>/dev/null || true
+wait "$broker_pid" 2>/dev/null || true
+rm -rf "$creds" "$FER_TARGET/tmp/dash-test.sqlite"* "$FER_TARGET/tmp/acl-test.conf"
 echo "== real target OK"
