@@ -219,17 +219,37 @@ echo "ok: device writes fer/fer-target/#, cannot write fer/classroom-9/#, wrong 
 
 echo "== installed dashboard, as its service user, against that broker"
 # What the unit does, by hand (no init system here): the user, the config, the broker password
-# as a credential ($CREDENTIALS_DIRECTORY/mqtt_password, owner-only like systemd's copy). Only the
-# broker port, the listen port and the database (the StateDirectory does not exist yet) differ.
+# as a credential ($CREDENTIALS_DIRECTORY/mqtt_password, owner-only like systemd's copy), the
+# StateDirectory (0700, the service user's) for the SQLite file the config names. Part of the
+# sandbox is emulated too: ProcSubset=pid + ProtectProc=invisible (procfs options), PrivateDevices=
+# (a /dev with the pseudo devices only), NoNewPrivileges=, CapabilityBoundingSet= (setpriv) and
+# MemoryDenyWriteExecute= (prctl PR_SET_MDWE, Linux >= 6.3; noted when the kernel lacks it). Not
+# emulated: PrivateUsers=, the system call filter. Only the broker and listen ports differ.
 creds="$FER_TARGET/run/fer-dash-creds"
 mkdir -p "$creds" && install -m 0400 "$FER_TARGET/etc/fer-edge/dashboard-mqtt_password" "$creds/mqtt_password"
+install -m 0400 /dev/null "$creds/pgpass"
 chroot "$FER_TARGET" chown -R fer-edge-dashboard:fer-edge-dashboard /run/fer-dash-creds
 chmod 0500 "$creds"
+install -d -m 0700 "$FER_TARGET/var/lib/fer-edge-dashboard"
+chroot "$FER_TARGET" chown fer-edge-dashboard:fer-edge-dashboard /var/lib/fer-edge-dashboard
 web_port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-chroot "$FER_TARGET" setpriv --reuid=fer-edge-dashboard --regid=fer-edge-dashboard --clear-groups \
-  env -i CREDENTIALS_DIRECTORY=/run/fer-dash-creds PGPASSFILE=/run/fer-dash-creds/pgpass HOME=/tmp \
-  /opt/fer-edge-dashboard/venv/bin/fer-edge dashboard --config /etc/fer-edge/dashboard.toml \
-  --mqtt-port "$port" --listen "127.0.0.1:$web_port" --db /tmp/dash-test.sqlite > "$LOGS/dashboard.log" 2>&1 &
+# shellcheck disable=SC2016  # expanded by the sh inside the chroot
+unshare --mount --propagation private chroot "$FER_TARGET" /bin/sh -c '
+  mqtt_port="$0" web_port="$1"
+  mount -t proc -o subset=pid,hidepid=invisible proc /proc || { echo "sandbox: procfs subset=pid not supported" >&2; exit 90; }
+  mount -t tmpfs -o mode=0755 tmpfs /dev
+  for n in "null 1 3" "zero 1 5" "full 1 7" "random 1 8" "urandom 1 9"; do set -- $n; mknod -m 0666 "/dev/$1" c "$2" "$3"; done
+  cd /var/lib/fer-edge-dashboard
+  exec setpriv --reuid=fer-edge-dashboard --regid=fer-edge-dashboard --clear-groups --no-new-privs \
+    --bounding-set=-all --inh-caps=-all \
+    env -i CREDENTIALS_DIRECTORY=/run/fer-dash-creds PGPASSFILE=/run/fer-dash-creds/pgpass \
+      HOME=/var/lib/fer-edge-dashboard PYTHONUNBUFFERED=1 \
+    /usr/bin/python3 -c "import ctypes, os, sys
+ok = ctypes.CDLL(None, use_errno=True).prctl(65, 1, 0, 0, 0) == 0  # PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN
+print(\"sandbox: MemoryDenyWriteExecute\", \"emulated (PR_SET_MDWE)\" if ok else \"not emulated (no PR_SET_MDWE)\", file=sys.stderr)
+os.execv(sys.argv[1], sys.argv[1:])" \
+    /opt/fer-edge-dashboard/venv/bin/fer-edge dashboard --config /etc/fer-edge/dashboard.toml \
+      --mqtt-port "$mqtt_port" --listen "127.0.0.1:$web_port"' "$port" "$web_port" > "$LOGS/dashboard.log" 2>&1 &
 dash_pid=$!
 python3 - "$web_port" "$port" "$FER_TARGET" <<'PY' || { kill "$dash_pid" "$broker_pid" 2>/dev/null; tail -n 30 "$LOGS/dashboard.log" >&2; fail "installed dashboard"; }
 import json, subprocess, sys, time, urllib.error, urllib.request
@@ -282,5 +302,7 @@ kill "$dash_pid" 2>/dev/null || true
 wait "$dash_pid" 2>/dev/null || true
 kill "$broker_pid" 2>/dev/null || true
 wait "$broker_pid" 2>/dev/null || true
-rm -rf "$creds" "$FER_TARGET/tmp/dash-test.sqlite"* "$FER_TARGET/tmp/acl-test.conf"
+grep -h '^sandbox:' "$LOGS/dashboard.log" || true
+# Back to the provisioned state: systemd creates the StateDirectory at the first start.
+rm -rf "$creds" "$FER_TARGET/var/lib/fer-edge-dashboard" "$FER_TARGET/tmp/acl-test.conf"
 echo "== real target OK"
