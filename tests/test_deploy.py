@@ -377,8 +377,8 @@ def test_dashboard_config_template_postgres_auth_and_groups(ansible_bin: Path, t
 
 
 def test_dashboard_role_refuses_an_open_non_loopback_listen(ansible_bin: Path, tmp_path: Path):
-    """The role's assert: 0.0.0.0 without a token or users stops the run before anything is installed;
-    127.0.0.1, [::1] and a token pass."""
+    """The role's assert: 0.0.0.0 without a token or users (or with a blank token) stops the run before
+    anything is installed; 127.0.0.1, [::1] and a token pass."""
     tasks = ANSIBLE_DIR / "roles/dashboard/tasks/main.yml"
     playbook = tmp_path / "assert.yml"
     # Only the role's first two tasks (the asserts), run against localhost; PyYAML comes with
@@ -392,7 +392,8 @@ def test_dashboard_role_refuses_an_open_non_loopback_listen(ansible_bin: Path, t
         "name": "Asserts", "hosts": "localhost", "gather_facts": False, "connection": "local",
         "vars_files": [str(ANSIBLE_DIR / "roles/dashboard/defaults/main.yml")], "tasks": asserts}]))
     outcomes = {}
-    for listen, token in (("0.0.0.0:8080", ""), ("127.0.0.1:8080", ""), ("[::1]:8080", ""), ("0.0.0.0:8080", "t")):
+    for listen, token in (("0.0.0.0:8080", ""), ("0.0.0.0:8080", "  "), ("127.0.0.1:8080", ""), ("[::1]:8080", ""),
+                          ("0.0.0.0:8080", "t")):
         vars_file = tmp_path / "vars.json"
         vars_file.write_text(json.dumps({"ansible_python_interpreter": str(ansible_bin / "python"),
                                          "inventory_hostname": "dash-1", "dashboard_listen": listen,
@@ -402,8 +403,9 @@ def test_dashboard_role_refuses_an_open_non_loopback_listen(ansible_bin: Path, t
         outcomes[(listen, token)] = result.returncode
         if result.returncode:
             assert "is not a loopback address" in result.stdout, result.stdout
-    assert outcomes == {("0.0.0.0:8080", ""): 2, ("127.0.0.1:8080", ""): 0, ("[::1]:8080", ""): 0,
-                        ("0.0.0.0:8080", "t"): 0}, outcomes
+    # A blank token would be read as no token, i.e. no auth: refused like none.
+    assert outcomes == {("0.0.0.0:8080", ""): 2, ("0.0.0.0:8080", "  "): 2, ("127.0.0.1:8080", ""): 0,
+                        ("[::1]:8080", ""): 0, ("0.0.0.0:8080", "t"): 0}, outcomes
 
 
 # ---- real target ---------------------------------------------------------------------------
