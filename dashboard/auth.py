@@ -13,7 +13,7 @@ import hmac
 import os
 from pathlib import Path
 
-from dashboard.config import AuthConfig
+from dashboard.config import AuthConfig, read_users
 
 COOKIE = "fer_token"
 
@@ -40,13 +40,9 @@ class Authenticator:
 
     def __init__(self, cfg: AuthConfig):
         self.token = Path(cfg.token_file).read_text().strip() if cfg.token_file else ""
-        self.users: dict[str, str] = {}
-        if cfg.users_file:
-            for line in Path(cfg.users_file).read_text().splitlines():
-                user, sep, secret = line.strip().partition(":")
-                if sep and user and not user.startswith("#"):
-                    self.users[user] = secret
-        self.enabled = bool(self.token or self.users)
+        self.users: dict[str, str] = read_users(cfg.users_file) if cfg.users_file else {}
+        # configured means enforced: an empty token file or users file locks everyone out, it never opens up
+        self.enabled = bool(cfg.token_file or cfg.users_file)
 
     def check_token(self, token: str) -> bool:
         return bool(self.token) and hmac.compare_digest(self.token.encode(), token.encode())

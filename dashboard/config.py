@@ -100,6 +100,23 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def read_users(path: str | Path) -> dict[str, str]:
+    """``user:secret`` lines of the users file at ``path`` (``#`` comments and blank lines skipped).
+    A line without a user or a secret, or a file with no user, is a ConfigError naming the line."""
+    users: dict[str, str] = {}
+    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        user, sep, secret = line.partition(":")
+        if not (sep and user and secret):
+            raise ConfigError(f"{path}:{n}: expected 'user:secret' with both parts set; fix or remove the line")
+        users[user] = secret
+    if not users:
+        raise ConfigError(f"dashboard.auth.users_file {str(path)!r} holds no 'user:secret' line: add one or remove the setting")
+    return users
+
+
 def check_security(cfg: DashboardConfig) -> None:
     """Refuse to serve a non-loopback address without authentication."""
     if cfg.web and not is_loopback(cfg.host) and not cfg.auth.enabled:
@@ -109,6 +126,12 @@ def check_security(cfg: DashboardConfig) -> None:
         path = getattr(cfg.auth, key)
         if path and not Path(path).is_file():
             raise ConfigError(f"dashboard.auth.{key}: file {path!r} not found")
+    # A file that is configured but holds no secret must not turn authentication off (fail closed).
+    if cfg.auth.token_file and not Path(cfg.auth.token_file).read_text().strip():
+        raise ConfigError(f"dashboard.auth.token_file {cfg.auth.token_file!r} is empty: write the token into it "
+                          "(e.g. `openssl rand -hex 24 > FILE`) or remove the setting")
+    if cfg.auth.users_file:
+        read_users(cfg.auth.users_file)
 
 
 def load_dashboard_config(path: str | Path | None = None, overrides: dict | None = None) -> DashboardConfig:

@@ -96,6 +96,21 @@ def test_non_loopback_needs_auth_and_config_file(tmp_path):
         check_security(load_dashboard_config(None, {"listen": "0.0.0.0:9000"}))
     with pytest.raises(ConfigError, match="token_file"):
         check_security(load_dashboard_config(None, {"listen": "0.0.0.0:9000", "auth.token_file": "/nonexistent"}))
+    # configured but empty secrets fail closed: refused at start, and never read as "no authentication"
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    with pytest.raises(ConfigError, match="is empty"):
+        check_security(load_dashboard_config(None, {"listen": "0.0.0.0:9000", "auth.token_file": str(empty)}))
+    with pytest.raises(ConfigError, match="no 'user:secret' line"):
+        check_security(load_dashboard_config(None, {"listen": "0.0.0.0:9000", "auth.users_file": str(empty)}))
+    blank = tmp_path / "blank-secret"
+    blank.write_text("# users\nalice:\n")
+    with pytest.raises(ConfigError, match="blank-secret:2: expected 'user:secret'"):
+        check_security(load_dashboard_config(None, {"listen": "0.0.0.0:9000", "auth.users_file": str(blank)}))
+    from dashboard.auth import Authenticator
+
+    locked = Authenticator(load_dashboard_config(None, {"auth.token_file": str(empty)}).auth)
+    assert locked.enabled and locked.user("Bearer ", "") is None
     cfg_file = write_config(tmp_path / "c.toml", {
         "mqtt": {"host": "broker.lan", "port": 8883, "prefix": "school", "username": "dash"},
         "mqtt.tls": {"enabled": True},
