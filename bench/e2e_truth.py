@@ -3,9 +3,10 @@
 On a labelled video (``bench.e2e_video``) each pipeline runs in a fresh process, frame by frame:
 fer-edge with each detector preset (detect -> crop -> int8 classifier), the ``fer`` package
 (``FER(mtcnn=False).detect_emotions``: Haar + its model), and the classifier on the ground-truth boxes
-(the ceiling). Per nominal face size: detection recall (face-frames found, IoU >= 0.4), end-to-end
-accuracy on detected faces (majority label per face over the frames it was found in), the ceiling's
-accuracy on the same faces, false positives per face-free frame, and FPS over the whole video.
+(the ceiling). Per nominal face size: detection recall (face-frames found, IoU >= 0.4, of the detector's box
+and of the square region the pipeline classifies, FER2013's convention), end-to-end accuracy on detected faces
+(majority label per face over the frames it was found in), the ceiling's accuracy on the same faces, false
+positives per face-free frame, and FPS over the whole video.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ def truth_ours_worker(video: str, threads: int, detector: str, align: bool | Non
     n = max(len(frames), 1)
     return {"frames": frames, "fps": len(frames) / dt, "detect_ms": 1000 * det_s / n,
             "stages_ms": {k: v / n for k, v in stages.items()}, "detector": det.describe(), **det.schedule_stats(),
+            "margin": det.cfg.margin,
             "threads": threads, "maxrss_kib": maxrss_kib()}
 
 
@@ -110,9 +112,36 @@ def truth_gt_worker(video: str, truth: str, threads: int, model: str | None = No
     return {"frames": frames, "fps": None, "detector": "ground-truth boxes", "threads": threads}
 
 
-def score(truth: list[list[dict]], frames: list[list[list[int]]], sizes: list[int]) -> dict:
+def crop_region(box, margin: float) -> tuple[float, float, float, float]:
+    """The square a pipeline classifies for a detector box (x, y, w, h): ``max(w, h)`` widened by ``margin`` on
+    each side, about the box centre (``edge.detect.crop_face``). The ground truth is a FER2013 crop, so this is
+    the same convention; the detector's own box is the inner face, whose share of a FER2013 crop varies."""
+    x, y, w, h = box[:4]
+    side = max(w, h) * (1.0 + 2.0 * margin)
+    return (x + w / 2 - side / 2, y + h / 2 - side / 2, side, side)
+
+
+def _match(gt: list[dict], boxes: list) -> list[int | None]:
+    """Greedy one-to-one match, in ground-truth order: each true face takes the free box of the best IoU >= MATCH_IOU."""
+    free, out = list(range(len(boxes))), []
+    for f in gt:
+        best, j_best = MATCH_IOU, None
+        for j in free:
+            v = _iou(f["box"], boxes[j])
+            if v >= best:
+                best, j_best = v, j
+        if j_best is not None:
+            free.remove(j_best)
+        out.append(j_best)
+    return out
+
+
+def score(truth: list[list[dict]], frames: list[list[list[int]]], sizes: list[int], margin: float = 0.0) -> dict:
     """Per nominal size: recall, e2e accuracy on detected faces, and the per-face majority labels.
 
+    Recall twice: ``recall``, the detector's box against the true box (IoU >= MATCH_IOU), and ``recall_crop``,
+    the region the pipeline classifies (``crop_region`` with ``margin``) against it. A face's votes (its
+    majority label, the accuracy) come from the crop matches: that region is what the classifier saw.
     Returns {"bands": {size: {...}}, "fp_per_empty_frame", "faces": {id: {"label", "size", "pred"}}}.
     """
     seen: dict[int, dict] = {}
@@ -122,20 +151,16 @@ def score(truth: list[list[dict]], frames: list[list[list[int]]], sizes: list[in
             empty += 1
             fp_empty += len(dets)
             continue
-        free = list(range(len(dets)))
-        for f in gt:
+        inner = _match(gt, [d[:4] for d in dets])
+        crop = _match(gt, [crop_region(d, margin) for d in dets])
+        for f, j_in, j_crop in zip(gt, inner, crop):
             rec = seen.setdefault(f["id"], {"label": f["label"], "size": f["size"], "angle": f["angle"],
-                                            "shown": 0, "found": 0, "votes": Counter()})
+                                            "shown": 0, "found": 0, "found_crop": 0, "votes": Counter()})
             rec["shown"] += 1
-            best, j_best = MATCH_IOU, None
-            for j in free:
-                v = _iou(f["box"], dets[j][:4])
-                if v >= best:
-                    best, j_best = v, j
-            if j_best is not None:
-                free.remove(j_best)
-                rec["found"] += 1
-                rec["votes"][dets[j_best][4]] += 1
+            rec["found"] += j_in is not None
+            if j_crop is not None:
+                rec["found_crop"] += 1
+                rec["votes"][dets[j_crop][4]] += 1
     for rec in seen.values():
         # Majority label; ties go to the label seen first among the most common.
         rec["pred"] = rec["votes"].most_common(1)[0][0] if rec["votes"] else None
@@ -147,6 +172,7 @@ def score(truth: list[list[dict]], frames: list[list[list[int]]], sizes: list[in
         shown = sum(r["shown"] for r in recs)
         found = [r for r in recs if r["pred"] is not None]
         bands[size] = {"faces": len(recs), "recall": sum(r["found"] for r in recs) / shown,
+                       "recall_crop": sum(r["found_crop"] for r in recs) / shown,
                        "accuracy": (np.mean([r["pred"] == r["label"] for r in found]) if found else None)}
     return {"bands": bands, "fp_per_empty_frame": fp_empty / max(empty, 1), "empty_frames": empty,
             "faces": {i: {"label": r["label"], "size": r["size"], "angle": r["angle"], "pred": r["pred"]}

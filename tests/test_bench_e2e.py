@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.e2e_truth import score
+from bench.e2e_truth import crop_region, score
 from bench.e2e_video import paste_face
 
 
@@ -41,6 +41,18 @@ def test_a_box_matches_one_face_only():
     truth = [[face(0, (100, 100, 80, 80), 1), face(1, (104, 100, 80, 80), 2)]]
     res = score(truth, [[[102, 100, 80, 80, 1]]], [100])
     assert res["bands"][100]["recall"] == pytest.approx(0.5)
+
+
+def test_recall_of_the_region_classified():
+    # FER2013 crops frame the face loosely: the detector's box (the inner face, 60% of the crop, a little low)
+    # misses at IoU 0.4, the square the pipeline classifies (the box + 0.1 a side) matches, and votes.
+    truth = [[face(0, (100, 100, 100, 100), 3)]]
+    inner = [[[120, 125, 60, 60, 3]]]
+    assert crop_region(inner[0][0], 0.1) == pytest.approx((114, 119, 72, 72))
+    res = score(truth, inner, [100], margin=0.1)
+    assert res["bands"][100]["recall"] == 0 and res["bands"][100]["recall_crop"] == 1.0
+    assert res["faces"][0]["pred"] == 3
+    assert score(truth, inner, [100])["bands"][100]["recall_crop"] == 0  # margin 0: the box squared, too small
 
 
 def test_paste_face_upright_and_tilted():
