@@ -54,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="crop faces as found, without rotating them upright from the eye keypoints")
     # None: the [detector] defaults of DetectorConfig, kept in one place.
     parser.add_argument("--min-score", type=float, default=None, help="minimum detector confidence (default: the preset's, 0.5 for one model)")
-    parser.add_argument("--min-size", type=int, default=None, help="skip faces smaller than this many pixels (default: 48)")
+    parser.add_argument("--min-size", type=int, default=None, help="skip faces smaller than this many pixels (default: 32)")
     parser.add_argument("--margin", type=float, default=None,
                         help="context around the face box in the crop, fraction of its size per side (default: 0.1)")
     parser.add_argument("--every", type=int, default=1, metavar="N",

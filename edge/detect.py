@@ -29,7 +29,8 @@ from edge.blazeface import (  # noqa: F401  (re-exported: the detector's buildin
 )
 from edge.errors import ModelError
 from edge.manifest import MODELS_DIR
-from edge.schedule import DetectionSchedule
+from edge.presets import MIN_INPUT_PX, PRESETS, VERIFY_MEAN, VERIFY_PX, Pass, Preset  # noqa: F401  (re-exported)
+from edge.schedule import DetectionSchedule, verify
 
 CROP_SIZE = 48
 
@@ -51,7 +52,9 @@ class DetectorConfig(BaseModel):
     type: Literal["auto", "classroom", "driver", "blazeface_full", "blazeface_short", "blazeface_back", "haar"] = "auto"
     # Detector confidence (BlazeFace only); None: the preset's own threshold (0.5 for a single model).
     min_score: float | None = Field(None, ge=0.0, le=1.0)
-    min_size: int = Field(48, ge=1)  # faces whose box is smaller than this (pixels) are skipped
+    # Faces whose box is smaller than this (pixels) are skipped. BlazeFace's box is the inner face: a FER2013-framed
+    # face 70 px wide has a box of 40-60 px (docs/detection.md); the crop is the box + margin, resized to 48.
+    min_size: int = Field(32, ge=1)
     # Crop context added on each side, as a fraction of the box size. 0.1 matches FER2013's framing:
     # BlazeFace on upscaled FER2013 images gives boxes that need a median margin of 0.08 to
     # reproduce the dataset's crop (300 images measured), so the classifier sees what it learnt on.
@@ -194,61 +197,6 @@ class FaceDetector:
         return {}
 
 
-# BlazeFace short-range finds faces ~40-100 px wide in its input and misfires more below that: a
-# coarser pass of a preset keeps only faces at least this wide in its input (the finer pass sees them).
-MIN_INPUT_PX = 36
-
-
-@dataclass(frozen=True)
-class Pass:
-    """One scale of a detection stage: a model on the whole frame, letterboxed into its own input
-    (``scale`` None) or resized to ``scale`` x the frame size (bigger scale: smaller faces found)."""
-
-    model: str
-    scale: float | None = None
-
-    def label(self) -> str:
-        short = self.model.replace("blazeface_", "")
-        return short if self.scale is None else f"{short}@{self.scale:g}"
-
-    def input_scale(self, width: int, height: int) -> float:
-        """Model input pixels per frame pixel."""
-        return self.scale if self.scale is not None else BLAZEFACE_SPECS[self.model].input_size / max(width, height)
-
-    def shape(self, width: int, height: int) -> tuple[int, int] | None:
-        """Model input (height, width) for a frame of that size: multiples of 16 (the coarsest stride)."""
-        if self.scale is None:
-            return None
-        return (max(16, int(round(height * self.scale / 16)) * 16), max(16, int(round(width * self.scale / 16)) * 16))
-
-
-@dataclass(frozen=True)
-class Preset:
-    """A detection stage: its passes (merged by weighted NMS), its score threshold, and how often a video
-    frame gets every pass (``full_every``; 1: every frame, no schedule)."""
-
-    passes: tuple[Pass, ...]
-    min_score: float
-    use: str
-    full_every: int = 1
-
-
-# Chosen by measurement on FER2013 PrivateTest faces rendered into 640x480 mp4 frames
-# (`fer-edge bench e2e`, docs/detection.md). BlazeFace short-range finds faces ~40-100 px wide in
-# its input; each pass serves one band of face sizes (an image pyramid on the whole frame, no tiles):
-# auto at 0.6 / 0.4 / 0.2 (native 128 px letterbox) covers ~67-140 / 100-250 / 200-480 px faces (the middle
-# pass at 0.4 rather than 0.3: +4.5 points at 140 px, +2.5 at 200, for ~10% more per pyramid; affordable since the
-# video schedule runs the pyramid on about a third of the frames). Threshold 0.65: 0.6 lets a round badge on the
-# sample clip's spacesuit through (score 0.61).
-PRESETS: dict[str, Preset] = {
-    "driver": Preset((Pass("blazeface_short"),), 0.5, "one near face (>= ~150 px in 640x480)"),
-    "classroom": Preset((Pass("blazeface_short", 0.65), Pass("blazeface_short", 0.35)), 0.6,
-                        "many small faces (~60-300 px in 640x480)"),
-    "auto": Preset((Pass("blazeface_short", 0.6), Pass("blazeface_short", 0.4), Pass("blazeface_short")), 0.65,
-                   "the whole range (~70 px to frame-filling)", full_every=5),
-}
-
-
 class BlazeFaceDetector(FaceDetector):
     """BlazeFace passes (one model on the whole frame, or a preset of several scales), merged.
 
@@ -283,10 +231,12 @@ class BlazeFaceDetector(FaceDetector):
     def describe(self) -> str:
         passes = " + ".join(p.label() for p in self.preset.passes)
         every = f"; pyramid every {self.schedule.full_every} frames, windows between" if self.schedule else ""
-        return f"{self.cfg.type} ({passes}; min_score {self.min_score:g}{every})"
+        second = f"; second look from {self.preset.verify_from:g}" if self.preset.verify_from is not None else ""
+        return f"{self.cfg.type} ({passes}; min_score {self.min_score:g}{second}{every})"
 
     def detect(self, image_bgr: np.ndarray) -> list[Face]:
-        """Faces in a BGR uint8 frame: every pass (resize, run, decode, NMS), merged, cropped."""
+        """Faces in a BGR uint8 frame: every pass (resize, run, decode, NMS), merged, uncertain finds verified,
+        cropped."""
         timings: dict[str, float] = {}
         return self._finish(image_bgr, *self._pyramid(image_bgr, timings), timings)
 
@@ -303,9 +253,9 @@ class BlazeFaceDetector(FaceDetector):
         parts = [self._pyramid(image_bgr, timings)] if full else []
         t0 = time.perf_counter()
         # Faces followed from the previous frame that the pyramid missed this time keep their window.
-        b, s, k, lost = sched.local(image_bgr, sched.unfound(parts[0][0]) if parts else None)
+        b, s, k, lost = sched.local(image_bgr, sched.unfound(parts[0][0][parts[0][3]]) if parts else None)
         timings["windows"] = 1000.0 * (time.perf_counter() - t0 + plan_s)
-        parts.append((b, s, k))
+        parts.append((b, s, k, np.ones(len(b), bool)))  # a window's find is a second look already
         if lost and not full:  # a face left, or its window missed it: look at the whole frame
             full = True
             parts.append(self._pyramid(image_bgr, timings))
@@ -322,31 +272,58 @@ class BlazeFaceDetector(FaceDetector):
             return {}
         return {"full_every": self.schedule.full_every, "full_share": round(self.schedule.full_share(), 3)}
 
-    def _pyramid(self, image_bgr: np.ndarray, timings: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Every pass of the preset on the whole frame: (boxes, scores, keypoints) in frame pixels, unmerged."""
+    def _pyramid(self, image_bgr: np.ndarray, timings: dict) -> tuple[np.ndarray, ...]:
+        """Every pass of the preset on the whole frame: (boxes, scores, keypoints, sure) in frame pixels, unmerged;
+        ``sure``: the find passed its pass's threshold (the others are candidates for a second look)."""
         ih, iw = image_bgr.shape[:2]
-        all_b, all_s, all_k = [], [], []
+        all_b, all_s, all_k, all_sure = [], [], [], []
         finest = max(p.input_scale(iw, ih) for p in self.preset.passes)
         for p in self.preset.passes:
             t0 = time.perf_counter()
-            b, s, k = self._model(p, iw, ih).run(image_bgr, self.min_score)
+            thr = self.min_score if p.min_score is None or self.cfg.min_score is not None else p.min_score
+            lowest = thr if self.preset.verify_from is None else min(thr, self.preset.verify_from)
+            b, s, k = self._model(p, iw, ih).run(image_bgr, lowest)
             scale = p.input_scale(iw, ih)
             if scale < finest:  # faces this small in this pass's input are the finer pass's job
-                ok = np.minimum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]) * scale >= MIN_INPUT_PX
+                ok = np.minimum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]) * scale >= self.preset.min_input_px
                 b, s, k = b[ok], s[ok], k[ok]
-            all_b.append(b), all_s.append(s), all_k.append(k)
+            all_b.append(b), all_s.append(s), all_k.append(k), all_sure.append(s >= thr)
             timings[p.label()] = timings.get(p.label(), 0.0) + 1000.0 * (time.perf_counter() - t0)
-        return np.concatenate(all_b), np.concatenate(all_s), np.concatenate(all_k)
+        return tuple(np.concatenate(x) for x in (all_b, all_s, all_k, all_sure))
 
-    def _finish(self, image_bgr: np.ndarray, b: np.ndarray, s: np.ndarray, k: np.ndarray, timings: dict) -> list[Face]:
-        """Merge (weighted NMS, contained boxes), clip, crop; sets ``timings_ms``."""
+    def _merge(self, image_bgr: np.ndarray, b: np.ndarray, s: np.ndarray, k: np.ndarray, sure: np.ndarray,
+               timings: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Weighted NMS over every pass; without a second look (verify_from None) only sure finds came in. With
+        one, a group that no sure find joined, or whose box is under VERIFY_PX, is kept only when its window finds
+        it again (edge.schedule.verify). Then boxes mostly inside a better one go."""
+        if self.preset.verify_from is None or not len(b):
+            if self.preset.verify_from is not None:
+                timings["verify"] = 0.0
+            return merge_detections(b, s, k)
+        boxes, scores, kps, sure = weighted_nms(b, s, 0.3, k, sure)
+        doubt = ~sure | (np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) < VERIFY_PX)
+        t0 = time.perf_counter()
+        if doubt.any():
+            model = self._model(Pass("blazeface_short"), 640, 480)  # the native pass: 128x128, square windows
+            vb, vs, vk, ok = verify(model, image_bgr, boxes[doubt], scores[doubt], kps[doubt], self.min_score, VERIFY_MEAN)
+            boxes[doubt], scores[doubt], kps[doubt] = vb, vs, vk
+            keep = ~doubt
+            keep[np.flatnonzero(doubt)[ok]] = True
+            boxes, scores, kps = boxes[keep], scores[keep], kps[keep]
+        timings["verify"] = 1000.0 * (time.perf_counter() - t0)
+        keep = suppress_contained(boxes, scores)
+        return boxes[keep], scores[keep], kps[keep]
+
+    def _finish(self, image_bgr: np.ndarray, b: np.ndarray, s: np.ndarray, k: np.ndarray, sure: np.ndarray,
+                timings: dict) -> list[Face]:
+        """Merge (weighted NMS, second looks, contained boxes), clip, crop; sets ``timings_ms``."""
         ih, iw = image_bgr.shape[:2]
         t0 = time.perf_counter()
-        boxes, scores, kps = merge_detections(b, s, k)
+        boxes, scores, kps = self._merge(image_bgr, b, s, k, sure, timings)
         px = [_clip_box(x0, y0, x1, y1, iw, ih) for x0, y0, x1, y1 in boxes]
         eyes = [((float(e[0, 0]), float(e[0, 1])), (float(e[1, 0]), float(e[1, 1]))) for e in kps]
         faces = _faces_from_boxes(image_bgr, px, list(scores), self.cfg, eyes)
-        timings["merge+crop"] = 1000.0 * (time.perf_counter() - t0)
+        timings["merge+crop"] = 1000.0 * (time.perf_counter() - t0) - timings.get("verify", 0.0)
         self.timings_ms = timings
         return faces
 

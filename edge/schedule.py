@@ -10,6 +10,7 @@ it (``window_side``: the face then ~64 px wide in the 128x128 input, where short
 the faces not found again (they left, or were missed: the caller runs the pyramid on that frame). On a
 pyramid frame the followed faces that the pyramid missed (``unfound``) keep their window.
 ``observe(boxes, full)`` records the faces kept for the frame, whichever way they were found.
+``verify(...)`` gives uncertain pyramid finds (weak, or small) a second look in such a window, on any image.
 
 OpenCV is imported by the functions that use it.
 """
@@ -55,6 +56,43 @@ def window_patch(image_bgr: np.ndarray, box: np.ndarray, side: int) -> tuple[np.
     if pad:
         image_bgr = cv2.copyMakeBorder(image_bgr, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
     return image_bgr[y0 + pad:y0 + pad + side, x0 + pad:x0 + pad + side], x0, y0
+
+
+def window_run(model: BlazeFaceModel, image_bgr: np.ndarray, box: np.ndarray, min_score: float):
+    """``model`` (short-range at its 128x128 input) on the window around ``box`` (x0, y0, x1, y1): its finds
+    (boxes, scores, keypoints) in frame pixels, except those under ``MIN_GROWTH`` x the box (a face does not
+    halve in one frame: smaller finds are misfires or parts of it)."""
+    size = max(box[2] - box[0], box[3] - box[1])
+    patch, x0, y0 = window_patch(image_bgr, box, window_side(size, image_bgr.shape[0]))
+    b, s, k = model.run(patch, min_score)
+    b[:, [0, 2]] += x0
+    b[:, [1, 3]] += y0
+    k[..., 0] += x0
+    k[..., 1] += y0
+    ok = np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]) >= MIN_GROWTH * size
+    return b[ok], s[ok], k[ok]
+
+
+def verify(model: BlazeFaceModel, image_bgr: np.ndarray, boxes: np.ndarray, scores: np.ndarray,
+           keypoints: np.ndarray, min_score: float, min_mean: float):
+    """A second look at uncertain candidates (a pyramid find under its pass's threshold, or a small box): each
+    one's window at the model's own input, where the face is ~64 px. A candidate is kept when the window finds
+    it again (IoU >= FOLLOW_IOU) with a score >= ``min_score`` whose mean with the candidate's is >= ``min_mean``;
+    it takes the window's box, keypoints and the better score. Misfires of one scale on textures rarely survive
+    the other framing (docs/detection.md). Returns (boxes, scores, keypoints, kept mask)."""
+    boxes, scores, keypoints = boxes.copy(), scores.copy(), keypoints.copy()
+    kept = np.zeros(len(boxes), bool)
+    for i, box in enumerate(boxes):
+        b, s, k = window_run(model, image_bgr, box, min_score)
+        ok = (s + scores[i]) / 2 >= min_mean
+        if not ok.any():
+            continue
+        b, s, k = b[ok], s[ok], k[ok]
+        iou = iou_one_to_many(box, b)
+        j = int(np.argmax(iou))
+        if iou[j] >= FOLLOW_IOU:
+            boxes[i], scores[i], keypoints[i], kept[i] = b[j], max(scores[i], s[j]), k[j], True
+    return boxes, scores, keypoints, kept
 
 
 class DetectionSchedule:
@@ -110,16 +148,7 @@ class DetectionSchedule:
         found again (they left, or were missed: the caller runs the pyramid)."""
         all_b, all_s, all_k, lost = [], [], [], 0
         for box in self.boxes if followed is None else followed:
-            size = max(box[2] - box[0], box[3] - box[1])
-            patch, x0, y0 = window_patch(image_bgr, box, window_side(size, image_bgr.shape[0]))
-            b, s, k = self.model.run(patch, self.min_score)
-            b[:, [0, 2]] += x0
-            b[:, [1, 3]] += y0
-            k[..., 0] += x0
-            k[..., 1] += y0
-            # A face does not halve in one frame: smaller finds are misfires or parts of it.
-            ok = np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]) >= MIN_GROWTH * size
-            b, s, k = b[ok], s[ok], k[ok]
+            b, s, k = window_run(self.model, image_bgr, box, self.min_score)
             if not len(b) or iou_one_to_many(box, b).max() < FOLLOW_IOU:
                 lost += 1
                 continue

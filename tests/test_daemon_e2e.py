@@ -83,7 +83,7 @@ def test_contract_end_to_end(mqtt_broker, tmp_path, standin_model):
     assert set(stats[-1]["latency_ms"]) >= {"capture", "detect", "classify", "track", "publish"}
     det = stats[-1]["detector"]  # the detector in use and its passes' mean ms (default: auto, three scales)
     assert det["type"] == "auto" and det["passes"].startswith("auto (")
-    assert set(det["latency_ms"]) == {"short@0.6", "short@0.4", "short", "windows", "merge+crop"}
+    assert set(det["latency_ms"]) == {"short@0.7", "short@0.4", "short", "windows", "verify", "merge+crop"}
     assert det["full_every"] == 5 and 0 < det["full_share"] <= 1  # the video schedule: the pyramid on some frames
     print(f"e2e: {len(events)} expression events from faces {sorted(face_ids)}, {len(summaries)} summaries, "
           f"{len(stats)} stats; last stats {json.dumps(stats[-1])}")

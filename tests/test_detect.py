@@ -48,7 +48,7 @@ def test_no_face_in_a_blank_frame():
 def test_min_size_and_min_score_filter(astronaut_bgr):
     assert create_detector(DetectorConfig(min_size=200)).detect(astronaut_bgr) == []
     assert create_detector(DetectorConfig(min_score=0.999)).detect(astronaut_bgr) == []
-    small = astronaut_bgr[::4, ::4].copy()  # face about 28 px: below the default min_size of 48
+    small = astronaut_bgr[::4, ::4].copy()  # face about 28 px: below a min_size of 48
     assert create_detector(DetectorConfig(min_size=48)).detect(small) == []
 
 
@@ -57,6 +57,16 @@ def test_anchor_counts_match_the_models():
     assert len(ssd_anchor_centers(BLAZEFACE_SPECS["blazeface_short"])) == 896
     centers = ssd_anchor_centers(BLAZEFACE_SPECS["blazeface_full"])
     assert centers.min() > 0 and centers.max() < 1
+
+
+def test_weighted_nms_says_which_groups_hold_a_flagged_box():
+    boxes = np.array([[0, 0, 10, 10], [1, 0, 11, 10], [50, 50, 60, 60], [80, 80, 90, 90]], np.float32)
+    scores = np.array([0.6, 0.9, 0.8, 0.7], np.float32)
+    kps = np.zeros((4, 6, 2), np.float32)
+    b, s, k, flags = weighted_nms(boxes, scores, 0.3, kps, np.array([True, False, False, True]))
+    np.testing.assert_allclose(s, [0.9, 0.8, 0.7])
+    assert flags.tolist() == [True, False, True]  # the first group holds the flagged weaker box
+    assert len(weighted_nms(boxes, scores, 0.3)) == 2 and len(weighted_nms(boxes, scores, 0.3, kps)) == 3
 
 
 def test_weighted_nms_merges_overlaps_and_keeps_separate_boxes():

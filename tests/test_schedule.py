@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 
 from bench.common import detector_options
-from edge.detect import DetectorConfig, create_detector
+from edge.detect import PRESETS, DetectorConfig, create_detector
 from edge.schedule import SETTLE, window_patch, window_side
 from tests.conftest import box_iou
 from tests.test_detect_range import render
 
 cv2 = pytest.importorskip("cv2")
 
-PYRAMID = "short@0.6"  # the finest pass of auto: in timings_ms only when the pyramid ran
+PYRAMID = PRESETS["auto"].passes[0].label()  # the finest pass of auto: in timings_ms only when the pyramid ran
 
 
 def moving(astronaut_bgr, n: int, face_px: int = 90, start=(200, 200), step=(3, 2)):
