@@ -159,10 +159,12 @@ def plot_e2e_truth(result: dict, path: str | Path) -> Path:
     for name, res in runs.items():
         style = "k--" if name == "ground truth" else "-o"
         if name != "ground truth":
-            axes[0].plot(sizes, [100 * res["bands"][s]["recall"] for s in sizes], style, label=name, ms=4)
+            line, = axes[0].plot(sizes, [100 * res["bands"][s]["recall"] for s in sizes], style, label=name, ms=4)
+            if all("recall_crop" in res["bands"][s] for s in sizes):  # the region classified: dotted, same colour
+                axes[0].plot(sizes, [100 * res["bands"][s]["recall_crop"] for s in sizes], ":", color=line.get_color())
         axes[1].plot(sizes, [np.nan if res["bands"][s]["accuracy"] is None else 100 * res["bands"][s]["accuracy"]
                              for s in sizes], style, label=name, ms=4)
-    for ax, title in zip(axes, ("detection recall (%)", "e2e accuracy on detected faces (%)")):
+    for ax, title in zip(axes, ("detection recall (%; dotted: region classified)", "e2e accuracy on detected faces (%)")):
         ax.set_xscale("log")
         ax.minorticks_off()
         ax.set_xticks(sizes, [str(s) for s in sizes])
