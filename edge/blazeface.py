@@ -117,13 +117,13 @@ def weighted_nms(boxes: np.ndarray, scores: np.ndarray, threshold: float,
     Repeatedly take the best remaining box, gather every remaining box overlapping it by IoU >
     ``threshold`` (itself included) and replace them by their score-weighted mean box (and mean
     keypoints, when given), keeping the best score. Returns (boxes [K, 4], scores [K]) or, with
-    ``keypoints`` [N, P, 2], (boxes, scores, keypoints [K, P, 2]); with ``flags`` [N] (bool) also
-    whether any box of each group was flagged [K].
+    ``keypoints`` [N, P, 2], (boxes, scores, keypoints [K, P, 2]); with ``flags`` [N] (bool, or integer bit
+    masks) also each group's flags OR-ed together [K] (any box flagged; which passes joined).
     """
     order = np.argsort(-scores, kind="stable")
     boxes, scores = boxes[order], scores[order]
     kps = keypoints[order] if keypoints is not None else np.zeros((len(boxes), 0, 2), np.float32)
-    flg = np.asarray(flags, bool)[order] if flags is not None else np.zeros(len(boxes), bool)
+    flg = np.asarray(flags)[order] if flags is not None else np.zeros(len(boxes), bool)
     kept_boxes, kept_scores, kept_kps, kept_flags = [], [], [], []
     while len(boxes):
         overlap = iou_one_to_many(boxes[0], boxes) > threshold
@@ -132,13 +132,13 @@ def weighted_nms(boxes: np.ndarray, scores: np.ndarray, threshold: float,
         kept_boxes.append((boxes[overlap] * w[:, None]).sum(axis=0) / w.sum())
         kept_kps.append((kps[overlap] * w[:, None, None]).sum(axis=0) / w.sum())
         kept_scores.append(scores[0])
-        kept_flags.append(bool(flg[overlap].any()))
+        kept_flags.append(np.bitwise_or.reduce(flg[overlap]))
         boxes, scores, kps, flg = boxes[~overlap], scores[~overlap], kps[~overlap], flg[~overlap]
     out = [np.asarray(kept_boxes, np.float32).reshape(-1, 4), np.asarray(kept_scores, np.float32).reshape(-1)]
     if keypoints is not None:
         out.append(np.asarray(kept_kps, np.float32).reshape(len(out[0]), keypoints.shape[1], 2))
     if flags is not None:
-        out.append(np.asarray(kept_flags, bool))
+        out.append(np.asarray(kept_flags, flg.dtype).reshape(-1))
     return tuple(out)
 
 

@@ -29,7 +29,7 @@ from edge.blazeface import (  # noqa: F401  (re-exported: the detector's buildin
 )
 from edge.errors import ModelError
 from edge.manifest import MODELS_DIR
-from edge.presets import MIN_INPUT_PX, PRESETS, VERIFY_MEAN, VERIFY_PX, Pass, Preset  # noqa: F401  (re-exported)
+from edge.presets import MIN_INPUT_PX, PRESETS, SURE, VERIFY_MEAN, VERIFY_PX, Pass, Preset  # noqa: F401  (re-exported)
 from edge.schedule import DetectionSchedule, verify
 
 CROP_SIZE = 48
@@ -50,7 +50,8 @@ class DetectorConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     type: Literal["auto", "classroom", "driver", "blazeface_full", "blazeface_short", "blazeface_back", "haar"] = "auto"
-    # Detector confidence (BlazeFace only); None: the preset's own threshold (0.5 for a single model).
+    # Detector confidence (BlazeFace only); None: the preset's own thresholds (0.5 for a single model) and, for auto,
+    # its second look at finds from 0.5; a value here is the one threshold of every pass, no second look.
     min_score: float | None = Field(None, ge=0.0, le=1.0)
     # Faces whose box is smaller than this (pixels) are skipped. BlazeFace's box is the inner face: a FER2013-framed
     # face 70 px wide has a box of 40-60 px (docs/detection.md); the crop is the box + margin, resized to 48.
@@ -211,6 +212,8 @@ class BlazeFaceDetector(FaceDetector):
         else:
             self.preset = Preset((Pass(cfg.type),), 0.5, "one model on the whole frame")
         self.min_score = self.preset.min_score if cfg.min_score is None else cfg.min_score
+        # A threshold set in the config is the threshold: no second look below it.
+        self.verify_from = self.preset.verify_from if cfg.min_score is None else None
         self.model_dir = Path(model_dir)
         self.backend = "cpu"
         self._models: dict[tuple, BlazeFaceModel] = {}
@@ -231,7 +234,7 @@ class BlazeFaceDetector(FaceDetector):
     def describe(self) -> str:
         passes = " + ".join(p.label() for p in self.preset.passes)
         every = f"; pyramid every {self.schedule.full_every} frames, windows between" if self.schedule else ""
-        second = f"; second look from {self.preset.verify_from:g}" if self.preset.verify_from is not None else ""
+        second = f"; second look from {self.verify_from:g}" if self.verify_from is not None else ""
         return f"{self.cfg.type} ({passes}; min_score {self.min_score:g}{second}{every})"
 
     def detect(self, image_bgr: np.ndarray) -> list[Face]:
@@ -253,9 +256,9 @@ class BlazeFaceDetector(FaceDetector):
         parts = [self._pyramid(image_bgr, timings)] if full else []
         t0 = time.perf_counter()
         # Faces followed from the previous frame that the pyramid missed this time keep their window.
-        b, s, k, lost = sched.local(image_bgr, sched.unfound(parts[0][0][parts[0][3]]) if parts else None)
+        b, s, k, lost = sched.local(image_bgr, sched.unfound(parts[0][0][parts[0][3] >= SURE]) if parts else None)
         timings["windows"] = 1000.0 * (time.perf_counter() - t0 + plan_s)
-        parts.append((b, s, k, np.ones(len(b), bool)))  # a window's find is a second look already
+        parts.append((b, s, k, np.full(len(b), SURE)))  # a window's find is a second look already
         if lost and not full:  # a face left, or its window missed it: look at the whole frame
             full = True
             parts.append(self._pyramid(image_bgr, timings))
@@ -273,34 +276,38 @@ class BlazeFaceDetector(FaceDetector):
         return {"full_every": self.schedule.full_every, "full_share": round(self.schedule.full_share(), 3)}
 
     def _pyramid(self, image_bgr: np.ndarray, timings: dict) -> tuple[np.ndarray, ...]:
-        """Every pass of the preset on the whole frame: (boxes, scores, keypoints, sure) in frame pixels, unmerged;
-        ``sure``: the find passed its pass's threshold (the others are candidates for a second look)."""
+        """Every pass of the preset on the whole frame: (boxes, scores, keypoints, tags) in frame pixels, unmerged;
+        ``tags``: bit i for the i-th pass, plus SURE when the find passed its pass's threshold (the others are
+        candidates for a second look)."""
         ih, iw = image_bgr.shape[:2]
-        all_b, all_s, all_k, all_sure = [], [], [], []
+        all_b, all_s, all_k, all_tags = [], [], [], []
         finest = max(p.input_scale(iw, ih) for p in self.preset.passes)
-        for p in self.preset.passes:
+        for i, p in enumerate(self.preset.passes):
             t0 = time.perf_counter()
             thr = self.min_score if p.min_score is None or self.cfg.min_score is not None else p.min_score
-            lowest = thr if self.preset.verify_from is None else min(thr, self.preset.verify_from)
+            lowest = thr if self.verify_from is None else min(thr, self.verify_from)
             b, s, k = self._model(p, iw, ih).run(image_bgr, lowest)
             scale = p.input_scale(iw, ih)
             if scale < finest:  # faces this small in this pass's input are the finer pass's job
                 ok = np.minimum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]) * scale >= self.preset.min_input_px
                 b, s, k = b[ok], s[ok], k[ok]
-            all_b.append(b), all_s.append(s), all_k.append(k), all_sure.append(s >= thr)
+            all_b.append(b), all_s.append(s), all_k.append(k), all_tags.append(np.where(s >= thr, SURE, 0) | (1 << i))
             timings[p.label()] = timings.get(p.label(), 0.0) + 1000.0 * (time.perf_counter() - t0)
-        return tuple(np.concatenate(x) for x in (all_b, all_s, all_k, all_sure))
+        return tuple(np.concatenate(x) for x in (all_b, all_s, all_k, all_tags))
 
-    def _merge(self, image_bgr: np.ndarray, b: np.ndarray, s: np.ndarray, k: np.ndarray, sure: np.ndarray,
+    def _merge(self, image_bgr: np.ndarray, b: np.ndarray, s: np.ndarray, k: np.ndarray, tags: np.ndarray,
                timings: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Weighted NMS over every pass; without a second look (verify_from None) only sure finds came in. With
-        one, a group that no sure find joined, or whose box is under VERIFY_PX, is kept only when its window finds
-        it again (edge.schedule.verify). Then boxes mostly inside a better one go."""
-        if self.preset.verify_from is None or not len(b):
-            if self.preset.verify_from is not None:
+        one, a group is kept as it is when a sure find joined it or two passes found it, and its box is at least
+        VERIFY_PX; any other is kept only when its window finds it again (edge.schedule.verify). Then boxes
+        mostly inside a better one go."""
+        if self.verify_from is None or not len(b):
+            if self.verify_from is not None:
                 timings["verify"] = 0.0
             return merge_detections(b, s, k)
-        boxes, scores, kps, sure = weighted_nms(b, s, 0.3, k, sure)
+        boxes, scores, kps, tags = weighted_nms(b, s, 0.3, k, np.asarray(tags, np.int64))
+        passes = np.array([bin(int(t) & (SURE - 1)).count("1") for t in tags])
+        sure = (tags >= SURE) | (passes >= 2)
         doubt = ~sure | (np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) < VERIFY_PX)
         t0 = time.perf_counter()
         if doubt.any():
@@ -314,12 +321,12 @@ class BlazeFaceDetector(FaceDetector):
         keep = suppress_contained(boxes, scores)
         return boxes[keep], scores[keep], kps[keep]
 
-    def _finish(self, image_bgr: np.ndarray, b: np.ndarray, s: np.ndarray, k: np.ndarray, sure: np.ndarray,
+    def _finish(self, image_bgr: np.ndarray, b: np.ndarray, s: np.ndarray, k: np.ndarray, tags: np.ndarray,
                 timings: dict) -> list[Face]:
         """Merge (weighted NMS, second looks, contained boxes), clip, crop; sets ``timings_ms``."""
         ih, iw = image_bgr.shape[:2]
         t0 = time.perf_counter()
-        boxes, scores, kps = self._merge(image_bgr, b, s, k, sure, timings)
+        boxes, scores, kps = self._merge(image_bgr, b, s, k, tags, timings)
         px = [_clip_box(x0, y0, x1, y1, iw, ih) for x0, y0, x1, y1 in boxes]
         eyes = [((float(e[0, 0]), float(e[0, 1])), (float(e[1, 0]), float(e[1, 1]))) for e in kps]
         faces = _faces_from_boxes(image_bgr, px, list(scores), self.cfg, eyes)

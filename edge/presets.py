@@ -18,6 +18,8 @@ VERIFY_PX = 48
 # The second look (edge.schedule.verify): the window's find needs the preset's threshold and, averaged with
 # the candidate's score, at least this (a textured blob scoring ~0.6-0.7 everywhere stays out).
 VERIFY_MEAN = 0.68
+# Tag of a find that passed its pass's threshold (bits below it: which pass found it, pass i -> 1 << i).
+SURE = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,8 @@ class Preset:
     use: str
     full_every: int = 1
     # Finds from this score up to the pass's threshold, and merged boxes under VERIFY_PX, are candidates that a
-    # window pass confirms or drops (edge.schedule.verify); None: no second look, the threshold decides.
+    # window pass confirms or drops (edge.schedule.verify), unless two passes found them (and the box is not small);
+    # None: no second look, the threshold decides.
     verify_from: float | None = None
     min_input_px: int = MIN_INPUT_PX  # a coarser pass keeps only finds at least this wide in its input
 

@@ -66,6 +66,8 @@ def test_weighted_nms_says_which_groups_hold_a_flagged_box():
     b, s, k, flags = weighted_nms(boxes, scores, 0.3, kps, np.array([True, False, False, True]))
     np.testing.assert_allclose(s, [0.9, 0.8, 0.7])
     assert flags.tolist() == [True, False, True]  # the first group holds the flagged weaker box
+    # Integer bit masks are OR-ed: which passes found each group.
+    assert weighted_nms(boxes, scores, 0.3, kps, np.array([1, 2, 4, 1]))[-1].tolist() == [3, 4, 1]
     assert len(weighted_nms(boxes, scores, 0.3)) == 2 and len(weighted_nms(boxes, scores, 0.3, kps)) == 3
 
 
