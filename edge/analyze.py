@@ -48,13 +48,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run the model on the Edge TPU, the CPU, or the TPU when present (default: auto)")
     parser.add_argument("--device", default=None, help='Edge TPU to use: "usb", "usb:0", "pci", "pci:0" (default: first found)')
     parser.add_argument("--detector", choices=DETECTOR_CHOICES, default="auto",
-                        help="face detector preset or model (default: auto, faces ~70 px to frame-filling; classroom: "
+                        help="face detector preset or model (default: auto, faces ~50 px to frame-filling; classroom: "
                              "many small faces; driver: one near face; see docs/detection.md)")
     parser.add_argument("--no-align", action="store_true",
                         help="crop faces as found, without rotating them upright from the eye keypoints")
     # None: the [detector] defaults of DetectorConfig, kept in one place.
     parser.add_argument("--min-score", type=float, default=None, help="minimum detector confidence (default: the preset's, 0.5 for one model)")
-    parser.add_argument("--min-size", type=int, default=None, help="skip faces smaller than this many pixels (default: 32)")
+    parser.add_argument("--min-size", type=int, default=None, help="skip faces smaller than this many pixels (default: 48; auto: 32)")
     parser.add_argument("--margin", type=float, default=None,
                         help="context around the face box in the crop, fraction of its size per side (default: 0.1)")
     parser.add_argument("--every", type=int, default=1, metavar="N",

@@ -29,7 +29,9 @@ from edge.blazeface import (  # noqa: F401  (re-exported: the detector's buildin
 )
 from edge.errors import ModelError
 from edge.manifest import MODELS_DIR
-from edge.presets import MIN_INPUT_PX, PRESETS, SURE, VERIFY_MEAN, VERIFY_PX, Pass, Preset  # noqa: F401  (re-exported)
+from edge.presets import (  # noqa: F401  (re-exported)
+    MIN_INPUT_PX, MIN_SIZE, PRESETS, SURE, VERIFY_MEAN, VERIFY_PX, Pass, Preset,
+)
 from edge.schedule import DetectionSchedule, verify
 
 CROP_SIZE = 48
@@ -41,7 +43,7 @@ DETECTOR_TYPES = ("auto", "classroom", "driver", "blazeface_full", "blazeface_sh
 class DetectorConfig(BaseModel):
     """``[detector]`` config section.
 
-    ``type`` names a preset by use (``auto``: faces from ~70 px to frame-filling, the default;
+    ``type`` names a preset by use (``auto``: faces from ~50 px to frame-filling, the default;
     ``classroom``: many small faces; ``driver``: one near face) or a single model
     (``blazeface_full``, ``blazeface_short``, ``blazeface_back``, ``haar``). ``full_every``: how often a
     video frame gets every pass of a multi-pass preset (windows around the followed faces between).
@@ -53,9 +55,10 @@ class DetectorConfig(BaseModel):
     # Detector confidence (BlazeFace only); None: the preset's own thresholds (0.5 for a single model) and, for auto,
     # its second look at finds from 0.5; a value here is the one threshold of every pass, no second look.
     min_score: float | None = Field(None, ge=0.0, le=1.0)
-    # Faces whose box is smaller than this (pixels) are skipped. BlazeFace's box is the inner face: a FER2013-framed
-    # face 70 px wide has a box of 40-60 px (docs/detection.md); the crop is the box + margin, resized to 48.
-    min_size: int = Field(32, ge=1)
+    # Faces whose box is smaller than this (pixels) are skipped. None: 48, or 32 for a preset whose second look
+    # checks small boxes (auto: a FER2013-framed face 70 px wide has a box of 36-60 px, docs/detection.md; the crop
+    # is the box + margin, resized to 48).
+    min_size: int | None = Field(None, ge=1)
     # Crop context added on each side, as a fraction of the box size. 0.1 matches FER2013's framing:
     # BlazeFace on upscaled FER2013 images gives boxes that need a median margin of 0.08 to
     # reproduce the dataset's crop (300 images measured), so the classifier sees what it learnt on.
@@ -150,14 +153,16 @@ def _clip_box(x0: float, y0: float, x1: float, y1: float, width: int, height: in
 
 def _faces_from_boxes(
     image_bgr: np.ndarray, boxes: list[tuple[int, int, int, int]], scores: list[float], cfg: DetectorConfig,
-    eyes: list | None = None,
+    eyes: list | None = None, min_size: int = MIN_SIZE,
 ) -> list[Face]:
-    """Apply min_size / max_faces and cut the crops (aligned when ``cfg.align`` and eyes are known), best score first."""
+    """Apply min_size (``cfg.min_size`` when set) / max_faces and cut the crops (aligned when ``cfg.align`` and eyes
+    are known), best score first."""
+    min_size = cfg.min_size or min_size
     order = np.argsort(-np.asarray(scores, dtype=np.float32), kind="stable")
     faces = []
     for i in order:
         box = boxes[i]
-        if min(box[2], box[3]) < cfg.min_size:
+        if min(box[2], box[3]) < min_size:
             continue
         e = eyes[i] if eyes is not None else None
         crop = crop_face(image_bgr, box, cfg.margin, e if cfg.align else None)
@@ -329,7 +334,7 @@ class BlazeFaceDetector(FaceDetector):
         boxes, scores, kps = self._merge(image_bgr, b, s, k, tags, timings)
         px = [_clip_box(x0, y0, x1, y1, iw, ih) for x0, y0, x1, y1 in boxes]
         eyes = [((float(e[0, 0]), float(e[0, 1])), (float(e[1, 0]), float(e[1, 1]))) for e in kps]
-        faces = _faces_from_boxes(image_bgr, px, list(scores), self.cfg, eyes)
+        faces = _faces_from_boxes(image_bgr, px, list(scores), self.cfg, eyes, self.preset.min_size)
         timings["merge+crop"] = 1000.0 * (time.perf_counter() - t0) - timings.get("verify", 0.0)
         self.timings_ms = timings
         return faces
@@ -383,7 +388,7 @@ class HaarDetector(FaceDetector):
 
         gray = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2GRAY)
         found = self.cascade.detectMultiScale(
-            cv2.equalizeHist(gray), scaleFactor=1.1, minNeighbors=5, minSize=(self.cfg.min_size, self.cfg.min_size)
+            cv2.equalizeHist(gray), scaleFactor=1.1, minNeighbors=5, minSize=(self.cfg.min_size or MIN_SIZE,) * 2
         )
         # Larger faces first: all scores tie and the sort in _faces_from_boxes is stable.
         boxes = sorted((tuple(int(v) for v in b) for b in found), key=lambda b: -b[2] * b[3])

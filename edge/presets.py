@@ -12,6 +12,8 @@ from edge.blazeface import BLAZEFACE_SPECS
 # coarser pass of a preset keeps only faces at least this wide in its input (the finer pass sees them),
 # unless the preset gives uncertain finds a second look (Preset.verify_from), which lets it keep more.
 MIN_INPUT_PX = 36
+# Boxes narrower than this (frame pixels) are skipped, unless the preset says otherwise or the config sets min_size.
+MIN_SIZE = 48
 # A merged find whose box is narrower than this (frame pixels) is uncertain whatever its score (misfires on
 # textures are small): a preset that verifies keeps it only when its window finds it again.
 VERIFY_PX = 48
@@ -62,6 +64,7 @@ class Preset:
     # None: no second look, the threshold decides.
     verify_from: float | None = None
     min_input_px: int = MIN_INPUT_PX  # a coarser pass keeps only finds at least this wide in its input
+    min_size: int = MIN_SIZE  # the default [detector] min_size for this preset
 
 
 # Chosen by measurement on FER2013 PrivateTest faces rendered into 640x480 mp4 frames
@@ -76,5 +79,6 @@ PRESETS: dict[str, Preset] = {
     "classroom": Preset((Pass("blazeface_short", 0.65), Pass("blazeface_short", 0.35)), 0.6,
                         "many small faces (~60-300 px in 640x480)"),
     "auto": Preset((Pass("blazeface_short", 0.7, 0.7), Pass("blazeface_short", 0.4), Pass("blazeface_short")), 0.65,
-                   "the whole range (~70 px to frame-filling)", full_every=5, verify_from=0.5, min_input_px=24),
+                   "the whole range (~50 px to frame-filling)", full_every=5, verify_from=0.5, min_input_px=24,
+                   min_size=32),
 }
