@@ -208,6 +208,9 @@ def test_frontier_scores_a_model_on_both_label_sets(tmp_path):
     # the one PublicTest face is angry (0) for FER2013 and for the FER+ majority alike
     hit = 100.0 * float(frontier.predict(model, load_split(csv, "PublicTest")[0])[0] == 0)
     assert rows[0]["group"] == "tiny" and rows[0]["kind"] == "int8"
-    assert rows[0]["fer2013"] == rows[0]["ferplus"] == hit
+    assert rows[0]["fer2013"] == rows[0]["ferplus"] == rows[0]["agree"] == hit
+    # no face where the two labels differ: an empty group, not NaN
+    assert rows[0]["differ_ferplus"] is None and rows[0]["differ_fer2013"] is None
     assert "| tiny:shipped | int8 |" in (tmp_path / "out" / "frontier.md").read_text()
+    assert "| - / - |" in (tmp_path / "out" / "frontier.md").read_text()
     assert (tmp_path / "out" / "frontier.png").stat().st_size > 10_000

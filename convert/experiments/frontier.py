@@ -45,27 +45,40 @@ def predict(path: Path, x: np.ndarray) -> np.ndarray:
 def score_models(models: dict[str, Path], data: str, ferplus_path: str) -> list[dict]:
     """``[{"name", "group", "kind", "fer2013", "ferplus", "agree", "differ_ferplus", "differ_fer2013"}]``:
     PublicTest accuracies (%) of each model; ``agree``: its accuracy on the faces whose FER2013 label
-    is the FER+ majority; ``differ_*``: on the faces where the two differ, how often it gives each one."""
+    is the FER+ majority; ``differ_*``: on the faces where the two differ, how often it gives each one
+    (None where a group is empty)."""
     from convert.data import load_split
     from convert.ferplus import load_votes, majority
 
     x, y = load_split(data, "PublicTest")
     maj = majority(load_votes(data, ferplus_path)["PublicTest"])
     has = maj >= 0
+    if not has.any():
+        raise SystemExit(f"error: no PublicTest face in {ferplus_path} has a unique FER+ majority; "
+                         "pass the fer2013new.csv that belongs to this FER2013 file (--ferplus)")
     same, differ = has & (maj == y), has & (maj != y)
     rows = []
     for name, path in models.items():
         pred = predict(Path(path), x)
         group = name.split(":")[0] if ":" in name else name
         rows.append({"name": name, "group": group, "kind": "int8" if Path(path).suffix == ".tflite" else "float",
-                     "fer2013": round(100 * float((pred == y).mean()), 2),
-                     "ferplus": round(100 * float((pred[has] == maj[has]).mean()), 2),
-                     "agree": round(100 * float((pred[same] == y[same]).mean()), 2),
-                     "differ_ferplus": round(100 * float((pred[differ] == maj[differ]).mean()), 2),
-                     "differ_fer2013": round(100 * float((pred[differ] == y[differ]).mean()), 2), "path": str(path)})
+                     "fer2013": _percent(pred == y), "ferplus": _percent(pred[has] == maj[has]),
+                     "agree": _percent(pred[same] == y[same]),
+                     "differ_ferplus": _percent(pred[differ] == maj[differ]),
+                     "differ_fer2013": _percent(pred[differ] == y[differ]), "path": str(path)})
         print(f"{name:28s} {rows[-1]['kind']:5s} FER2013 {rows[-1]['fer2013']:.2f}  FER+ {rows[-1]['ferplus']:.2f}",
               flush=True)
     return rows
+
+
+def _percent(hits: np.ndarray) -> float | None:
+    """Percentage of true values in ``hits``, 2 decimals; None for an empty group (e.g. no face where the labels
+    differ in a small fixture) rather than numpy's NaN and warning."""
+    return round(100 * float(hits.mean()), 2) if hits.size else None
+
+
+def _cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -101,8 +114,8 @@ def markdown(rows: list[dict]) -> str:
              "|---|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['name']} | {r['kind']} | {r['fer2013']:.2f} | {r['ferplus']:.2f} | "
-                     f"{r['fer2013'] + r['ferplus']:.2f} | {r['agree']:.1f} | "
-                     f"{r['differ_ferplus']:.1f} / {r['differ_fer2013']:.1f} |")
+                     f"{r['fer2013'] + r['ferplus']:.2f} | {_cell(r['agree'])} | "
+                     f"{_cell(r['differ_ferplus'])} / {_cell(r['differ_fer2013'])} |")
     return "\n".join(lines) + "\n"
 
 
