@@ -45,7 +45,7 @@ def run_e2e_truth(data: str | Path, detectors: list[str], threads: int = 1, with
         else:
             r = _ours(video, threads, name)
             s = _ours(sample, threads, name)
-        res = score(truth, r.pop("frames"), sizes, r.get("margin", 0.0))
+        res = score(truth, r.pop("frames"), sizes, r.get("margin", 0.0), r.get("lift", 0.0))
         res.update({k: v for k, v in r.items()})
         if s is not None:
             faces = [len(f) for f in s["frames"]]

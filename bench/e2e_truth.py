@@ -62,7 +62,7 @@ def truth_ours_worker(video: str, threads: int, detector: str, align: bool | Non
     n = max(len(frames), 1)
     return {"frames": frames, "fps": len(frames) / dt, "detect_ms": 1000 * det_s / n,
             "stages_ms": {k: v / n for k, v in stages.items()}, "detector": det.describe(), **det.schedule_stats(),
-            "margin": det.cfg.margin,
+            "margin": det.cfg.margin, "lift": det.lift,
             "threads": threads, "maxrss_kib": maxrss_kib()}
 
 
@@ -112,13 +112,13 @@ def truth_gt_worker(video: str, truth: str, threads: int, model: str | None = No
     return {"frames": frames, "fps": None, "detector": "ground-truth boxes", "threads": threads}
 
 
-def crop_region(box, margin: float) -> tuple[float, float, float, float]:
+def crop_region(box, margin: float, lift: float = 0.0) -> tuple[float, float, float, float]:
     """The square a pipeline classifies for a detector box (x, y, w, h): ``max(w, h)`` widened by ``margin`` on
-    each side, about the box centre (``edge.detect.crop_face``). The ground truth is a FER2013 crop, so this is
+    each side, about the box centre raised by ``lift`` x its height (``edge.detect.crop_face``, unaligned). The ground truth is a FER2013 crop, so this is
     the same convention; the detector's own box is the inner face, whose share of a FER2013 crop varies."""
     x, y, w, h = box[:4]
     side = max(w, h) * (1.0 + 2.0 * margin)
-    return (x + w / 2 - side / 2, y + h / 2 - side / 2, side, side)
+    return (x + w / 2 - side / 2, y + h / 2 - lift * h - side / 2, side, side)
 
 
 def _match(gt: list[dict], boxes: list) -> list[int | None]:
@@ -136,11 +136,12 @@ def _match(gt: list[dict], boxes: list) -> list[int | None]:
     return out
 
 
-def score(truth: list[list[dict]], frames: list[list[list[int]]], sizes: list[int], margin: float = 0.0) -> dict:
+def score(truth: list[list[dict]], frames: list[list[list[int]]], sizes: list[int], margin: float = 0.0,
+          lift: float = 0.0) -> dict:
     """Per nominal size: recall, e2e accuracy on detected faces, and the per-face majority labels.
 
     Recall twice: ``recall``, the detector's box against the true box (IoU >= MATCH_IOU), and ``recall_crop``,
-    the region the pipeline classifies (``crop_region`` with ``margin``) against it. A face's votes (its
+    the region the pipeline classifies (``crop_region`` with ``margin`` and ``lift``) against it. A face's votes (its
     majority label, the accuracy) come from the crop matches: that region is what the classifier saw.
     Returns {"bands": {size: {...}}, "fp_per_empty_frame", "faces": {id: {"label", "size", "pred"}}}.
     """
@@ -152,7 +153,7 @@ def score(truth: list[list[dict]], frames: list[list[list[int]]], sizes: list[in
             fp_empty += len(dets)
             continue
         inner = _match(gt, [d[:4] for d in dets])
-        crop = _match(gt, [crop_region(d, margin) for d in dets])
+        crop = _match(gt, [crop_region(d, margin, lift) for d in dets])
         for f, j_in, j_crop in zip(gt, inner, crop):
             rec = seen.setdefault(f["id"], {"label": f["label"], "size": f["size"], "angle": f["angle"],
                                             "shown": 0, "found": 0, "found_crop": 0, "votes": Counter()})
@@ -208,7 +209,7 @@ def truth_align_worker(data: str, n: int = 400, side: int = 200, angles: tuple[i
                 continue
             f = faces[0]
             plain.append(f.crop)
-            aligned.append(crop_face(frame, f.box, det.cfg.margin, f.eyes))
+            aligned.append(crop_face(frame, f.box, det.cfg.margin, f.eyes, det.lift))
             labels.append(int(y[i]))
         labels = np.asarray(labels)
         acc = [float((clf.classify_batch(c).argmax(axis=1) == labels).mean()) if len(c) else None for c in (plain, aligned)]

@@ -110,3 +110,18 @@ def test_both_faces_of_the_sample_clip_are_found_in_every_frame():
         for _ in range(30):
             counts.append(len(det.detect(src.read().image)))
     assert counts == [2] * 30
+
+
+def test_crop_lift_moves_the_crop_up_by_box_heights():
+    """lift raises the crop centre by lift x box height (BlazeFace's box centre sits below FER2013's crop centre)."""
+    import numpy as np
+
+    from edge.detect import BLAZEFACE_LIFT, BlazeFaceDetector, DetectorConfig, HaarDetector, crop_face
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    lifted = crop_face(image, (200, 200, 100, 100), 0.1, None, 0.1)
+    assert np.array_equal(lifted, crop_face(image, (200, 190, 100, 100), 0.1))
+    assert not np.array_equal(lifted, crop_face(image, (200, 200, 100, 100), 0.1))
+    assert BlazeFaceDetector.default_lift == BLAZEFACE_LIFT > 0 and HaarDetector.default_lift == 0.0
+    assert BlazeFaceDetector(DetectorConfig(type="driver", lift=0.0)).lift == 0.0
