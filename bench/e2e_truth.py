@@ -114,8 +114,9 @@ def truth_gt_worker(video: str, truth: str, threads: int, model: str | None = No
 
 def crop_region(box, margin: float, lift: float = 0.0) -> tuple[float, float, float, float]:
     """The square a pipeline classifies for a detector box (x, y, w, h): ``max(w, h)`` widened by ``margin`` on
-    each side, about the box centre raised by ``lift`` x its height (``edge.detect.crop_face``, unaligned). The ground truth is a FER2013 crop, so this is
-    the same convention; the detector's own box is the inner face, whose share of a FER2013 crop varies."""
+    each side, about the box centre raised by ``lift`` x its height (``edge.detect.crop_face``, unaligned). The
+    ground truth is a FER2013 crop, so this is the same convention; the detector's own box is the inner face,
+    whose share of a FER2013 crop varies."""
     x, y, w, h = box[:4]
     side = max(w, h) * (1.0 + 2.0 * margin)
     return (x + w / 2 - side / 2, y + h / 2 - lift * h - side / 2, side, side)

@@ -108,10 +108,10 @@ def _auto_detector_rows(models_dir: Path) -> list[dict]:
         # second looks at uncertain finds (~1 ms measured here) are left out.
         k, n = preset.full_every, FACES_PER_FRAME
         sched = (macs + (k - 1) * n * m["total"]) / k
-        ops = (n_ops * len(passes) + (k - 1) * n * n_ops) / k
+        ops = round((n_ops * len(passes) + (k - 1) * n * n_ops) / k)
         rows.append({"model": f"BlazeFace auto detector on video (pyramid every {k} frames, a window per face "
-                              f"between; mean per frame, {n} faces)", "macs": sched, "ops": round(ops),
-                     "int8": False, **estimate_latency(sched, int(round(ops)), int8=False)})
+                              f"between; mean per frame, {n} faces)", "macs": sched, "ops": ops,
+                     "int8": False, **estimate_latency(sched, ops, int8=False)})
     return rows
 
 

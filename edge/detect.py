@@ -115,7 +115,7 @@ def crop_face(image_bgr: np.ndarray, box: tuple[int, int, int, int], margin: flo
 
     The crop is square (the classifier was trained on square faces, so
     stretching would distort expressions); parts outside the frame repeat the border pixels.
-    ``eyes`` ((x, y) right eye, (x, y) left eye, frame pixels): rotate the face upright about the box
+    ``eyes`` ((x, y) right eye, (x, y) left eye, frame pixels): rotate the face upright about the crop
     centre first, when the eye line tilts by ALIGN_MIN_DEG..ALIGN_MAX_DEG; otherwise the crop is the
     unrotated one, unchanged.
     """
