@@ -117,16 +117,16 @@ def make_unit_root(root: Path, unit: Path, dropins: Path, exec_start: str) -> Pa
     return root
 
 
-@pytest.fixture()
-def unit_root(tmp_path: Path, systemd_analyze: str) -> Path:
-    """make_unit_root for fer-edge.service."""
-    return make_unit_root(tmp_path, UNIT, DROPINS, EXEC_START)
+# Per unit: (file, drop-ins folder, ExecStart, highest `systemd-analyze security` exposure).
+UNITS = {
+    "fer-edge": (UNIT, DROPINS, EXEC_START, MAX_EXPOSURE),
+    "fer-edge-dashboard": (DASH_UNIT, DASH_DROPINS, DASH_EXEC_START, MAX_DASH_EXPOSURE),
+}
 
 
-@pytest.fixture()
-def dash_unit_root(tmp_path: Path, systemd_analyze: str) -> Path:
-    """make_unit_root for fer-edge-dashboard.service."""
-    return make_unit_root(tmp_path, DASH_UNIT, DASH_DROPINS, DASH_EXEC_START)
+def verify_unit(systemd_analyze: str, root: Path, name: str) -> subprocess.CompletedProcess:
+    """``systemd-analyze verify`` of ``name``.service under ``root`` (a make_unit_root tree)."""
+    return run([systemd_analyze, "verify", f"--root={root}", f"{name}.service"])
 
 
 # ---- systemd unit ------------------------------------------------------------------------------
@@ -150,35 +150,51 @@ def test_unit_keeps_the_service_contract():
     assert set(svc("RestrictAddressFamilies")[0].split()) == {"AF_UNIX", "AF_INET", "AF_INET6", "AF_NETLINK"}
 
 
-def test_unit_and_dropins_pass_systemd_analyze_verify(systemd_analyze: str, unit_root: Path):
-    result = run([systemd_analyze, "verify", f"--root={unit_root}", "fer-edge.service"])
+@pytest.mark.parametrize("name", UNITS)
+def test_unit_and_dropins_pass_systemd_analyze_verify(systemd_analyze: str, tmp_path: Path, name: str):
+    unit, dropins, exec_start, _ = UNITS[name]
+    result = verify_unit(systemd_analyze, make_unit_root(tmp_path, unit, dropins, exec_start), name)
     assert result.returncode == 0, result.stderr
     # verify only warns (exit 0) about e.g. unknown keys: treat any message about our unit as failure.
-    ours = [line for line in result.stderr.splitlines() if "fer-edge" in line]
+    ours = [line for line in result.stderr.splitlines() if name in line]
     assert not ours, "\n".join(ours)
 
 
-def test_verify_catches_a_broken_unit(systemd_analyze: str, unit_root: Path):
+@pytest.mark.parametrize("name, edits, also", [
+    ("fer-edge", {"WatchdogSec=30": "WatchdogSec=thirty"}, []),
+    # %d (the credentials directory) is resolved in Environment=; a wrong specifier is reported.
+    ("fer-edge-dashboard", {"RestartSec=5": "RestartSec=five",
+                            "Environment=PGPASSFILE=%d/pgpass": "Environment=PGPASSFILE=%Q/pgpass"},
+     ["Failed to resolve specifiers in PGPASSFILE=%Q/pgpass"]),
+])
+def test_verify_catches_a_broken_unit(systemd_analyze: str, tmp_path: Path, name: str, edits: dict, also: list):
     """The verify check above can fail: a missing ExecStart binary and a bad value are reported."""
-    (unit_root / EXEC_START.split()[0].lstrip("/")).unlink()
-    result = run([systemd_analyze, "verify", f"--root={unit_root}", "fer-edge.service"])
+    unit, dropins, exec_start, _ = UNITS[name]
+    root = make_unit_root(tmp_path, unit, dropins, exec_start)
+    (root / exec_start.split()[0].lstrip("/")).unlink()
+    result = verify_unit(systemd_analyze, root, name)
     assert result.returncode != 0 and "is not executable" in result.stderr
-    unit = unit_root / "etc/systemd/system/fer-edge.service"
-    lines = UNIT.read_text().splitlines()
-    lines[lines.index("WatchdogSec=30")] = "WatchdogSec=thirty"
-    unit.write_text("\n".join(lines) + "\n")
-    result = run([systemd_analyze, "verify", f"--root={unit_root}", "fer-edge.service"])
-    bad_line = lines.index("WatchdogSec=thirty") + 1
-    assert f"fer-edge.service:{bad_line}: Failed to parse" in result.stderr, result.stderr
+    lines = unit.read_text().splitlines()
+    for good, bad in edits.items():
+        lines[lines.index(good)] = bad
+    (root / f"etc/systemd/system/{name}.service").write_text("\n".join(lines) + "\n")
+    result = verify_unit(systemd_analyze, root, name)
+    bad_line = lines.index(next(iter(edits.values()))) + 1
+    assert f"{name}.service:{bad_line}: Failed to parse" in result.stderr, result.stderr
+    for text in also:
+        assert text in result.stderr, result.stderr
 
 
-def test_unit_exposure_score_is_at_most_2_5(systemd_analyze: str):
-    result = run([systemd_analyze, "security", "--offline=true", "--no-pager", str(UNIT)])
-    match = re.search(r"Overall exposure level for fer-edge\.service: (\d+\.\d+)", result.stdout)
+@pytest.mark.parametrize("name", UNITS)
+def test_unit_exposure_score_is_within_its_limit(systemd_analyze: str, name: str):
+    """fer-edge.service at most 2.5 (it needs devices), fer-edge-dashboard.service at most 1.5."""
+    unit, *_, limit = UNITS[name]
+    result = run([systemd_analyze, "security", "--offline=true", "--no-pager", str(unit)])
+    match = re.search(rf"Overall exposure level for {re.escape(name)}\.service: (\d+\.\d+)", result.stdout)
     if match is None and "--offline" in result.stderr:
         pytest.skip(f"this systemd-analyze has no offline security mode: {result.stderr.strip()}")
     assert match, result.stdout + result.stderr
-    assert float(match.group(1)) <= MAX_EXPOSURE, result.stdout
+    assert float(match.group(1)) <= limit, result.stdout
 
 
 # ---- dashboard unit ----------------------------------------------------------------------------
@@ -212,39 +228,6 @@ def test_dashboard_unit_keeps_the_service_contract():
     assert svc("SystemCallFilter")[0] == "@system-service" and "~@privileged" in svc("SystemCallFilter")[1]
     # Secrets never on the command line.
     assert not re.search(r"--(token|users)-file|password", svc("ExecStart")[0])
-
-
-def test_dashboard_unit_and_dropins_pass_systemd_analyze_verify(systemd_analyze: str, dash_unit_root: Path):
-    result = run([systemd_analyze, "verify", f"--root={dash_unit_root}", "fer-edge-dashboard.service"])
-    assert result.returncode == 0, result.stderr
-    ours = [line for line in result.stderr.splitlines() if "fer-edge-dashboard" in line]
-    assert not ours, "\n".join(ours)
-
-
-def test_verify_catches_a_broken_dashboard_unit(systemd_analyze: str, dash_unit_root: Path):
-    """Same as for the daemon: a missing ExecStart binary, a bad value, an unknown specifier."""
-    (dash_unit_root / DASH_EXEC_START.split()[0].lstrip("/")).unlink()
-    result = run([systemd_analyze, "verify", f"--root={dash_unit_root}", "fer-edge-dashboard.service"])
-    assert result.returncode != 0 and "is not executable" in result.stderr
-    unit = dash_unit_root / "etc/systemd/system/fer-edge-dashboard.service"
-    lines = DASH_UNIT.read_text().splitlines()
-    lines[lines.index("RestartSec=5")] = "RestartSec=five"
-    # %d (the credentials directory) is resolved in Environment=; a wrong specifier is reported.
-    lines[lines.index("Environment=PGPASSFILE=%d/pgpass")] = "Environment=PGPASSFILE=%Q/pgpass"
-    unit.write_text("\n".join(lines) + "\n")
-    result = run([systemd_analyze, "verify", f"--root={dash_unit_root}", "fer-edge-dashboard.service"])
-    bad_line = lines.index("RestartSec=five") + 1
-    assert f"fer-edge-dashboard.service:{bad_line}: Failed to parse" in result.stderr, result.stderr
-    assert "Failed to resolve specifiers in PGPASSFILE=%Q/pgpass" in result.stderr, result.stderr
-
-
-def test_dashboard_unit_exposure_score_is_at_most_1_5(systemd_analyze: str):
-    result = run([systemd_analyze, "security", "--offline=true", "--no-pager", str(DASH_UNIT)])
-    match = re.search(r"Overall exposure level for fer-edge-dashboard\.service: (\d+\.\d+)", result.stdout)
-    if match is None and "--offline" in result.stderr:
-        pytest.skip(f"this systemd-analyze has no offline security mode: {result.stderr.strip()}")
-    assert match, result.stdout + result.stderr
-    assert float(match.group(1)) <= MAX_DASH_EXPOSURE, result.stdout
 
 
 # ---- Ansible -------------------------------------------------------------------------------
