@@ -12,7 +12,8 @@ from bench.common import REPO_ROOT
 DEFAULT_OUT = Path("runs") / "bench"
 PUBLISHED = REPO_ROOT / "bench" / "results"
 # Documents whose marked sections `--publish` rewrites (those without the markers are left alone).
-PUBLISHED_DOCS = (REPO_ROOT / "README.md", REPO_ROOT / "docs" / "benchmarks.md", REPO_ROOT / "docs" / "dashboard.md")
+PUBLISHED_DOCS = (REPO_ROOT / "README.md", REPO_ROOT / "docs" / "benchmarks.md", REPO_ROOT / "docs" / "dashboard.md",
+                  REPO_ROOT / "docs" / "detection.md")
 README_START = "<!-- bench:{name}:start -->"
 README_END = "<!-- bench:{name}:end -->"
 
@@ -51,7 +52,7 @@ def update_docs(docs: list[Path], written: list[Path]) -> list[Path]:
 
 def publish(written: list[Path], dest: Path = PUBLISHED) -> list[Path]:
     """Copy this run's result files into the committed ``bench/results/`` and rewrite the marked tables
-    of README.md and docs/benchmarks.md. Returns what was written."""
+    of PUBLISHED_DOCS (README.md, docs/benchmarks.md, dashboard.md, detection.md). Returns what was written."""
     dest.mkdir(parents=True, exist_ok=True)
     copied = []
     for p in written:

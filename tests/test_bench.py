@@ -272,6 +272,17 @@ def test_publish_copies_results_and_rewrites_marked_docs(tmp_path, monkeypatch):
     assert Path(f"{doc} (speed)") in done
 
 
+def test_every_doc_with_bench_markers_is_published():
+    """A document holding `<!-- bench:NAME:start -->` tables is rewritten by --publish (docs/detection.md was not)."""
+    from bench import output
+    from bench.common import REPO_ROOT
+
+    marked = {p for p in [REPO_ROOT / "README.md", *(REPO_ROOT / "docs").glob("*.md")]
+              if "<!-- bench:" in p.read_text()}
+    assert REPO_ROOT / "docs" / "detection.md" in marked
+    assert marked <= set(output.PUBLISHED_DOCS)
+
+
 def test_e2e_without_scikit_image_is_skipped_with_a_note(monkeypatch):
     """On a device (edge extra only) the default clip cannot be drawn: speed still runs, e2e says why not."""
     monkeypatch.setattr(e2e, "default_video_missing", lambda: "scikit-image is not installed")
