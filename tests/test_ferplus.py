@@ -214,3 +214,21 @@ def test_frontier_scores_a_model_on_both_label_sets(tmp_path):
     assert "| tiny:shipped | int8 |" in (tmp_path / "out" / "frontier.md").read_text()
     assert "| - / - |" in (tmp_path / "out" / "frontier.md").read_text()
     assert (tmp_path / "out" / "frontier.png").stat().st_size > 10_000
+
+
+def test_frontier_without_a_fer_plus_majority_is_a_one_line_error(tmp_path, capsys):
+    """No PublicTest face with a unique FER+ majority (here a tie): exit 2, one line naming --ferplus, nothing
+    written; a --model that is not NAME=PATH is refused the same way."""
+    from convert.experiments import frontier
+
+    csv = write_fer_csv(tmp_path / "fer2013.csv")
+    rows = [r if r[0] != "PublicTest" else ("PublicTest", [0, 4, 4, 0, 0, 0, 0, 0, 2, 0]) for r in ROWS]
+    votes = write_votes(tmp_path / "v.csv", rows)
+    out = tmp_path / "out"
+    assert frontier.main(["--data", str(csv), "--ferplus", str(votes), "--model", "tiny:x=none.tflite",
+                          "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "unique FER+ majority" in err and "--ferplus" in err
+    assert not (out / "frontier.json").exists()
+    assert frontier.main(["--data", str(csv), "--ferplus", str(votes), "--model", "no-equals-sign"]) == 2
+    assert "NAME=PATH" in capsys.readouterr().err

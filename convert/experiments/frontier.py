@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 import convert  # noqa: F401  (ONEDNN_MAX_CPU_ISA before TensorFlow)
+from edge.errors import DataError
 
 # Issue 14's PrivateTest bars (FER2013, FER+) per architecture; drawn for orientation only, the
 # points are PublicTest figures.
@@ -54,8 +55,8 @@ def score_models(models: dict[str, Path], data: str, ferplus_path: str) -> list[
     maj = majority(load_votes(data, ferplus_path)["PublicTest"])
     has = maj >= 0
     if not has.any():
-        raise SystemExit(f"error: no PublicTest face in {ferplus_path} has a unique FER+ majority; "
-                         "pass the fer2013new.csv that belongs to this FER2013 file (--ferplus)")
+        raise DataError(f"no PublicTest face in {ferplus_path} has a unique FER+ majority; "
+                        "pass the fer2013new.csv that belongs to this FER2013 file (--ferplus)")
     same, differ = has & (maj == y), has & (maj != y)
     rows = []
     for name, path in models.items():
@@ -119,16 +120,18 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="fer2013.csv[.gz]")
     p.add_argument("--ferplus", required=True, help="fer2013new.csv")
     p.add_argument("--model", action="append", required=True, metavar="NAME=PATH", help=".keras or .tflite; repeat")
     p.add_argument("--out", default="runs/ferplus_frontier")
-    a = p.parse_args(argv)
+
+
+def run(a: argparse.Namespace) -> int:
     pairs = [m.split("=", 1) for m in a.model]
     if any(len(pair) != 2 for pair in pairs) or len({n for n, _ in pairs}) != len(pairs):
-        p.error("each --model is NAME=PATH with a NAME of its own (e.g. tiny:j35=a.keras tiny:j35-int8=a.tflite)")
+        raise DataError("each --model is NAME=PATH with a NAME of its own "
+                        "(e.g. tiny:j35=a.keras tiny:j35-int8=a.tflite)")
     models = dict(pairs)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -138,6 +141,13 @@ def main(argv=None) -> int:
     plot(rows, out / "frontier.png")
     print(f"wrote {out / 'frontier.md'} and {out / 'frontier.png'}")
     return 0
+
+
+def main(argv=None) -> int:
+    """``python -m convert.experiments.frontier``: a bad input (the FER+ file, a --model pair) is one line, exit 2."""
+    from convert.standalone import run_standalone
+
+    return run_standalone("python -m convert.experiments.frontier", __doc__.splitlines()[0], add_arguments, run, argv)
 
 
 if __name__ == "__main__":
