@@ -19,7 +19,7 @@ from bench.common import SHIPPED_MODELS
 log = logging.getLogger(__name__)
 
 
-def _parse_threads(s: str) -> list[int]:
+def _parse_threads(s: str, flag: str = "--threads") -> list[int]:
     from edge.errors import ConfigError
 
     try:
@@ -27,7 +27,7 @@ def _parse_threads(s: str) -> list[int]:
     except ValueError:
         vals = []
     if not vals or min(vals) < 1:
-        raise ConfigError(f"--threads {s!r}: give thread counts >= 1 separated by commas, e.g. 1,2")
+        raise ConfigError(f"{flag} {s!r}: give counts >= 1 separated by commas, e.g. 1,2")
     return vals
 
 
@@ -79,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if args.what == "dashboard":
         return run_dashboard(args, out)
+    if args.what == "pipeline":
+        return run_pipeline_bench(args, out)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     threads = _parse_threads(args.threads)
     _check(args)
@@ -119,6 +121,25 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_pipeline_bench(args: argparse.Namespace, out: Path) -> int:
+    """``fer-edge bench pipeline``: the daemon's FPS at each --pipeline-workers count (bench/pipeline.py)."""
+    from bench import output
+    from bench.pipeline import format_pipeline, run_pipeline
+    from edge.errors import DataError
+
+    workers = _parse_threads(args.workers_fps, "--pipeline-workers")
+    if args.frames < 1 or args.repeat < 1:
+        raise DataError("--frames and --repeat must be >= 1")
+    if args.video and not Path(args.video).is_file():
+        raise DataError(f"--video {args.video} not found; pass an existing video file or leave it out")
+    result = run_pipeline(workers, args.frames, args.repeat, args.video, broker=not args.no_broker)
+    written = _emit(out, "pipeline", result, format_pipeline, None)
+    if args.publish:
+        written += output.publish(written)
+    print("wrote: " + ", ".join(str(p) for p in written))
+    return 0
+
+
 def run_dashboard(args: argparse.Namespace, out: Path) -> int:
     """``fer-edge bench dashboard``: the simulated fleet into real dashboard processes (bench/dashboard.py)."""
     from bench import output
@@ -151,10 +172,10 @@ def register(subparsers) -> None:
                     "multi-face video, and an estimate for Raspberry Pi 4/5 and Coral USB. Prints the tables "
                     "and writes them as Markdown under --out; the committed bench/results/ and the README's "
                     "tables change only with --publish.")
-    p.add_argument("what", choices=["accuracy", "speed", "all", "dashboard", "e2e"],
+    p.add_argument("what", choices=["accuracy", "speed", "all", "dashboard", "e2e", "pipeline"],
                    help="which benchmark to run (dashboard: a simulated fleet into `fer-edge dashboard`; e2e: "
                         "detection + expression against ground truth on a labelled video of FER2013 PrivateTest "
-                        "faces, per face size, vs fer; neither is in all)")
+                        "faces, per face size, vs fer; pipeline: the daemon's FPS at 1 and 2 workers; none of these is in all)")
     p.add_argument("--data", help="FER2013 csv(.gz), image-folder root or .npz (needed for accuracy)")
     p.add_argument("--out", default=str(DEFAULT_OUT),
                    help="folder for the .md/.json/.png results (default: %(default)s, not tracked by git)")
@@ -192,4 +213,9 @@ def register(subparsers) -> None:
     g.add_argument("--backends", default="sqlite,postgresql", help="databases (default: %(default)s)")
     g.add_argument("--workers", default="1,2", help="ingest worker counts (default: %(default)s)")
     g.add_argument("--no-browser", action="store_true", help="skip the page-load time (headless chromium)")
+    g = p.add_argument_group("bench pipeline")
+    g.add_argument("--pipeline-workers", dest="workers_fps", default="1,2", metavar="N,M",
+                   help="[pipeline] workers counts to compare; the first is the ratio's baseline (default: %(default)s)")
+    g.add_argument("--frames", type=int, default=450, help="frames per daemon run, the clip looped (default: %(default)s)")
+    g.add_argument("--no-broker", action="store_true", help="publish to stdout (discarded) instead of a mosquitto")
     p.set_defaults(func=run)

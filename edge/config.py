@@ -65,6 +65,20 @@ class StatsConfig(BaseModel):
     interval_s: float = Field(30.0, gt=0)
 
 
+class PipelineConfig(BaseModel):
+    """``[pipeline]``: how many frames are in flight at once (edge.workers). Each worker thread detects its own
+    frame with its own detector while the others' frames are classified and published, in capture order.
+    None: one per core this process may use (1: the plain one-frame-at-a-time loop)."""
+
+    model_config = ConfigDict(extra="forbid")
+    workers: int | None = Field(None, ge=1, le=16)
+
+    def worker_count(self) -> int:
+        from edge.workers import default_workers
+
+        return self.workers or default_workers()
+
+
 class PrivacyConfig(BaseModel):
     """``[privacy]``: no image or face crop ever leaves the device unless ``publish_crops = true``."""
 
@@ -85,6 +99,7 @@ class Config(BaseModel):
     events: EventsConfig = Field(default_factory=EventsConfig)
     summary: SummaryConfig = Field(default_factory=SummaryConfig)
     stats: StatsConfig = Field(default_factory=StatsConfig)
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     watchdog: WatchdogConfig = Field(default_factory=WatchdogConfig)

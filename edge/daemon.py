@@ -21,6 +21,7 @@ from edge.health import Health, cpu_temperature_c
 from edge.outbox import Outbox, resolve_outbox_path
 from edge.payloads import camera_state, device_base, expression_event, stats_event, summary_event
 from edge.publish import create_publisher
+from edge.workers import NOTHING_YET, run_in_order
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,12 @@ class RunResult:
     outbox_dropped: int = 0
     stop_reason: str = ""
     last_stats: dict | None = None
+    seconds: float = 0.0  # wall time of the frame loop (after setup, before the clean stop)
+
+    @property
+    def fps(self) -> float:
+        """Frames processed per second of the frame loop."""
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
 
 
 class Pipeline:
@@ -51,7 +58,10 @@ class Pipeline:
         from edge.track import FaceTracker
 
         self.classifier = ExpressionClassifier(cfg.model)  # ModelError on a bad model: fail before the camera
-        self.detector = create_detector(cfg.detector)
+        # One detector per worker: a TFLite interpreter serves one thread, and each keeps its own video schedule.
+        self.workers = cfg.pipeline.worker_count()
+        self.detectors = [create_detector(cfg.detector) for _ in range(self.workers)]
+        self.detector = self.detectors[0]
         self.tracker = FaceTracker(cfg.tracker, self.classifier.labels, self.classifier.manifest.class_prior)
         # wait=True: a camera or stream that is not there yet is retried, not fatal (stats say so).
         self.source = open_source(cfg.camera, wait=True)
@@ -107,8 +117,8 @@ def run_daemon(cfg: Config, max_frames: int | None = None, stop: threading.Event
     next_stats = started + cfg.stats.interval_s
     live_faces = 0
     window_frames = 0  # frames processed in the current summary window
-    log.info("running: source %r, detector %s, model %s on %s, publishing to %s", cfg.camera.source,
-             pipe.detector.describe(), pipe.classifier.model_path.name, backend,
+    log.info("running: source %r, detector %s x %d worker(s), model %s on %s, publishing to %s", cfg.camera.source,
+             pipe.detector.describe(), pipe.workers, pipe.classifier.model_path.name, backend,
              f"mqtt://{cfg.mqtt.host}:{cfg.mqtt.port}/{device_base(cfg.mqtt.prefix, device)}" if cfg.mqtt.host else "stdout")
     health.ready(f"running on {backend}")
 
@@ -120,8 +130,11 @@ def run_daemon(cfg: Config, max_frames: int | None = None, stop: threading.Event
 
     def detector_stats() -> dict:
         n = max(timer.frames, 1)
-        return {"type": cfg.detector.type, "passes": pipe.detector.describe(),
-                "latency_ms": {k: round(v / n, 2) for k, v in detector_ms.items()}, **pipe.detector.schedule_stats()}
+        sched = [d.schedule_stats() for d in pipe.detectors]
+        if sched[0]:  # each worker's detector keeps its own schedule: the share over all of them
+            sched[0] = {**sched[0], "full_share": round(sum(s["full_share"] for s in sched) / len(sched), 3)}
+        return {"type": cfg.detector.type, "passes": pipe.detector.describe(), "workers": pipe.workers,
+                "latency_ms": {k: round(v / n, 2) for k, v in detector_ms.items()}, **sched[0]}
 
     def publish_stats(now: float) -> None:
         camera = camera_state(**pipe.source.state())
@@ -152,52 +165,76 @@ def run_daemon(cfg: Config, max_frames: int | None = None, stop: threading.Event
             publish_stats(now)
             next_stats = now + cfg.stats.interval_s
 
+    def take():
+        """The next frame (one reader at a time), None to end the run, NOTHING_YET on a read timeout."""
+        if stop.is_set():
+            result.stop_reason = result.stop_reason or "signal"
+            return None
+        if max_frames is not None and taken[0] >= max_frames:
+            result.stop_reason = f"--max-frames {max_frames} reached"
+            return None
+        t0 = time.perf_counter()
+        try:
+            frame = pipe.source.read(timeout=READ_TIMEOUT_S)
+        except TimeoutError:
+            return NOTHING_YET
+        if frame is None:
+            result.stop_reason = "source ended"
+            return None
+        taken[0] += 1
+        return frame, time.perf_counter() - t0
+
+    def detect(worker: int, item):
+        """Detection on this worker's own detector (its schedule follows the frames this worker sees)."""
+        frame, _capture_s = item
+        detector = pipe.detectors[worker]
+        t0 = time.perf_counter()
+        faces = detector.detect_frame(frame.image)  # a video: the preset's schedule
+        return faces, time.perf_counter() - t0, dict(detector.timings_ms)
+
+    def finish(item, detected) -> None:
+        """Classify, track and publish one frame: one frame at a time, in capture order."""
+        nonlocal live_faces, window_frames
+        (frame, capture_s), (faces, detect_s, pass_ms) = item, detected
+        health.tick()
+        for stage, ms in pass_ms.items():
+            detector_ms[stage] = detector_ms.get(stage, 0.0) + ms
+        t2 = time.perf_counter()
+        scores = pipe.classifier.classify_batch([f.crop for f in faces])
+        t3 = time.perf_counter()
+        tracks = pipe.tracker.update(faces, scores, frame.ts)
+        seen = [t for t in tracks if t.last_seen >= frame.ts]  # matched in this very frame
+        live_faces = len(tracks)
+        t4 = time.perf_counter()
+        height, width = frame.image.shape[:2]
+        crops = {tuple(f.box): f.crop for f in faces} if cfg.privacy.publish_crops else {}
+        for t in schedule.due(seen, time.monotonic()):
+            publisher.publish_event("expression", expression_event(
+                device, t, frame.index, frame.ts, (width, height), labels, backend,
+                crop=crops.get(tuple(t.box))))
+        window.add(seen)
+        t5 = time.perf_counter()
+        for stage, seconds in zip(("capture", "detect", "classify", "track", "publish"),
+                                  (capture_s, detect_s, t3 - t2, t4 - t3, t5 - t4)):
+            timer.add(stage, seconds)
+        timer.frame_done()
+        result.frames += 1
+        window_frames += 1
+        health.frame_done()
+        periodic(time.monotonic())
+
+    def idle() -> None:
+        # No frame: a camera being retried keeps the watchdog fed; one that hangs does not.
+        health.tick(waiting=pipe.source.waiting_for_camera())
+        periodic(time.monotonic())
+
+    taken = [0]
     try:
-        while not stop.is_set():
-            t0 = time.perf_counter()
-            try:
-                frame = pipe.source.read(timeout=READ_TIMEOUT_S)
-            except TimeoutError:
-                # No frame: a camera being retried keeps the watchdog fed; one that hangs does not.
-                health.tick(waiting=pipe.source.waiting_for_camera())
-                periodic(time.monotonic())
-                continue
-            t1 = time.perf_counter()
-            health.tick()
-            if frame is None:
-                result.stop_reason = "source ended"
-                break
-            faces = pipe.detector.detect_frame(frame.image)  # a video: the preset's schedule
-            t2 = time.perf_counter()
-            for stage, ms in pipe.detector.timings_ms.items():
-                detector_ms[stage] = detector_ms.get(stage, 0.0) + ms
-            scores = pipe.classifier.classify_batch([f.crop for f in faces])
-            t3 = time.perf_counter()
-            tracks = pipe.tracker.update(faces, scores, frame.ts)
-            seen = [t for t in tracks if t.last_seen >= frame.ts]  # matched in this very frame
-            live_faces = len(tracks)
-            t4 = time.perf_counter()
-            height, width = frame.image.shape[:2]
-            crops = {tuple(f.box): f.crop for f in faces} if cfg.privacy.publish_crops else {}
-            for t in schedule.due(seen, time.monotonic()):
-                publisher.publish_event("expression", expression_event(
-                    device, t, frame.index, frame.ts, (width, height), labels, backend,
-                    crop=crops.get(tuple(t.box))))
-            window.add(seen)
-            t5 = time.perf_counter()
-            for stage, seconds in zip(("capture", "detect", "classify", "track", "publish"),
-                                      (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
-                timer.add(stage, seconds)
-            timer.frame_done()
-            result.frames += 1
-            window_frames += 1
-            health.frame_done()
-            periodic(time.monotonic())
-            if max_frames is not None and result.frames >= max_frames:
-                result.stop_reason = f"--max-frames {max_frames} reached"
-                break
-        else:
-            result.stop_reason = "signal"
+        loop_started = time.perf_counter()
+        try:
+            run_in_order(pipe.workers, take, detect, finish, idle)
+        finally:
+            result.seconds = time.perf_counter() - loop_started
         # Clean stop: last summary and stats, then offline + outbox flush inside the 5 s budget.
         health.stopping()
         publish_summary(time.time())
