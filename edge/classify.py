@@ -23,6 +23,9 @@ class ModelConfig(BaseModel):
     accelerator: Literal["auto", "tpu", "cpu"] = "auto"
     device: str | None = None  # Edge TPU: "usb", "usb:0", "pci", "pci:0"; None = first found
     threads: int = Field(1, ge=1)
+    # false: no expression model is loaded and no expression is inferred or published (faces, presence and, with
+    # [attention], where they look still are): what a school in the EU may run (docs/attention.md, "Lawful use").
+    emotions: bool = True
 
 
 def _check_flatbuffer(path: Path) -> None:

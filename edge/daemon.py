@@ -15,6 +15,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from edge.config import Config
 from edge.events import ExpressionSchedule, StageTimer, SummaryWindow
 from edge.health import Health, cpu_temperature_c
@@ -57,12 +59,16 @@ class Pipeline:
         from edge.detect import create_detector
         from edge.track import FaceTracker
 
-        self.classifier = ExpressionClassifier(cfg.model)  # ModelError on a bad model: fail before the camera
+        # ModelError on a bad model: fail before the camera. No emotions: no model at all (not even loaded).
+        self.classifier = ExpressionClassifier(cfg.model) if cfg.model.emotions else None
         # One detector per worker: a TFLite interpreter serves one thread, and each keeps its own video schedule.
         self.workers = cfg.pipeline.worker_count()
         self.detectors = [create_detector(cfg.detector) for _ in range(self.workers)]
         self.detector = self.detectors[0]
-        self.tracker = FaceTracker(cfg.tracker, self.classifier.labels, self.classifier.manifest.class_prior)
+        self.labels = self.classifier.labels if self.classifier else []
+        self.backend = self.classifier.backend if self.classifier else "cpu"  # then only the CPU runs models
+        self.tracker = FaceTracker(cfg.tracker, self.labels,
+                                   self.classifier.manifest.class_prior if self.classifier else None)
         # wait=True: a camera or stream that is not there yet is retried, not fatal (stats say so).
         self.source = open_source(cfg.camera, wait=True)
         if self.source.still:
@@ -95,7 +101,7 @@ def run_daemon(cfg: Config, max_frames: int | None = None, stop: threading.Event
     stop = stop or threading.Event()
     health = Health(cfg.watchdog.stall_s)
     pipe = Pipeline(cfg)
-    labels, backend, device = pipe.classifier.labels, pipe.classifier.backend, cfg.device.id
+    labels, backend, device = pipe.labels, pipe.backend, cfg.device.id
 
     def open_outbox() -> Outbox:
         o = cfg.outbox
@@ -118,13 +124,15 @@ def run_daemon(cfg: Config, max_frames: int | None = None, stop: threading.Event
     live_faces = 0
     window_frames = 0  # frames processed in the current summary window
     log.info("running: source %r, detector %s x %d worker(s), model %s on %s, publishing to %s", cfg.camera.source,
-             pipe.detector.describe(), pipe.workers, pipe.classifier.model_path.name, backend,
+             pipe.detector.describe(), pipe.workers,
+             pipe.classifier.model_path.name if pipe.classifier else "none (emotions = false)", backend,
              f"mqtt://{cfg.mqtt.host}:{cfg.mqtt.port}/{device_base(cfg.mqtt.prefix, device)}" if cfg.mqtt.host else "stdout")
     health.ready(f"running on {backend}")
 
     def publish_summary(now_wall: float) -> None:
         publisher.publish_event("summary", summary_event(
-            device, now_wall, len(window.faces), window.counts, window.mean_scores(),
+            device, now_wall, len(window.faces), window.counts if labels else None,
+            window.mean_scores() if labels else None,
             window.start, now_wall, window.observations))
         window.reset(now_wall)
 
@@ -136,12 +144,16 @@ def run_daemon(cfg: Config, max_frames: int | None = None, stop: threading.Event
         return {"type": cfg.detector.type, "passes": pipe.detector.describe(), "workers": pipe.workers,
                 "latency_ms": {k: round(v / n, 2) for k, v in detector_ms.items()}, **sched[0]}
 
+    def produced() -> dict:
+        # No emotions: not even a count of expression messages goes out (none are made).
+        return {k: n for k, n in publisher.produced.items() if labels or k != "expression"}
+
     def publish_stats(now: float) -> None:
         camera = camera_state(**pipe.source.state())
         payload = stats_event(
             device, time.time(), timer.fps(now), timer.latency_ms(), backend, result.frames,
             getattr(pipe.source, "dropped", 0), publisher.outbox_depth, publisher.outbox_dropped,
-            now - started, cpu_temperature_c(), publisher.produced, live_faces, publisher.connected,
+            now - started, cpu_temperature_c(), produced(), live_faces, publisher.connected,
             camera=camera, outbox=publisher.outbox_stats(), detector=detector_stats())
         # Keep each pass once it has run: a pass the schedule skipped all interval reports 0.0 ms
         # per frame instead of vanishing from stats (dashboards and doctor see the same keys).
@@ -200,7 +212,8 @@ def run_daemon(cfg: Config, max_frames: int | None = None, stop: threading.Event
         for stage, ms in pass_ms.items():
             detector_ms[stage] = detector_ms.get(stage, 0.0) + ms
         t2 = time.perf_counter()
-        scores = pipe.classifier.classify_batch([f.crop for f in faces])
+        scores = (pipe.classifier.classify_batch([f.crop for f in faces]) if pipe.classifier
+                  else np.zeros((len(faces), 0), np.float32))
         t3 = time.perf_counter()
         tracks = pipe.tracker.update(faces, scores, frame.ts)
         seen = [t for t in tracks if t.last_seen >= frame.ts]  # matched in this very frame

@@ -64,11 +64,15 @@ class SummaryWindow:
         self.observations = 0
 
     def add(self, tracks: list) -> None:
-        """Count the tracks seen in this frame (``expression`` set, smoothed ``scores``)."""
+        """Count the tracks seen in this frame (``expression`` set, smoothed ``scores``; without labels,
+        [model] emotions = false, every confirmed face counts as present)."""
         for t in tracks:
-            if not t.expression:
+            if self.labels and not t.expression:
                 continue
             self.faces.add(t.face_id)
+            if not self.labels:
+                self.observations += 1
+                continue
             self.counts[t.expression] += 1
             self.score_sum += np.asarray(t.scores, np.float64)
             self.observations += 1

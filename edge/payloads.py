@@ -139,7 +139,7 @@ def expression_event(
 
 
 def summary_event(
-    device_id: str, ts: float, faces: int, counts: dict[str, int], mean_scores: dict[str, float],
+    device_id: str, ts: float, faces: int, counts: dict[str, int] | None, mean_scores: dict[str, float] | None,
     window_start: float, window_end: float, observations: int, seq: int | None = None,
 ) -> dict:
     """The ``summary`` payload: what the faces in one window showed.
@@ -148,17 +148,18 @@ def summary_event(
         faces: distinct face ids seen in the window.
         counts: per label, face observations (one face in one frame) whose smoothed expression was that label.
         mean_scores: per label, the mean smoothed probability over those observations.
+            ``counts`` None ([model] emotions = false): no expression field at all (counts, mean_scores, dominant).
         observations: total face observations in the window.
         seq: the message number; normally set by the publisher.
     """
-    dominant = max(counts, key=lambda k: counts[k]) if observations and any(counts.values()) else None
+    dominant = max(counts, key=lambda k: counts[k]) if counts and observations and any(counts.values()) else None
     payload = {
         "v": PAYLOAD_VERSION,
         "ts": round(float(ts), 3),
         "device": device_id,
         "faces": int(faces),
-        "counts": {k: int(n) for k, n in counts.items()},
-        "mean_scores": {k: _r(p) for k, p in mean_scores.items()},
+        "counts": {k: int(n) for k, n in (counts or {}).items()},
+        "mean_scores": {k: _r(p) for k, p in (mean_scores or {}).items()},
         "dominant": dominant,
         "window": {
             "start": round(float(window_start), 3),
@@ -167,6 +168,9 @@ def summary_event(
             "observations": int(observations),
         },
     }
+    if counts is None:
+        for key in ("counts", "mean_scores", "dominant"):
+            del payload[key]
     if seq is not None:
         payload["seq"] = int(seq)
     return payload

@@ -89,7 +89,7 @@ class FaceTracker:
     def _report(self, t: Track) -> None:
         """Update the reported expression of ``t`` with hysteresis; sets ``t.changed``."""
         t.changed = False
-        if t.hits < self.cfg.min_hits:
+        if t.hits < self.cfg.min_hits or not self.labels:  # no labels: [model] emotions = false, boxes only
             return
         top = top_classes(t.scores, self.prior)
         if not t.expression:
