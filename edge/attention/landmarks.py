@@ -18,6 +18,14 @@ from edge.int8 import invoke, make_interpreter
 from edge.manifest import MODELS_DIR
 
 LANDMARK_MODEL = MODELS_DIR / "face_landmark.tflite"
+IRIS_MODEL = MODELS_DIR / "iris_landmark.tflite"
+EYE_INPUT = 64
+EYE_ROI_SCALE = 2.3  # iris_landmark_left_and_right: the eye-corner rect enlarged 2.3x, square
+# The iris model's first 16 eye-contour points (lower lid from the outer to the inner corner, then the upper
+# lid) and the face mesh points they replace (MediaPipe's update_face_landmarks), for the subject's right eye
+# (as the model sees it) and left eye (mirrored before the model).
+RIGHT_EYE_MESH = (33, 7, 163, 144, 145, 153, 154, 155, 133, 246, 161, 160, 159, 158, 157, 173)
+LEFT_EYE_MESH = (263, 249, 390, 373, 374, 380, 381, 382, 362, 466, 388, 387, 386, 385, 384, 398)
 INPUT_SIZE = 192
 ROI_SCALE = 1.5  # face_landmark_front: the detection rect enlarged 1.5x, square on its long side
 N_POINTS = 468
@@ -87,13 +95,55 @@ def to_frame(points_in: np.ndarray, m: np.ndarray) -> np.ndarray:
     return np.hstack([xy, z]).astype(np.float32)
 
 
+class EyeRefiner:
+    """MediaPipe's iris landmark model (``iris_landmark.tflite``, 64x64 eye crops): eye contours sharper than
+    the face mesh's, which barely moves when the lids close (measured: docs/attention.md)."""
+
+    def __init__(self, threads: int = 1, model_path=IRIS_MODEL):
+        self.interpreter = make_interpreter(model_path, "cpu", threads=threads).interpreter
+        outs = self.interpreter.get_output_details()
+        self._contour = next(d for d in outs if int(np.prod(d["shape"])) == 71 * 3)["index"]
+        self._input = self.interpreter.get_input_details()[0]["index"]
+
+    def contour(self, frame_bgr: np.ndarray, outer, inner, mirror: bool) -> np.ndarray:
+        """The first 16 eye-contour points [16, 3] in frame pixels of the eye between the corners ``outer``
+        and ``inner`` (x, y frame pixels); ``mirror`` for the subject's left eye (the model sees right eyes)."""
+        import cv2
+
+        outer, inner = np.asarray(outer, np.float64)[:2], np.asarray(inner, np.float64)[:2]
+        centre, width = (outer + inner) / 2.0, float(np.linalg.norm(inner - outer))
+        left_pt, right_pt = (inner, outer) if mirror else (outer, inner)  # the image-left corner first
+        box = (centre[0] - width / 2.0, centre[1] - width / 2.0, width, width)
+        m = roi_transform(box, (tuple(left_pt), tuple(right_pt)), EYE_ROI_SCALE, EYE_INPUT)
+        patch = cv2.warpAffine(frame_bgr, m, (EYE_INPUT, EYE_INPUT), flags=cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_REPLICATE)
+        if mirror:
+            patch = patch[:, ::-1]
+        x = cv2.cvtColor(np.ascontiguousarray(patch), cv2.COLOR_BGR2RGB).astype(np.float32) * np.float32(1 / 255.0)
+        invoke(self.interpreter, x[None], self._input)
+        pts = self.interpreter.get_tensor(self._contour).reshape(71, 3)[:16].astype(np.float64)
+        if mirror:
+            pts[:, 0] = EYE_INPUT - pts[:, 0]
+        return to_frame(pts, m)
+
+    def refine(self, frame_bgr: np.ndarray, points: np.ndarray) -> np.ndarray:
+        """A copy of the face mesh ``points`` [468, 3] with both eyes' contours from the iris model."""
+        out = points.copy()
+        for mesh, mirror in ((RIGHT_EYE_MESH, False), (LEFT_EYE_MESH, True)):
+            c = self.contour(frame_bgr, points[mesh[0]], points[mesh[8]], mirror)
+            out[list(mesh), :2] = c[:, :2]  # x, y only: the mesh keeps its own depth
+        return out
+
+
 class FaceLandmarker:
-    """The face landmark model on the CPU (float32; the Edge TPU runs only int8 models).
+    """The face landmark model on the CPU (float32; the Edge TPU runs only int8 models), and by default the
+    iris model for the eye contours (``refine_eyes``), as MediaPipe's ``refine_landmarks`` option does.
 
     threads: CPU threads for the interpreter. model_path: another ``face_landmark.tflite``.
     """
 
-    def __init__(self, threads: int = 1, model_path=LANDMARK_MODEL):
+    def __init__(self, threads: int = 1, model_path=LANDMARK_MODEL, refine_eyes: bool = True):
+        self.eyes = EyeRefiner(threads) if refine_eyes else None
         loaded = make_interpreter(model_path, "cpu", threads=threads)
         self.interpreter, self.path = loaded.interpreter, loaded.path
         outs = self.interpreter.get_output_details()
@@ -114,4 +164,22 @@ class FaceLandmarker:
         raw = self.interpreter.get_tensor(self._points).reshape(N_POINTS, 3)
         logit = float(self.interpreter.get_tensor(self._score).reshape(-1)[0])
         score = float(1.0 / (1.0 + np.exp(-np.clip(logit, -50.0, 50.0))))
-        return Landmarks(to_frame(raw.astype(np.float64), m), score)
+        points = to_frame(raw.astype(np.float64), m)
+        if self.eyes is not None and score >= 0.5:
+            points = self.eyes.refine(frame_bgr, points)
+        return Landmarks(points, score)
+
+
+def face_landmarks(landmarker: FaceLandmarker, frame_bgr: np.ndarray, face, refine: bool = True,
+                   min_score: float = 0.5) -> Landmarks | None:
+    """Landmarks of a detected ``face`` (``edge.detect.Face``: its box and eye keypoints), or None when the
+    model's face-presence score is below ``min_score``. refine: run the model a second time on the crop
+    its own landmarks give (MediaPipe's tracking crop, tighter around the whole face than the detector's
+    box); this doubles the cost."""
+    lm = landmarker.landmarks(frame_bgr, face.box, face.eyes)
+    if lm.score < min_score:
+        return None
+    if refine:
+        again = landmarker.landmarks(frame_bgr, lm.box(), lm.eyes())
+        lm = again if again.score >= min_score else lm
+    return lm

@@ -35,6 +35,18 @@ def measure(points: np.ndarray, frame_size: tuple[int, int]) -> FaceSignals:
                        mouth_aspect_ratio(points), pitch, yaw, roll)
 
 
+def single_frame(signals: FaceSignals, cfg: AttentionConfig | None = None) -> dict:
+    """The signals of a face seen once (one image): no per-face baseline exists, so eye openness uses the
+    population OPEN_EAR. Returns eye_openness [left, right], eyes_closed (mean openness < closed_below),
+    mouth_open, yaw, pitch, roll."""
+    cfg = cfg or AttentionConfig()
+    left = eye_openness(signals.ear_left, OPEN_EAR, cfg.closed_ear)
+    right = eye_openness(signals.ear_right, OPEN_EAR, cfg.closed_ear)
+    return {"eye_openness": [round(left, 3), round(right, 3)], "eyes_closed": (left + right) / 2.0 < cfg.closed_below,
+            "mouth_open": round(mouth_opening(signals.mar), 3),
+            "yaw": round(signals.yaw, 1), "pitch": round(signals.pitch, 1), "roll": round(signals.roll, 1)}
+
+
 class AttentionState:
     """The attention state of one tracked face. ``update(signals, ts)`` once per frame (ts in seconds, rising)
     returns the events that ended or crossed a threshold in that frame; ``snapshot()`` the current values.
