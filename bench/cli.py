@@ -81,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
         return run_dashboard(args, out)
     if args.what == "pipeline":
         return run_pipeline_bench(args, out)
+    if args.what == "attention":
+        return run_attention_bench(args, out)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     threads = _parse_threads(args.threads)
     _check(args)
@@ -161,6 +163,26 @@ def run_dashboard(args: argparse.Namespace, out: Path) -> int:
     return 0
 
 
+def run_attention_bench(args: argparse.Namespace, out: Path) -> int:
+    """``fer-edge bench attention``: eye state, blinks, head pose and cost per face on labelled real faces."""
+    from bench import output
+    from bench.attention import run_attention
+    from bench.attention_score import format_attention
+    from edge.errors import DataError
+
+    if not args.data:
+        raise DataError("`bench attention` needs the labelled faces: pass --data ../shared/data/attention")
+    threads = _parse_threads(args.threads)[0]
+    result = run_attention(args.data, threads, args.limit)
+    raw = result.pop("raw")
+    written = _emit(out, "attention", result, format_attention, None)
+    written.append(output.write(out, "attention_raw.json", json.dumps(raw)))
+    if args.publish:
+        written += output.publish([p for p in written if p.name != "attention_raw.json"])
+    print("wrote: " + ", ".join(str(p) for p in written))
+    return 0
+
+
 def register(subparsers) -> None:
     """Add ``bench`` to the ``fer-edge`` command (imports nothing heavy)."""
     from bench.output import DEFAULT_OUT
@@ -172,11 +194,13 @@ def register(subparsers) -> None:
                     "multi-face video, and an estimate for Raspberry Pi 4/5 and Coral USB. Prints the tables "
                     "and writes them as Markdown under --out; the committed bench/results/ and the README's "
                     "tables change only with --publish.")
-    p.add_argument("what", choices=["accuracy", "speed", "all", "dashboard", "e2e", "pipeline"],
+    p.add_argument("what", choices=["accuracy", "speed", "all", "dashboard", "e2e", "pipeline", "attention"],
                    help="which benchmark to run (dashboard: a simulated fleet into `fer-edge dashboard`; e2e: "
                         "detection + expression against ground truth on a labelled video of FER2013 PrivateTest "
-                        "faces, per face size, vs fer; pipeline: the daemon's FPS at 1 and 2 workers; none of these is in all)")
-    p.add_argument("--data", help="FER2013 csv(.gz), image-folder root or .npz (needed for accuracy)")
+                        "faces, per face size, vs fer; pipeline: the daemon's FPS at 1 and 2 workers; attention: eye "
+                        "state, blinks and head pose on --data ../shared/data/attention; none of these is in all)")
+    p.add_argument("--data", help="FER2013 csv(.gz), image-folder root or .npz (needed for accuracy); for attention "
+                                  "the folder holding zju-eyeblink/ and aflw2000-subset/")
     p.add_argument("--out", default=str(DEFAULT_OUT),
                    help="folder for the .md/.json/.png results (default: %(default)s, not tracked by git)")
     p.add_argument("--publish", action="store_true",

@@ -1,0 +1,172 @@
+"""``AttentionState``: one tracked face's signals over time -> blink, long-closure, yawn and off-road events
+and a snapshot (PERCLOS, blinks per minute, eyes-off-road seconds, the drowsy/distracted/yawning flags)."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from edge.attention.config import AttentionConfig
+from edge.attention.signals import (
+    LEFT_EYE, OPEN_EAR, RIGHT_EYE, eye_aspect_ratio, eye_openness, head_pose, mouth_aspect_ratio, mouth_opening,
+    off_road,
+)
+
+
+@dataclass
+class FaceSignals:
+    """One face's signals in one frame: EAR per eye, mouth aspect ratio, head pose (degrees, AFLW2000-3D
+    convention; NaN when unknown)."""
+
+    ear_left: float
+    ear_right: float
+    mar: float
+    pitch: float = float("nan")
+    yaw: float = float("nan")
+    roll: float = float("nan")
+
+
+def measure(points: np.ndarray, frame_size: tuple[int, int]) -> FaceSignals:
+    """All signals of one face: landmarks [468, 2+] in frame pixels of a (width, height) frame."""
+    pitch, yaw, roll = head_pose(points, frame_size)
+    return FaceSignals(eye_aspect_ratio(points, LEFT_EYE), eye_aspect_ratio(points, RIGHT_EYE),
+                       mouth_aspect_ratio(points), pitch, yaw, roll)
+
+
+def single_frame(signals: FaceSignals, cfg: AttentionConfig | None = None) -> dict:
+    """The signals of a face seen once (one image): no per-face baseline exists, so eye openness uses the
+    population OPEN_EAR. Returns eye_openness [left, right], eyes_closed (mean openness < closed_below),
+    mouth_open, yaw, pitch, roll."""
+    cfg = cfg or AttentionConfig()
+    left = eye_openness(signals.ear_left, OPEN_EAR, cfg.closed_ear)
+    right = eye_openness(signals.ear_right, OPEN_EAR, cfg.closed_ear)
+    return {"eye_openness": [round(left, 3), round(right, 3)], "eyes_closed": (left + right) / 2.0 < cfg.closed_below,
+            "mouth_open": round(mouth_opening(signals.mar), 3),
+            "yaw": round(signals.yaw, 1), "pitch": round(signals.pitch, 1), "roll": round(signals.roll, 1)}
+
+
+class AttentionState:
+    """The attention state of one tracked face. ``update(signals, ts)`` once per frame (ts in seconds, rising)
+    returns the events that ended or crossed a threshold in that frame; ``snapshot()`` the current values.
+
+    Events (dicts): ``{"type": "blink", "start": ts, "duration": s}`` when the eyes reopen after a closure
+    shorter than ``long_closure_s``; ``{"type": "long_closure", "start": ts, "duration": s}`` once, when a
+    closure reaches ``long_closure_s`` (the eyes may still be closed); ``{"type": "yawn", "start", "duration"}``
+    once, when the mouth has been open over ``yawn_mar`` for ``yawn_min_s``; ``{"type": "off_road", "start",
+    "duration"}`` once, when the head has been outside the road cone for ``distracted_s``.
+    """
+
+    def __init__(self, cfg: AttentionConfig | None = None):
+        self.cfg = cfg or AttentionConfig()
+        self._first_ts: float | None = None
+        self._last_ts: float | None = None
+        self._ears: list[tuple[float, float]] = []  # (left, right) over the baseline period
+        self.baseline = (OPEN_EAR, OPEN_EAR)
+        self._closed_since: float | None = None
+        self._long_sent = False
+        self._yawn_since: float | None = None
+        self._yawn_sent = False
+        self._off_since: float | None = None
+        self._off_sent = False
+        self._perclos: deque[tuple[float, float, bool]] = deque()  # (ts, seconds it counts for, >= 80 % closed)
+        self._history: deque[tuple[float, str]] = deque()  # (ts, event type) over the longest window
+        self._now: dict = {}
+
+    def _learn_baseline(self, s: FaceSignals, ts: float) -> None:
+        if ts - self._first_ts <= self.cfg.baseline_s:
+            self._ears.append((s.ear_left, s.ear_right))
+            if len(self._ears) >= self.cfg.baseline_min_samples:
+                p = np.percentile(np.asarray(self._ears), self.cfg.baseline_percentile, axis=0)
+                floor = self.cfg.closed_ear + 0.05  # a face first seen with closed eyes keeps a usable span
+                self.baseline = (max(float(p[0]), floor), max(float(p[1]), floor))
+
+    def update(self, signals: FaceSignals, ts: float) -> list[dict]:
+        """Add one frame's ``signals`` (``measure(...)``) at time ``ts`` seconds; returns the new events."""
+        cfg, events = self.cfg, []
+        if self._first_ts is None:
+            self._first_ts = ts
+        dt = 0.0 if self._last_ts is None else min(max(ts - self._last_ts, 0.0), cfg.max_gap_s)
+        self._last_ts = ts
+        self._learn_baseline(signals, ts)
+        left = eye_openness(signals.ear_left, self.baseline[0], cfg.closed_ear)
+        right = eye_openness(signals.ear_right, self.baseline[1], cfg.closed_ear)
+        openness = (left + right) / 2.0
+
+        # Blinks and long closures, with hysteresis so that a noisy half-open eye is not many blinks.
+        if self._closed_since is None and openness < cfg.closed_below:
+            self._closed_since, self._long_sent = ts, False
+        elif self._closed_since is not None and openness >= cfg.closed_below + cfg.hysteresis:
+            duration = ts - self._closed_since
+            if duration < cfg.long_closure_s:
+                events.append({"type": "blink", "start": self._closed_since, "duration": round(duration, 3)})
+            self._closed_since = None
+        closed_s = 0.0 if self._closed_since is None else ts - self._closed_since
+        if self._closed_since is not None and not self._long_sent and closed_s >= cfg.long_closure_s:
+            events.append({"type": "long_closure", "start": self._closed_since, "duration": round(closed_s, 3)})
+            self._long_sent = True
+
+        # PERCLOS P80, time-weighted: each frame counts for the time since the previous one.
+        self._perclos.append((ts, dt, openness <= cfg.perclos_closed_below))
+        while self._perclos and self._perclos[0][0] <= ts - cfg.perclos_window_s:
+            self._perclos.popleft()
+        total = sum(d for _, d, _ in self._perclos)
+        perclos = sum(d for _, d, c in self._perclos if c) / total if total > 0 else 0.0
+
+        mar = signals.mar
+        if mar >= cfg.yawn_mar:
+            if self._yawn_since is None:
+                self._yawn_since, self._yawn_sent = ts, False
+            if not self._yawn_sent and ts - self._yawn_since >= cfg.yawn_min_s:
+                events.append({"type": "yawn", "start": self._yawn_since, "duration": round(ts - self._yawn_since, 3)})
+                self._yawn_sent = True
+        else:
+            self._yawn_since = None
+
+        if off_road(signals.yaw, signals.pitch, cfg.yaw_limit, cfg.pitch_limit, cfg.yaw_center, cfg.pitch_center):
+            if self._off_since is None:
+                self._off_since, self._off_sent = ts, False
+            if not self._off_sent and ts - self._off_since >= cfg.distracted_s:
+                events.append({"type": "off_road", "start": self._off_since, "duration": round(ts - self._off_since, 3)})
+                self._off_sent = True
+        else:
+            self._off_since = None
+        off_road_s = 0.0 if self._off_since is None else ts - self._off_since
+
+        self._history.extend((ts, e["type"]) for e in events)
+        keep = max(cfg.perclos_window_s, cfg.yawning_window_s, 60.0)
+        while self._history and self._history[0][0] <= ts - keep:
+            self._history.popleft()
+        minute = min(60.0, max(ts - self._first_ts, 1e-9))
+        blinks = sum(1 for t, k in self._history if k == "blink" and t > ts - 60.0)
+        long_closures = sum(1 for t, k in self._history if k == "long_closure" and t > ts - 60.0)
+        yawns = sum(1 for t, k in self._history if k == "yawn" and t > ts - cfg.yawning_window_s)
+        self._now = {
+            "ts": ts,
+            "eye_openness": [round(left, 3), round(right, 3)],
+            "eyes_closed": self._closed_since is not None,
+            "closed_s": round(closed_s, 3),
+            "mouth_open": round(mouth_opening(mar), 3),
+            "yaw": round(signals.yaw, 1), "pitch": round(signals.pitch, 1), "roll": round(signals.roll, 1),
+            "perclos": round(perclos, 4),
+            # Over the last minute, or over the time seen so far when the face is newer than that.
+            "blinks_per_min": round(blinks * 60.0 / minute, 1),
+            "long_closures_per_min": long_closures,
+            "yawns": yawns,
+            "off_road_s": round(off_road_s, 3),
+            "baseline_ear": [round(self.baseline[0], 3), round(self.baseline[1], 3)],
+            # PERCLOS counts once a whole window is seen: one blink in a face's first second is not drowsiness.
+            "drowsy": (perclos >= cfg.drowsy_perclos and ts - self._first_ts >= cfg.perclos_window_s)
+            or long_closures >= cfg.drowsy_long_closures,
+            "distracted": off_road_s >= cfg.distracted_s,
+            "yawning": yawns >= cfg.yawning_count,
+        }
+        return events
+
+    def snapshot(self) -> dict:
+        """The current values (after the last ``update``): eye_openness [left, right] 0..1, eyes_closed,
+        closed_s, mouth_open 0..1, yaw/pitch/roll (degrees), perclos (0..1, last perclos_window_s),
+        blinks_per_min, long_closures_per_min, yawns (in yawning_window_s), off_road_s, baseline_ear
+        [left, right], and the flags drowsy (PERCLOS only once a whole window is seen), distracted, yawning. Empty before the first update."""
+        return dict(self._now)
