@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -31,10 +31,15 @@ else:  # pragma: no cover
 
 
 class DeviceConfig(BaseModel):
-    """``[device]``: who this device is; ``id`` is the second MQTT topic level."""
+    """``[device]``: who this device is; ``id`` is the second MQTT topic level.
+
+    ``role``: what the camera watches, stated in every stats payload so the dashboard applies the
+    matching alert rules (driver alerts only for "driver"); one of ``edge.payloads.DEVICE_ROLES``.
+    """
 
     model_config = ConfigDict(extra="forbid")
     id: str = "fer-edge-1"
+    role: Literal["general", "driver", "classroom"] = "general"
 
     @field_validator("id")
     @classmethod
