@@ -1,18 +1,55 @@
 """Workstation subcommands: ``train``, ``convert``, ``drift``, ``edgetpu``.
 
-Registration imports nothing heavy; TensorFlow loads only when a command runs.
+Registration imports nothing heavy; TensorFlow loads only when a command runs. ``train``, ``convert``
+and ``drift`` need TensorFlow and Keras (the ``[convert]`` extra); where they are not installed
+(a device venv, ``make run``'s) those commands answer with one line naming the extra and exit 2.
+``edgetpu`` reads the flatbuffer with the device runtime and works without them.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 from pathlib import Path
+
+NEEDS_CONVERT_EXTRA = ("train", "convert", "drift")
+CONVERT_EXTRA_MODULES = ("tensorflow", "keras")
+INSTALL_CONVERT = "pip install 'fer-edge[convert]'"
+
+
+def missing_convert_module() -> str | None:
+    """The first module of the ``[convert]`` extra that is not installed, or None (nothing is imported)."""
+    for name in CONVERT_EXTRA_MODULES:
+        try:
+            if importlib.util.find_spec(name) is None:
+                return name
+        except (ImportError, ValueError):  # a broken or half-removed install
+            return name
+    return None
+
+
+def _needs_convert_extra(parser: argparse.ArgumentParser, command: str, missing: str) -> None:
+    """Make ``fer-edge <command>`` answer with the fix whatever its arguments: without the extra no
+    argument is required (argparse would otherwise ask for --data instead of naming what is missing)."""
+    from edge.errors import FerEdgeError
+
+    for action in parser._actions:  # argparse has no public way to relax a required option
+        action.required = False
+
+    def refuse(args: argparse.Namespace) -> int:
+        raise FerEdgeError(f"fer-edge {command} needs the [convert] extra ({missing} is not installed): "
+                           f"{INSTALL_CONVERT} (in a clone: pip install -e '.[convert]')")
+
+    parser.set_defaults(func=refuse)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     from convert.recipes import RECIPES
 
-    p = sub.add_parser("train", help="train an expression model on FER2013 (Training; PublicTest for early stopping)",
+    missing = missing_convert_module()
+    needs = f" [needs the convert extra: {INSTALL_CONVERT}]" if missing else ""
+
+    p = sub.add_parser("train", help="train an expression model on FER2013 (Training; PublicTest for early stopping)" + needs,
                        description="Train a named recipe. Checkpoints every epoch into --out; --resume continues "
                                    "an interrupted run. PrivateTest is never used.")
     p.add_argument("--data", required=True, help="fer2013.csv[.gz], an image-folder root (train/, test/), or a pre-parsed .npz")
@@ -31,6 +68,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fer2013-weight", type=float, metavar="W",
                    help="*_ferplus recipes: weight of the FER2013 label in the target (0: FER+ votes only)")
     p.set_defaults(func=_train)
+    if missing:
+        _needs_convert_extra(p, "train", missing)
 
     for module_name, command in (("convert.quantize", "convert"), ("convert.drift", "drift"),
                                  ("convert.edgetpu", "edgetpu")):
@@ -38,9 +77,12 @@ def register(sub: argparse._SubParsersAction) -> None:
             module = __import__(module_name, fromlist=["add_arguments", "run"])
         except ModuleNotFoundError:
             continue
-        q = sub.add_parser(command, help=module.HELP, description=module.DESCRIPTION)
+        q = sub.add_parser(command, help=module.HELP + (needs if command in NEEDS_CONVERT_EXTRA else ""),
+                           description=module.DESCRIPTION)
         module.add_arguments(q)
         q.set_defaults(func=module.run)
+        if missing and command in NEEDS_CONVERT_EXTRA:
+            _needs_convert_extra(q, command, missing)
 
 
 def _train(args) -> int:

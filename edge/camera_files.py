@@ -1,6 +1,6 @@
 """File sources: a video file, an image or a folder of images, and the built-in sample clip.
 
-Read on demand (as fast as the consumer reads, or at their frame rate with ``realtime``); they end
+Read on demand (as fast as the consumer reads, or at their frame rate with ``realtime = true``); they end
 with ``read() -> None``, or start over with ``loop = true``. A missing or undecodable file is a
 ``CameraError`` at once: unlike a camera, a file does not appear later.
 """
@@ -34,7 +34,7 @@ class _PacedFileSource(FrameSource):
 
     def _stamp(self, image: np.ndarray) -> Frame:
         ts = self._t0 + self._n / self.fps
-        if self.cfg.realtime:
+        if self.cfg.realtime is True:  # "auto" left unresolved (no Config around it): as fast as read
             delay = ts - time.time()
             if delay > 0:
                 time.sleep(delay)
@@ -52,7 +52,7 @@ class VideoFileSource(_PacedFileSource):
     def __init__(self, cfg: CameraConfig, path: str | Path):
         self.path = Path(path)
         if not self.path.is_file():
-            raise CameraError(f"video file {self.path} not found: check [camera] source")
+            raise CameraError(f"video file {self.path} not found: check [camera] source (or --source)")
         cap = cv2.VideoCapture(str(self.path))
         if not cap.isOpened():
             cap.release()
@@ -98,7 +98,7 @@ class ImageSource(_PacedFileSource):
     def __init__(self, cfg: CameraConfig, path: str | Path):
         self.path = Path(path)
         if not self.path.exists():
-            raise CameraError(f"image path {self.path} not found: check [camera] source")
+            raise CameraError(f"image path {self.path} not found: check [camera] source (or --source)")
         self.files = list_images(self.path)
         if not self.files:
             raise CameraError(f"no images ({', '.join(sorted(IMAGE_EXTS))}) in folder {self.path}: check [camera] source")

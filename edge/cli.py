@@ -53,6 +53,30 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def camera_source(value: str) -> str | int:
+    """A ``--source`` value as ``[camera] source``: ``camera`` is the Raspberry Pi camera where picamera2 is
+    installed, else the first USB camera (index 0); a number is a USB camera index; anything else as given."""
+    import importlib.util
+
+    if value == "camera":
+        return "picamera2" if importlib.util.find_spec("picamera2") is not None else 0
+    return int(value) if value.strip().isdigit() else value
+
+
+RUN_FLAGS = (("--source", "camera.source"), ("--mqtt-host", "mqtt.host"), ("--mqtt-port", "mqtt.port"),
+             ("--device-id", "device.id"), ("--realtime", "camera.realtime"))
+
+
+def run_overrides(args: argparse.Namespace) -> list[tuple[str, str, object]]:
+    """``(flag, key, value)`` of the ``run`` flags given on the command line, in RUN_FLAGS order."""
+    out = []
+    for flag, key in RUN_FLAGS:
+        value = getattr(args, flag[2:].replace("-", "_"))
+        if value is not None:
+            out.append((flag, key, camera_source(value) if flag == "--source" else value))
+    return out
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """``fer-edge run``: the daemon."""
     import threading
@@ -60,7 +84,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from edge.config import load_config
     from edge.daemon import install_stop_handlers, run_daemon
 
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, run_overrides(args))
     stop = threading.Event()
     install_stop_handlers(stop)
     run_daemon(cfg, max_frames=args.max_frames, stop=stop)
@@ -103,6 +127,17 @@ def register(subparsers) -> None:
     p.add_argument("--config", "-c", metavar="FILE", help=CONFIG_HELP)
     p.add_argument("--max-frames", type=_positive_int, metavar="N",
                    help="stop cleanly after N processed frames (tests, benchmarks)")
+    g = p.add_argument_group("overrides of the config (also without --config), validated like its keys")
+    g.add_argument("--source", metavar="SOURCE",
+                   help="camera.source: a video or image file or folder, an rtsp:// or http:// URL, sample (the "
+                        "built-in clip), camera (the Raspberry Pi camera where picamera2 is installed, else the "
+                        "first USB camera), a USB camera index (0, 1...), or picamera2")
+    g.add_argument("--mqtt-host", metavar="HOST", help="mqtt.host: publish to this broker (empty: stdout)")
+    g.add_argument("--mqtt-port", metavar="PORT", help="mqtt.port (default 1883)")
+    g.add_argument("--device-id", metavar="ID", help="device.id: topics <mqtt.prefix>/<ID>/...")
+    g.add_argument("--realtime", action=argparse.BooleanOptionalAction, default=None,
+                   help="camera.realtime: play a file at its frame rate (default: when publishing to a broker) "
+                        "or as fast as it is read")
     p.set_defaults(func=cmd_run)
 
     import importlib.util

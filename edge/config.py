@@ -11,16 +11,16 @@ from __future__ import annotations
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edge.frames import CameraConfig  # the light module: loading a config does not load OpenCV
 from edge.classify import ModelConfig
 from edge.detect import DetectorConfig
 from edge.errors import ConfigError
 from edge.health import WatchdogConfig
-from edge.outbox import OutboxConfig
+from edge.outbox import OutboxConfig, default_outbox_path
 from edge.publish import MqttConfig, TlsConfig  # noqa: F401  (TlsConfig re-exported for users of Config)
 from edge.track import TrackerConfig
 
@@ -31,10 +31,15 @@ else:  # pragma: no cover
 
 
 class DeviceConfig(BaseModel):
-    """``[device]``: who this device is; ``id`` is the second MQTT topic level."""
+    """``[device]``: who this device is; ``id`` is the second MQTT topic level.
+
+    ``role``: what the camera watches, stated in every stats payload so the dashboard applies the
+    matching alert rules (driver alerts only for "driver"); one of ``edge.payloads.DEVICE_ROLES``.
+    """
 
     model_config = ConfigDict(extra="forbid")
     id: str = "fer-edge-1"
+    role: Literal["general", "driver", "classroom"] = "general"
 
     @field_validator("id")
     @classmethod
@@ -106,6 +111,19 @@ class Config(BaseModel):
     # Read and validated by `fer-edge dashboard` (dashboard.config), so one file can serve both; the daemon ignores it.
     dashboard: dict[str, Any] = Field(default_factory=dict)
 
+    @model_validator(mode="after")
+    def _resolve_defaults(self) -> "Config":
+        # camera.realtime = "auto": a file published to a broker plays at its frame rate, like the camera it
+        # stands in for (subscribers see real time); printed to stdout it plays as fast as it is read.
+        if self.camera.realtime == "auto":
+            self.camera = self.camera.model_copy(update={"realtime": bool(self.mqtt.host)})
+        # No outbox.path: one file per device and broker, so one device's events never leave through another
+        # daemon or towards another broker (the outbox also checks each row's owner before sending it).
+        if not self.outbox.path and self.mqtt.host:
+            path = default_outbox_path(self.device.id, self.mqtt.host, self.mqtt.port)
+            self.outbox = self.outbox.model_copy(update={"path": str(path)})
+        return self
+
 
 def _model_at(loc: tuple) -> type[BaseModel] | None:
     """The pydantic model that owns the key at ``loc`` (to list its valid keys)."""
@@ -164,11 +182,26 @@ def validate_config(data: dict, source: str = "config") -> Config:
         raise ConfigError(f"{source}: {first}" + (f" (and {more} more problem(s))" if more > 0 else "")) from None
 
 
-def load_config(path: str | Path | None = None) -> Config:
-    """Read and validate the TOML config at ``path``; None -> all defaults (sample video, stdout)."""
-    if path is None:
-        return Config()
-    path = Path(path)
+def load_config(path: str | Path | None = None, overrides: Iterable[tuple[str, str, Any]] = ()) -> Config:
+    """Read and validate the TOML config at ``path``; None -> all defaults (sample video, stdout).
+
+    ``overrides``: ``(flag, "section.key", value)`` from the command line (``fer-edge run --device-id``),
+    applied over the file in order; a bad value is a ConfigError naming the flag, the key and what is expected.
+    """
+    data = {} if path is None else _read_toml(Path(path))
+    cfg = validate_config(data, str(path)) if path is not None else Config()
+    for flag, key, value in overrides:
+        *sections, name = key.split(".")
+        section = data
+        for part in sections:  # the file validated: what is there at these keys is a section
+            section = section.setdefault(part, {})
+        section[name] = value
+        cfg = validate_config(data, flag)
+    return cfg
+
+
+def _read_toml(path: Path) -> dict:
+    """The parsed TOML document at ``path``; ConfigError (one line) when missing, unreadable or invalid."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -183,4 +216,4 @@ def load_config(path: str | Path | None = None) -> Config:
         reason = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
         col = f" (column {m.group(2)})" if m else ""
         raise ConfigError(f"{where}: invalid TOML: {reason}{col}; fix the syntax (see the sample config in the README)") from None
-    return validate_config(data, str(path))
+    return data

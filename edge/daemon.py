@@ -154,7 +154,7 @@ def run_daemon(cfg: Config, max_frames: int | None = None, stop: threading.Event
             device, time.time(), timer.fps(now), timer.latency_ms(), backend, result.frames,
             getattr(pipe.source, "dropped", 0), publisher.outbox_depth, publisher.outbox_dropped,
             now - started, cpu_temperature_c(), produced(), live_faces, publisher.connected,
-            camera=camera, outbox=publisher.outbox_stats(), detector=detector_stats())
+            camera=camera, outbox=publisher.outbox_stats(), detector=detector_stats(), role=cfg.device.role)
         # Keep each pass once it has run: a pass the schedule skipped all interval reports 0.0 ms
         # per frame instead of vanishing from stats (dashboards and doctor see the same keys).
         detector_ms.update(dict.fromkeys(detector_ms, 0.0))

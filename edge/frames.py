@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -27,7 +27,9 @@ class CameraConfig(BaseModel):
     fps: float = Field(15.0, gt=0)  # requested camera rate; frame rate of image folders
     loop: bool = False  # files and image folders start over at the end instead of ending
     reconnect_max_s: float = Field(30.0, gt=0)  # cap of the exponential reconnect backoff
-    realtime: bool = False  # pace files at their frame rate like a camera (default: as fast as read)
+    # Files at their frame rate like a camera (true), or as fast as read (false). "auto": paced when the
+    # config publishes to a broker (edge.config resolves it); a CameraConfig on its own reads as fast as it can.
+    realtime: bool | Literal["auto"] = "auto"
 
 
 @dataclass

@@ -19,23 +19,32 @@ marked delivered (or remembered in memory when even that fails) and its delete r
 twice by this process, nor by the next one when the mark was written. The WAL is bounded
 (``journal_size_limit``, small auto-checkpoints, a truncating checkpoint when the outbox empties,
 at most every 30 s, and at close). The file and its WAL are 0600 and a folder it creates 0700, whatever the umask.
+
+Ownership: each row records the device id and the broker (``host:port``) it is meant for, and a
+publisher ``claim``s the outbox for its own pair: it sends, counts, bounds and prunes only those rows.
+Rows of another device or broker are left in place, untouched, with one warning naming them; they
+go when a daemon with that device id runs against that broker. The default file is one per device
+and broker (``default_outbox_path``). Rows written before owners were recorded (the one shared
+``outbox.sqlite`` of older versions) name their device in their topic only: a daemon adopts the rows
+of its own device id (they go to the broker it uses now) and leaves the others there.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import sqlite3
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from edge.errors import ConfigError
-from edge.payloads import encode
+from edge.payloads import encode, parse_topic
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +60,7 @@ class OutboxConfig(BaseModel):
     """``[outbox]``: where unacknowledged events wait, and how many/how old they may get."""
 
     model_config = ConfigDict(extra="forbid")
-    path: str = ""  # empty: $STATE_DIRECTORY/outbox.sqlite, else ~/.local/state/fer-edge/outbox.sqlite
+    path: str = ""  # empty: one file per device and broker under the state folder (default_outbox_path)
     max_events: int = Field(100_000, ge=1)
     max_age_s: float = Field(604_800, gt=0)
     min_free_mb: float = Field(20.0, ge=0)  # below this free space new messages wait in memory instead
@@ -71,18 +80,51 @@ class OutboxRow:
     memory: bool = False
 
 
-def default_outbox_path() -> Path:
-    """``$STATE_DIRECTORY/outbox.sqlite`` under systemd (``StateDirectory=``), else ~/.local/state."""
+def state_folder() -> Path:
+    """Where the daemon keeps its state: ``$STATE_DIRECTORY`` under systemd (``StateDirectory=``), else
+    ``$XDG_STATE_HOME/fer-edge``, else ``~/.local/state/fer-edge``."""
     state = os.environ.get("STATE_DIRECTORY", "")
     if state:
         # systemd passes a colon-separated list when several StateDirectory= are set.
-        return Path(state.split(":")[0]) / "outbox.sqlite"
-    return Path.home() / ".local" / "state" / "fer-edge" / "outbox.sqlite"
+        return Path(state.split(":")[0])
+    xdg = os.environ.get("XDG_STATE_HOME", "")
+    base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".local" / "state"  # the spec ignores relative paths
+    return base / "fer-edge"
+
+
+def broker_key(host: str, port: int) -> str:
+    """The broker a row is meant for, as stored with it: ``host:port`` (host lower-cased)."""
+    return f"{host.strip().lower()}:{int(port)}"
+
+
+def default_outbox_path(device_id: str | None = None, host: str = "", port: int = 1883) -> Path:
+    """``<state_folder>/outbox/<device_id>@<host>_<port>.sqlite``: one file per device and broker, so two
+    daemons on one host, or one daemon trying several brokers, never share a file. Without ``device_id``:
+    ``<state_folder>/outbox.sqlite``, the file all daemons shared before (``legacy_outbox_path``)."""
+    if device_id is None:
+        return legacy_outbox_path()
+    safe_host = re.sub(r"[^a-z0-9.-]", "_", host.strip().lower()) or "_"  # "::1" -> "__1"
+    return state_folder() / "outbox" / f"{device_id}@{safe_host}_{int(port)}.sqlite"
+
+
+def legacy_outbox_path() -> Path:
+    """The outbox every daemon without ``outbox.path`` shared before outboxes were per device and broker."""
+    return state_folder() / "outbox.sqlite"
 
 
 def resolve_outbox_path(cfg: OutboxConfig) -> Path:
-    """The configured path, or the default one when ``outbox.path`` is empty."""
-    return Path(cfg.path).expanduser() if cfg.path else default_outbox_path()
+    """The configured path (``edge.config`` fills in ``default_outbox_path`` of the device and broker
+    when ``outbox.path`` is empty); empty here, on its own: ``legacy_outbox_path``."""
+    return Path(cfg.path).expanduser() if cfg.path else legacy_outbox_path()
+
+
+def row_owner(topic: str, device: str | None, broker: str | None) -> tuple[str, str | None]:
+    """(device, broker) a row is meant for: as recorded, else the device named by its topic and no broker
+    (rows written before owners were recorded)."""
+    if device is not None:
+        return device, broker
+    parsed = parse_topic(topic)
+    return (parsed[1] if parsed else ""), None
 
 
 def _make_private_dirs(folder: Path) -> None:
@@ -124,6 +166,8 @@ class Outbox:
         self._undeleted: set[int] = set()  # delivered rows whose delete and mark both failed
         self._marked = True  # rows marked delivered may be in the file (this run's failed deletes, or a former run's)
         self._disk_ok = True
+        self.owner: tuple[str, str] | None = None  # (device id, broker) once claimed; None: every row is ours
+        self._mine = ("", ())  # SQL condition (and its parameters) selecting the rows this outbox sends
         self._free_checked = -1e9
         self._free_ok = True
         try:
@@ -135,14 +179,16 @@ class Outbox:
             for pragma in ("journal_mode=WAL", "synchronous=NORMAL", f"journal_size_limit={_WAL_LIMIT_BYTES}",
                            f"wal_autocheckpoint={_AUTOCHECKPOINT_PAGES}"):
                 self._db.execute(f"PRAGMA {pragma}")
+            # device, broker: who may send the row (NULL: written before owners were recorded; see claim()).
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL,"
                 " topic TEXT NOT NULL, payload BLOB NOT NULL, qos INTEGER NOT NULL, retain INTEGER NOT NULL,"
-                " delivered INTEGER NOT NULL DEFAULT 0)"
+                " delivered INTEGER NOT NULL DEFAULT 0, device TEXT, broker TEXT)"
             )
             columns = [r[1] for r in self._db.execute("PRAGMA table_info(outbox)")]
-            if "delivered" not in columns:  # an outbox written by an older version
-                self._db.execute("ALTER TABLE outbox ADD COLUMN delivered INTEGER NOT NULL DEFAULT 0")
+            for column, kind in (("delivered", "INTEGER NOT NULL DEFAULT 0"), ("device", "TEXT"), ("broker", "TEXT")):
+                if column not in columns:  # an outbox written by an older version
+                    self._db.execute(f"ALTER TABLE outbox ADD COLUMN {column} {kind}")
             self._db.execute("CREATE INDEX IF NOT EXISTS outbox_ts ON outbox(ts)")
             self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)")
             meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
@@ -165,7 +211,7 @@ class Outbox:
         if self.dropped:
             log.info("outbox %s has dropped %d message(s) so far (%s)", self.path, self.dropped,
                      ", ".join(f"{k} {n}" for k, n in self.drops.items() if n))
-        self._prune(time.time())
+        self._prune(time.time(), unowned_only=True)  # rows with an owner: bounded by the daemon that claims them
 
     # --- state ---------------------------------------------------------------------------------
 
@@ -245,10 +291,12 @@ class Outbox:
             pass
 
     def _insert_locked(self, rows: list[OutboxRow]) -> int:
+        device, broker = self.owner or (None, None)
         last = 0
         for r in rows:
-            cur = self._db.execute("INSERT INTO outbox (ts, topic, payload, qos, retain) VALUES (?, ?, ?, ?, ?)",
-                                   (r.ts, r.topic, r.payload, r.qos, int(r.retain)))
+            cur = self._db.execute("INSERT INTO outbox (ts, topic, payload, qos, retain, device, broker)"
+                                   " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                   (r.ts, r.topic, r.payload, r.qos, int(r.retain), device, broker))
             last = int(cur.lastrowid)
         return last
 
@@ -294,14 +342,119 @@ class Outbox:
             self._count_drops_locked("memory_full", 1, self.memory_max)
         return row.id
 
+    # --- ownership ------------------------------------------------------------------------------
+
+    def claim(self, device_id: str, broker: str, legacy: Path | None = None) -> None:
+        """Send, count, bound and prune only the rows of ``device_id`` for ``broker`` (``broker_key``) from now on.
+
+        Rows without a recorded owner whose topic names ``device_id`` become this owner's; with ``legacy``
+        (the shared file of older versions, when this outbox is at the default per-device path) the
+        undelivered rows of ``device_id`` move from there into this file (inserted here first, then
+        deleted there: a crash in between duplicates, never loses) and ``seq`` goes on from its counters.
+        Rows of other devices or brokers, here or there, stay where they are: one warning names them.
+        """
+        self.owner = (device_id, broker)
+        foreign: Counter = Counter()
+        with self._lock:
+            self._mine = (" AND device = ? AND broker = ?", (device_id, broker))
+            try:
+                unowned = []
+                for row_id, topic, device, row_broker in self._db.execute(
+                        "SELECT id, topic, device, broker FROM outbox WHERE delivered = 0").fetchall():
+                    owner = row_owner(topic, device, row_broker)
+                    if owner[0] == device_id and owner[1] is None:
+                        unowned.append(row_id)
+                    elif owner != self.owner:
+                        foreign[(self.path, *owner)] += 1
+                if unowned:
+                    self._begin()
+                    self._db.executemany("UPDATE outbox SET device = ?, broker = ? WHERE id = ?",
+                                         [(device_id, broker, i) for i in unowned])
+                    self._db.execute("COMMIT")
+                    log.info("outbox %s: %d message(s) of %s written before owners were recorded go to %s",
+                             self.path, len(unowned), device_id, broker)
+            except sqlite3.Error as exc:  # e.g. a full disk: those rows wait for the next start
+                self._rollback()
+                self._write_failed(exc)
+            if legacy is not None and legacy.resolve() != self.path.resolve() and legacy.is_file():
+                foreign.update(self._adopt_locked(legacy))
+            self._depth = self._count_mine_locked()
+        self._prune(time.time())
+        if foreign:
+            total = sum(foreign.values())
+            where = "; ".join(f"{n} of {dev or '(no device in topic)'}"
+                              + (f" for {brk}" if brk else " (broker not recorded)") + f" in {path}"
+                              for (path, dev, brk), n in sorted(foreign.items(), key=lambda kv: str(kv[0])))
+            log.warning("outbox: %d message(s) of other devices or brokers left in place, never sent by %s to %s: "
+                        "%s; each goes only when a daemon with that device.id runs against that broker",
+                        total, device_id, broker, where)
+
+    def _count_mine_locked(self) -> int:
+        mine, params = self._mine
+        try:
+            return self._db.execute(f"SELECT COUNT(*) FROM outbox WHERE delivered = 0{mine}", params).fetchone()[0]
+        except sqlite3.Error:
+            return self._depth
+
+    def _adopt_locked(self, legacy: Path) -> Counter:
+        """Move this owner's rows from the shared ``legacy`` outbox into this one; count the rows left there."""
+        device_id, broker = self.owner  # type: ignore[misc]
+        foreign: Counter = Counter()
+        try:
+            src = sqlite3.connect(str(legacy), timeout=5.0, isolation_level=None)
+        except sqlite3.Error as exc:
+            log.warning("outbox: cannot open %s, the shared outbox of older versions (%s); its messages stay there",
+                        legacy, exc)
+            return foreign
+        try:
+            columns = [r[1] for r in src.execute("PRAGMA table_info(outbox)")]
+            if not columns:
+                return foreign
+            owner_cols = "device, broker" if "device" in columns else "NULL, NULL"
+            undelivered = " WHERE delivered = 0" if "delivered" in columns else ""
+            mine = []
+            for r in src.execute(f"SELECT id, ts, topic, payload, qos, retain, {owner_cols} FROM outbox{undelivered}"
+                                 " ORDER BY id").fetchall():
+                owner = row_owner(r[2], r[6], r[7])
+                if owner in ((device_id, None), self.owner):
+                    mine.append(r)
+                else:
+                    foreign[(legacy, *owner)] += 1
+            counters = {}
+            if src.execute("SELECT name FROM sqlite_master WHERE name = 'meta'").fetchone():
+                counters = {k[4:]: int(v) for k, v in src.execute("SELECT key, value FROM meta") if k.startswith("seq:")}
+            rows = [OutboxRow(0, r[1], r[2], r[3] if isinstance(r[3], bytes) else str(r[3]).encode(), r[4], bool(r[5]))
+                    for r in mine]
+            self._begin()
+            for kind, value in counters.items():
+                if value > self._seq.get(kind, 0):  # seq goes on rising for this device
+                    self._seq[kind] = value
+                    self._set_meta_locked(f"seq:{kind}", value)
+            self._insert_locked(rows)
+            self._db.execute("COMMIT")
+            for i in range(0, len(mine), 500):
+                chunk = [r[0] for r in mine[i:i + 500]]
+                src.execute(f"DELETE FROM outbox WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+            if mine:
+                log.info("outbox: moved %d message(s) of %s from %s (the shared outbox of older versions) to %s; "
+                         "they go to %s", len(mine), device_id, legacy, self.path, broker)
+        except sqlite3.Error as exc:
+            self._rollback()
+            log.warning("outbox: cannot move the messages of %s out of %s (%s); they stay there for the next start",
+                        device_id, legacy, exc)
+        finally:
+            src.close()
+        return foreign
+
     # --- reading and acknowledging ----------------------------------------------------------------
 
     def pending(self, after_id: int = 0, limit: int = 100) -> list[OutboxRow]:
         """Up to ``limit`` undelivered rows on disk with id > ``after_id``, oldest first."""
         with self._lock:
+            mine, params = self._mine
             rows = self._db.execute(
-                "SELECT id, ts, topic, payload, qos, retain FROM outbox WHERE id > ? AND delivered = 0"
-                " ORDER BY id LIMIT ?", (after_id, limit + len(self._undeleted)),
+                f"SELECT id, ts, topic, payload, qos, retain FROM outbox WHERE id > ? AND delivered = 0{mine}"
+                " ORDER BY id LIMIT ?", (after_id, *params, limit + len(self._undeleted)),
             ).fetchall()
         out = [OutboxRow(r[0], r[1], r[2], bytes(r[3]), r[4], bool(r[5])) for r in rows if r[0] not in self._undeleted]
         return out[:limit]
@@ -376,23 +529,26 @@ class Outbox:
 
     # --- bounds --------------------------------------------------------------------------------
 
-    def _prune(self, now: float) -> None:
-        """Drop rows older than ``max_age_s``."""
+    def _prune(self, now: float, unowned_only: bool = False) -> None:
+        """Drop this outbox's rows older than ``max_age_s`` (``unowned_only``: only rows without an owner)."""
         self._last_prune = now
         with self._lock:
+            mine, params = (" AND device IS NULL", ()) if unowned_only else self._mine
             try:
-                n = self._db.execute("SELECT COUNT(*) FROM outbox WHERE ts < ? AND delivered = 0",
-                                     (now - self.max_age_s,)).fetchone()[0]
+                n = self._db.execute(f"SELECT COUNT(*) FROM outbox WHERE ts < ? AND delivered = 0{mine}",
+                                     (now - self.max_age_s, *params)).fetchone()[0]
                 if n:
-                    self._drop_oldest_locked(n, "max_age_s", self.max_age_s)
+                    self._drop_oldest_locked(n, "max_age_s", self.max_age_s, (mine, params))
             except sqlite3.Error as exc:
                 self._write_failed(exc)
 
-    def _drop_oldest_locked(self, n: int, reason: str, value: float) -> None:
+    def _drop_oldest_locked(self, n: int, reason: str, value: float, rows: tuple[str, tuple] | None = None) -> None:
+        """Drop the ``n`` oldest undelivered rows among ``rows`` (an SQL condition; default: this outbox's)."""
         try:
             self._begin()
+            mine, params = rows or self._mine
             cur = self._db.execute("DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE delivered = 0"
-                                   " ORDER BY id LIMIT ?)", (n,))
+                                   f"{mine} ORDER BY id LIMIT ?)", (*params, n))
             self._depth -= cur.rowcount
             self.drops[reason] += cur.rowcount
             self._set_meta_locked(f"dropped:{reason}", self.drops[reason])

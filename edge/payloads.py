@@ -37,6 +37,9 @@ QOS_RETAIN = {"status": (1, True), "expression": (1, False), "summary": (1, True
 DURABLE_KINDS = ("expression", "summary")
 STATUS_ONLINE, STATUS_OFFLINE = "online", "offline"
 ALERT_STATES = ("raised", "cleared")
+# What a device watches (``device.role``), stated in its stats: the dashboard picks its alert rules by it
+# (driver alerts only for "driver"). A payload without ``role`` (older devices) reads as "general".
+DEVICE_ROLES = ("general", "driver", "classroom")
 SCHEMAS_DIR = Path(__file__).resolve().parent / "schemas"
 
 
@@ -213,17 +216,22 @@ def stats_event(
     dropped_frames: int, outbox_depth: int, outbox_dropped: int, uptime_s: float,
     cpu_temp_c: float | None, events: dict[str, int], faces: int, broker_connected: bool,
     camera: dict | None = None, outbox: dict | None = None, detector: dict | None = None,
+    role: str = "general",
 ) -> dict:
     """The ``stats`` payload: throughput, per-stage latency (mean ms over the interval), health.
 
     ``camera``: a ``camera_state()`` (default: connected). ``outbox``: an ``outbox_state()``
     (default: built from ``outbox_depth`` and ``outbox_dropped``). ``detector``: the detector in use,
-    {"type", "passes", "latency_ms" per detector pass} (left out when None).
+    {"type", "passes", "latency_ms" per detector pass} (left out when None). ``role``: ``device.role``,
+    one of ``DEVICE_ROLES``.
     """
+    if role not in DEVICE_ROLES:
+        raise ValueError(f"device role {role!r}: expected one of {DEVICE_ROLES}")
     payload = {
         "v": PAYLOAD_VERSION,
         "ts": round(float(ts), 3),
         "device": device_id,
+        "role": role,
         "fps": round(float(fps), 2),
         "latency_ms": {k: round(float(v), 2) for k, v in latency_ms.items()},
         "backend": backend,

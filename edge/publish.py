@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from edge import broker_errors
 from edge.errors import ConfigError
-from edge.outbox import Outbox
+from edge.outbox import Outbox, broker_key, default_outbox_path, legacy_outbox_path
 from edge.payloads import (  # noqa: F401  (payload builders re-exported for existing callers)
     DURABLE_KINDS, PAYLOAD_VERSION, QOS_RETAIN, SCHEMAS_DIR, encode, expression_event, outbox_state, stats_event, status_payload,
     summary_event, topic,
@@ -169,11 +169,15 @@ class MqttPublisher:
     Args:
         cfg: the ``[mqtt]`` section (host must be set).
         device_id: ``device.id``, the second topic level.
-        outbox: where durable messages wait for their PUBACK.
+        outbox: where durable messages wait for their PUBACK. It is claimed for this device and broker:
+            only their rows are sent (``Outbox.claim``); at the default path it also takes over this
+            device's rows from the outbox file all daemons shared before.
     """
 
     def __init__(self, cfg: MqttConfig, device_id: str, outbox: Outbox):
         self.cfg, self.device_id, self.outbox = cfg, device_id, outbox
+        at_default = outbox.path == default_outbox_path(device_id, cfg.host, cfg.port)
+        outbox.claim(device_id, broker_key(cfg.host, cfg.port), legacy_outbox_path() if at_default else None)
         self.produced = {k: 0 for k in TOPIC_KINDS if k != "status"}
         self.connected = False
         self._acks: queue.SimpleQueue[int] = queue.SimpleQueue()  # mids acked, filled by paho's thread

@@ -181,3 +181,51 @@ def test_workstation_help_is_plain_text(command, capsys):
     assert "usage: fer-edge " + command in text
     for smell in ("``", ":func:", "compile_for_edgetpu", "check_edgetpu_compat", "edgetpu_report", ".py"):
         assert smell not in text, f"`fer-edge {command} --help` shows {smell!r}"
+
+
+def _env_without_tensorflow(tmp_path) -> dict:
+    """Environment for ``python -S`` whose site-packages lacks TensorFlow and Keras, like a device venv
+    (``make run``): a folder of symlinks to every other installed package, on PYTHONPATH after the repo."""
+    import os
+    import sysconfig
+
+    site = tmp_path / "site-packages"
+    site.mkdir()
+    for folder in dict.fromkeys((sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"])):
+        for entry in os.scandir(folder):
+            if not entry.name.lower().startswith(("tensorflow", "keras", "tf_keras")) and not (site / entry.name).exists():
+                (site / entry.name).symlink_to(entry.path)
+    from tests.daemon_run import ROOT
+
+    return {"PYTHONPATH": f"{ROOT}{os.pathsep}{site}"}
+
+
+def test_convert_commands_without_tensorflow_name_the_extra(tmp_path):
+    """`fer-edge train|convert|drift` where TensorFlow/Keras are not installed: exit 2 and one line naming the
+    [convert] extra and its pip command (whatever the arguments), no traceback; edgetpu still works."""
+    import subprocess
+    import sys
+
+    from tests.daemon_run import ROOT, cli_env
+
+    env = cli_env(_env_without_tensorflow(tmp_path))
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-S", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=120)
+
+    probe = run("-c", "import importlib.util as u; import pydantic, numpy, cv2; "
+                      "print(u.find_spec('tensorflow'), u.find_spec('keras'))")
+    assert probe.returncode == 0 and probe.stdout.split() == ["None", "None"], probe.stderr  # really absent
+    for argv in (["train"], ["train", "--data", "fer2013.csv"], ["convert", "--keras", "m.keras"], ["drift"]):
+        proc = run("-m", "fer_edge", *argv)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.strip().count("\n") == 0, proc.stderr  # one line
+        line = one_line_error(proc, f"fer-edge {argv[0]} needs the [convert] extra", "tensorflow is not installed",
+                              "pip install 'fer-edge[convert]'")
+        print(" ".join(argv), "->", line)
+    assert "[needs the convert extra" in run("-m", "fer_edge", "--help").stdout
+    assert run("-m", "fer_edge", "edgetpu", "--help").returncode == 0  # the device runtime is enough for it
+    # With TensorFlow installed (this venv) the same command parses its arguments as usual.
+    normal = run_cli("train")
+    assert normal.returncode == 2 and "--data" in normal.stderr and "[convert] extra" not in normal.stderr

@@ -125,6 +125,14 @@ def test_bad_device_id_and_prefix(tmp_path):
     assert "mqtt.prefix = 'fer/#'" in error_of(tmp_path, '[mqtt]\nprefix = "fer/#"\n')
 
 
+def test_device_role(tmp_path):
+    assert load_config(None).device.role == "general"
+    (tmp_path / "c.toml").write_text('[device]\nrole = "driver"\n')
+    assert load_config(tmp_path / "c.toml").device.role == "driver"
+    msg = error_of(tmp_path, '[device]\nrole = "pilot"\n')
+    assert "device.role = 'pilot'" in msg and "'general', 'driver' or 'classroom'" in msg
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.toml")

@@ -11,7 +11,7 @@ import time
 
 from pathlib import Path
 
-from edge.outbox import Outbox, OutboxConfig, default_outbox_path, resolve_outbox_path
+from edge.outbox import Outbox, OutboxConfig, default_outbox_path, legacy_outbox_path, resolve_outbox_path
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,12 +78,117 @@ def test_committed_rows_survive_kill_9(tmp_path):
     assert [r.payload for r in box.pending(limit=100)] == [str(i).encode() for i in range(50)]
 
 
-def test_default_path_uses_state_directory(monkeypatch, tmp_path):
+def test_default_path_is_one_file_per_device_and_broker(monkeypatch, tmp_path):
+    from edge.config import Config
+
     monkeypatch.setenv("STATE_DIRECTORY", f"{tmp_path}/a:{tmp_path}/b")
-    assert default_outbox_path() == tmp_path / "a" / "outbox.sqlite"
-    monkeypatch.delenv("STATE_DIRECTORY")
-    assert default_outbox_path().parts[-3:] == ("state", "fer-edge", "outbox.sqlite")
-    assert resolve_outbox_path(OutboxConfig(path=str(tmp_path / "x.db"))) == tmp_path / "x.db"
+    assert default_outbox_path("lab-a", "Broker.local", 1883) == tmp_path / "a" / "outbox" / "lab-a@broker.local_1883.sqlite"
+    assert default_outbox_path("lab-a", "::1", 8883).name == "lab-a@__1_8883.sqlite"  # sanitised: a plain file name
+    assert legacy_outbox_path() == default_outbox_path() == tmp_path / "a" / "outbox.sqlite"  # the old shared file
+    monkeypatch.setenv("STATE_DIRECTORY", "")
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    assert default_outbox_path("d", "h", 1) == tmp_path / "xdg" / "fer-edge" / "outbox" / "d@h_1.sqlite"
+    monkeypatch.setenv("XDG_STATE_HOME", "relative/state")  # the XDG spec says: ignore relative paths
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_outbox_path("d", "h", 1) == tmp_path / "home" / ".local" / "state" / "fer-edge" / "outbox" / "d@h_1.sqlite"
+    # The config fills in the per-device default when publishing to a broker; an explicit path is kept.
+    cfg = Config.model_validate({"device": {"id": "lab-b"}, "mqtt": {"host": "127.0.0.1", "port": 1884}})
+    assert resolve_outbox_path(cfg.outbox) == default_outbox_path("lab-b", "127.0.0.1", 1884)
+    cfg = Config.model_validate({"mqtt": {"host": "h"}, "outbox": {"path": str(tmp_path / "x.db")}})
+    assert resolve_outbox_path(cfg.outbox) == tmp_path / "x.db"
+    assert Config().outbox.path == ""  # no broker: no outbox at all (events go to stdout)
+
+
+def _rows(path: Path, columns: str = "topic, device, broker") -> list[tuple]:
+    db = sqlite3.connect(path)
+    try:
+        return db.execute(f"SELECT {columns} FROM outbox ORDER BY id").fetchall()
+    finally:
+        db.close()
+
+
+def test_a_claimed_outbox_sends_bounds_and_counts_only_its_own_rows(tmp_path, caplog):
+    """Two daemons sharing one file (an explicit outbox.path): each sees only its device and broker's rows."""
+    import json
+    import logging
+
+    path = tmp_path / "shared.sqlite"
+    a = Outbox(path)
+    a.claim("lab-a", "127.0.0.1:1111")
+    for i in range(5):
+        a.append("fer/lab-a/expression", {"v": 1, "i": i}, seq_kind="expression")
+    a.close()
+    b = Outbox(path, max_events=3)
+    with caplog.at_level(logging.WARNING, "edge.outbox"):
+        b.claim("lab-b", "127.0.0.1:2222")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "5 of lab-a for 127.0.0.1:1111" in warnings[0] and str(path) in warnings[0]
+    assert b.depth == 0 and b.pending() == []  # nothing of lab-a's is handed to lab-b's publisher
+    for i in range(4):  # past max_events: lab-b drops its own oldest, never lab-a's rows
+        b.append("fer/lab-b/expression", {"v": 1, "i": i}, seq_kind="expression")
+    assert [json.loads(r.payload)["i"] for r in b.pending()] == [1, 2, 3] and b.depth == 3
+    b._prune(time.time() + 30 * 86400)  # a month later: lab-b's rows age out, lab-a's stay
+    assert b.depth == 0
+    b.close()
+    assert [r[1:] for r in _rows(path)] == [("lab-a", "127.0.0.1:1111")] * 5
+    # lab-a against another broker does not send them either; against its own it does.
+    other = Outbox(path)
+    other.claim("lab-a", "127.0.0.1:3333")
+    assert other.pending() == [] and other.depth == 0
+    other.close()
+    again = Outbox(path)
+    again.claim("lab-a", "127.0.0.1:1111")
+    assert [json.loads(r.payload)["i"] for r in again.pending()] == [0, 1, 2, 3, 4] and again.depth == 5
+
+
+def old_layout_outbox(path: Path, topics: list[str], seq: int) -> None:
+    """An outbox file as versions before owners were recorded wrote it (no device/broker columns)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, topic TEXT NOT NULL,"
+               " payload BLOB NOT NULL, qos INTEGER NOT NULL, retain INTEGER NOT NULL,"
+               " delivered INTEGER NOT NULL DEFAULT 0)")
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+    for i, t in enumerate(topics, 1):
+        payload = f'{{"v":1,"device":"{t.split("/")[1]}","seq":{i}}}'.encode()
+        db.execute("INSERT INTO outbox (ts, topic, payload, qos, retain) VALUES (?, ?, ?, 1, 0)", (time.time(), t, payload))
+    db.execute("INSERT INTO meta VALUES ('seq:expression', ?)", (seq,))
+    db.close()
+
+
+def test_rows_of_the_old_shared_layout_go_only_to_their_own_device(tmp_path, caplog):
+    """The shared outbox.sqlite of older versions records no owner: its topic names the device. A daemon at
+    its per-device default path takes over its own device's rows (seq goes on) and leaves the others there."""
+    import json
+    import logging
+
+    legacy = tmp_path / "outbox.sqlite"
+    old_layout_outbox(legacy, ["fer/lab-a/expression", "fer/lab-b/expression", "fer/lab-a/summary",
+                               "fer/lab-b/expression", "fer/lab-a/expression"], seq=5)
+    b = Outbox(tmp_path / "outbox" / "lab-b@h_1.sqlite")
+    with caplog.at_level(logging.WARNING, "edge.outbox"):
+        b.claim("lab-b", "h:1", legacy=legacy)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "3 of lab-a (broker not recorded)" in warnings[0] and str(legacy) in warnings[0]
+    assert [(r.topic, json.loads(r.payload)["seq"]) for r in b.pending()] == [
+        ("fer/lab-b/expression", 2), ("fer/lab-b/expression", 4)]
+    new = {"v": 1}
+    b.append("fer/lab-b/expression", new, seq_kind="expression")
+    assert new["seq"] == 6  # goes on from the shared counter: never reuses a number
+    assert [r[0] for r in _rows(legacy, "topic")] == ["fer/lab-a/expression", "fer/lab-a/summary", "fer/lab-a/expression"]
+    b.close()
+    a = Outbox(tmp_path / "outbox" / "lab-a@h_2.sqlite")
+    a.claim("lab-a", "h:2", legacy=legacy)
+    assert [r.topic for r in a.pending()] == ["fer/lab-a/expression", "fer/lab-a/summary", "fer/lab-a/expression"]
+    assert _rows(legacy, "topic") == []
+    # An explicit outbox.path to a file of the old layout: its own device's rows are stamped, the rest left.
+    mixed = tmp_path / "mixed.sqlite"
+    old_layout_outbox(mixed, ["fer/lab-a/expression", "fer/lab-b/expression"], seq=2)
+    box = Outbox(mixed)
+    box.claim("lab-b", "h:1")
+    assert [r.topic for r in box.pending()] == ["fer/lab-b/expression"]
+    assert _rows(mixed) == [("fer/lab-a/expression", None, None), ("fer/lab-b/expression", "lab-b", "h:1")]
 
 
 def test_unwritable_path_is_a_config_error(tmp_path):

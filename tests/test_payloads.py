@@ -78,3 +78,26 @@ def test_encode_decode():
     assert P.decode("status", b"offline") == "offline"
     assert P.decode("stats", b'{"v":1}') == {"v": 1}
     assert P.decode("stats", b"[1]") is None and P.decode("summary", b"not json") is None
+
+
+def test_stats_state_the_device_role():
+    """Every stats payload says the device's role; the config, the builder and the schema list the same roles."""
+    from typing import get_args
+
+    from edge.config import DeviceConfig, load_config
+
+    assert get_args(DeviceConfig.model_fields["role"].annotation) == P.DEVICE_ROLES
+    assert P.load_schema("stats")["properties"]["role"]["enum"] == list(P.DEVICE_ROLES)
+    lat = dict.fromkeys(("capture", "detect", "classify", "track", "publish"), 1.0)
+    assert P.stats_event("d", 1.0, 0, lat, "cpu", 0, 0, 0, 0, 0, None, {}, 0, False)["role"] == "general"
+    for role in P.DEVICE_ROLES:
+        st = P.stats_event("d", 1.0, 0, lat, "cpu", 0, 0, 0, 0, 0, None, {}, 0, False, role=role)
+        assert st["role"] == role
+        P.validate("stats", st)
+    old = {k: v for k, v in st.items() if k != "role"}  # a device older than the field: still valid
+    P.validate("stats", old)
+    with pytest.raises(jsonschema.ValidationError):
+        P.validate("stats", {**st, "role": "pilot"})
+    with pytest.raises(ValueError):
+        P.stats_event("d", 1.0, 0, lat, "cpu", 0, 0, 0, 0, 0, None, {}, 0, False, role="pilot")
+    assert load_config(None).device.role == "general"
