@@ -15,6 +15,7 @@ from typing import Any, Iterable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from edge.attention.config import AttentionConfig
 from edge.frames import CameraConfig  # the light module: loading a config does not load OpenCV
 from edge.classify import ModelConfig
 from edge.detect import DetectorConfig
@@ -84,11 +85,45 @@ class PipelineConfig(BaseModel):
         return self.workers or default_workers()
 
 
+class AttentionSection(AttentionConfig):
+    """``[attention]``: face landmarks per tracked face and the signals over them (edge.attention: eye closure,
+    blinks, PERCLOS, yawns, head pose), published as ``attention`` messages and, with ``alerts``, the device's own
+    ``drowsy`` / ``distracted`` / ``yawning`` alerts. The thresholds (AttentionConfig) cite their sources in
+    docs/attention.md. None: by ``device.role`` (driver: all on; classroom: landmarks on, no alerts; general: off)."""
+
+    enabled: bool | None = None
+    alerts: bool | None = None
+    interval_s: float = Field(1.0, gt=0)  # an attention message per face at least this often, and at once on an event
+    # Faces whose landmarks are read, largest first (None: driver 1, the driver; otherwise every face found).
+    max_faces: int | None = Field(None, ge=1)
+
+
 class PrivacyConfig(BaseModel):
     """``[privacy]``: no image or face crop ever leaves the device unless ``publish_crops = true``."""
 
     model_config = ConfigDict(extra="forbid")
     publish_crops: bool = False
+
+
+def _role_presets(cfg: Config) -> None:
+    """What ``device.role`` turns on, for every key the file leaves unset (a key set in the file wins):
+    driver: the one-near-face detector, landmarks for the largest face, the device's drowsy/distracted/yawning
+    alerts; classroom: no emotions inferred (EU AI Act Art. 5(1)(f), docs/attention.md "Lawful use"), landmarks for
+    every face (who looks toward the front); general: expressions only, as before."""
+    role, att = cfg.device.role, cfg.attention
+    updates = {}
+    if att.enabled is None:
+        updates["enabled"] = role in ("driver", "classroom")
+    if att.alerts is None:
+        updates["alerts"] = role == "driver"
+    if att.max_faces is None and role == "driver":
+        updates["max_faces"] = 1
+    if updates:
+        cfg.attention = att.model_copy(update=updates)
+    if role == "driver" and "type" not in cfg.detector.model_fields_set:
+        cfg.detector = cfg.detector.model_copy(update={"type": "driver"})
+    if role == "classroom" and "emotions" not in cfg.model.model_fields_set:
+        cfg.model = cfg.model.model_copy(update={"emotions": False})
 
 
 class Config(BaseModel):
@@ -105,6 +140,7 @@ class Config(BaseModel):
     summary: SummaryConfig = Field(default_factory=SummaryConfig)
     stats: StatsConfig = Field(default_factory=StatsConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+    attention: AttentionSection = Field(default_factory=AttentionSection)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     watchdog: WatchdogConfig = Field(default_factory=WatchdogConfig)
@@ -113,6 +149,7 @@ class Config(BaseModel):
 
     @model_validator(mode="after")
     def _resolve_defaults(self) -> "Config":
+        _role_presets(self)
         # camera.realtime = "auto": a file published to a broker plays at its frame rate, like the camera it
         # stands in for (subscribers see real time); printed to stdout it plays as fast as it is read.
         if self.camera.realtime == "auto":

@@ -18,10 +18,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edge.config import Config
-from edge.events import ExpressionSchedule, StageTimer, SummaryWindow
+from edge.attention.alerts import DeviceAlerts
+from edge.attention.state import AttentionState, measure
+from edge.events import AttentionWindow, ExpressionSchedule, StageTimer, SummaryWindow
 from edge.health import Health, cpu_temperature_c
 from edge.outbox import Outbox, resolve_outbox_path
-from edge.payloads import camera_state, device_base, expression_event, stats_event, summary_event
+from edge.payloads import (
+    alert_event, attention_event, camera_state, device_base, expression_event, stats_event, summary_event,
+)
 from edge.publish import create_publisher
 from edge.workers import NOTHING_YET, run_in_order
 
@@ -65,6 +69,12 @@ class Pipeline:
         self.workers = cfg.pipeline.worker_count()
         self.detectors = [create_detector(cfg.detector) for _ in range(self.workers)]
         self.detector = self.detectors[0]
+        # [attention]: one landmarker per worker too (its interpreters serve one thread); none when it is off.
+        self.landmarkers = []
+        if cfg.attention.enabled:
+            from edge.attention import FaceLandmarker
+
+            self.landmarkers = [FaceLandmarker(threads=cfg.detector.threads) for _ in range(self.workers)]
         self.labels = self.classifier.labels if self.classifier else []
         self.backend = self.classifier.backend if self.classifier else "cpu"  # then only the CPU runs models
         self.tracker = FaceTracker(cfg.tracker, self.labels,
@@ -80,6 +90,19 @@ class Pipeline:
             self.source.close()
         except Exception as exc:  # closing a dead camera must not hide the real exit status
             log.debug("closing the source failed: %s", exc)
+
+
+def read_attention(landmarker, image, faces: list, att) -> dict:
+    """Landmarks of the largest ``att.max_faces`` faces (all when None) -> {index in faces: FaceSignals}; faces
+    whose landmarks score under ``att.min_face_score`` (the model sees no face in the crop) are left out."""
+    order = sorted(range(len(faces)), key=lambda i: -faces[i].box[2] * faces[i].box[3])[:att.max_faces]
+    height, width = image.shape[:2]
+    out = {}
+    for i in order:
+        lm = landmarker.landmarks(image, faces[i].box, faces[i].eyes)
+        if lm.score >= att.min_face_score:
+            out[i] = measure(lm.points, (width, height))
+    return out
 
 
 def install_stop_handlers(stop: threading.Event) -> None:
@@ -133,8 +156,10 @@ def run_daemon(cfg: Config, max_frames: int | None = None, stop: threading.Event
         publisher.publish_event("summary", summary_event(
             device, now_wall, len(window.faces), window.counts if labels else None,
             window.mean_scores() if labels else None,
-            window.start, now_wall, window.observations))
+            window.start, now_wall, window.observations,
+            attention=att_window.summary() if pipe.landmarkers else None))
         window.reset(now_wall)
+        att_window.reset()
 
     def detector_stats() -> dict:
         n = max(timer.frames, 1)
@@ -202,12 +227,14 @@ def run_daemon(cfg: Config, max_frames: int | None = None, stop: threading.Event
         detector = pipe.detectors[worker]
         t0 = time.perf_counter()
         faces = detector.detect_frame(frame.image)  # a video: the preset's schedule
-        return faces, time.perf_counter() - t0, dict(detector.timings_ms)
+        t1 = time.perf_counter()
+        signals = read_attention(pipe.landmarkers[worker], frame.image, faces, cfg.attention) if pipe.landmarkers else None
+        return faces, t1 - t0, dict(detector.timings_ms), signals, time.perf_counter() - t1
 
     def finish(item, detected) -> None:
         """Classify, track and publish one frame: one frame at a time, in capture order."""
         nonlocal live_faces, window_frames
-        (frame, capture_s), (faces, detect_s, pass_ms) = item, detected
+        (frame, capture_s), (faces, detect_s, pass_ms, signals, landmarks_s) = item, detected
         health.tick()
         for stage, ms in pass_ms.items():
             detector_ms[stage] = detector_ms.get(stage, 0.0) + ms
@@ -226,6 +253,9 @@ def run_daemon(cfg: Config, max_frames: int | None = None, stop: threading.Event
                 device, t, frame.index, frame.ts, (width, height), labels, backend,
                 crop=crops.get(tuple(t.box))))
         window.add(seen)
+        if signals is not None:
+            follow_attention(frame, faces, signals, seen, tracks, (width, height))
+            timer.add("landmarks", landmarks_s)
         t5 = time.perf_counter()
         for stage, seconds in zip(("capture", "detect", "classify", "track", "publish"),
                                   (capture_s, detect_s, t3 - t2, t4 - t3, t5 - t4)):
@@ -236,12 +266,49 @@ def run_daemon(cfg: Config, max_frames: int | None = None, stop: threading.Event
         health.frame_done()
         periodic(time.monotonic())
 
+    def follow_attention(frame, faces, signals, seen, tracks, size) -> None:
+        """Feed each face seen in this frame to its AttentionState; publish attention messages when due and the
+        device's alerts when they change (one frame at a time, in capture order, like the rest of finish)."""
+        att = cfg.attention
+        by_box = {tuple(f.box): signals[i] for i, f in enumerate(faces) if i in signals}
+        now = frame.ts  # the rate is in the frames' time: a file read faster than real time keeps it too
+        read = False
+        for t in seen:
+            sig = by_box.get(tuple(t.box))
+            if sig is None:
+                continue
+            state = att_states.setdefault(t.face_id, AttentionState(att))
+            new = state.update(sig, frame.ts)
+            read = True
+            snap = state.snapshot()
+            looking = snap["looking"]  # None while the face's ahead pose is being learnt
+            att_window.add(t.face_id, snap, looking, new)
+            pending = att_pending.setdefault(t.face_id, [])
+            pending.extend(new)
+            if pending or now - att_sent.get(t.face_id, -1e9) >= att.interval_s:
+                publisher.publish_event("attention", attention_event(
+                    device, t.face_id, t.box, frame.index, frame.ts, size, snap, pending, looking))
+                att_sent[t.face_id] = now
+                att_pending[t.face_id] = []
+        live = {t.face_id for t in tracks}
+        for table in (att_states, att_sent, att_pending):
+            for fid in [f for f in table if f not in live]:
+                del table[fid]
+        if att.alerts:
+            for ch in att_alerts.update({fid: st.snapshot() for fid, st in att_states.items()}, frame.ts, read):
+                publisher.publish_event("alert", alert_event(device, ch.kind, ch.state, ch.since, ch.detail,
+                                                             ts=frame.ts, source="device", face_id=ch.face_id))
+
     def idle() -> None:
         # No frame: a camera being retried keeps the watchdog fed; one that hangs does not.
         health.tick(waiting=pipe.source.waiting_for_camera())
         periodic(time.monotonic())
 
     taken = [0]
+    att_states: dict[int, AttentionState] = {}  # per followed face
+    att_sent: dict[int, float] = {}  # face_id -> frame ts of its last attention message
+    att_pending: dict[int, list] = {}  # face_id -> events not sent yet
+    att_window, att_alerts = AttentionWindow(), DeviceAlerts(absent_s=cfg.attention.distracted_s)
     try:
         loop_started = time.perf_counter()
         try:

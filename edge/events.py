@@ -110,6 +110,40 @@ class StageTimer:
     def latency_ms(self) -> dict[str, float]:
         """Mean milliseconds per frame for each stage, plus their ``total``."""
         n = max(self.frames, 1)
-        out = {s: 1000.0 * self.total_s.get(s, 0.0) / n for s in STAGES}
+        extra = [s for s in self.total_s if s not in STAGES]  # e.g. "landmarks", only when that stage runs
+        out = {s: 1000.0 * self.total_s.get(s, 0.0) / n for s in (*STAGES, *extra)}
         out["total"] = sum(out.values())
         return out
+
+
+class AttentionWindow:
+    """The attention figures of one summary window: faces with landmarks, the share of their observations
+    looking inside the cone, and the events counted (``summary.attention``)."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.faces: set[int] = set()
+        self.observations = self.looking = self.posed = 0
+        self.events: dict[str, int] = defaultdict(int)
+        self.perclos: dict[int, float] = {}  # latest PERCLOS per face
+
+    def add(self, face_id: int, snapshot: dict, looking: bool | None, events: list[dict]) -> None:
+        """One face in one frame: its ``AttentionState.snapshot()``, inside the cone or not (None: its ahead pose is
+        not learnt yet, left out of the share), its new events."""
+        self.faces.add(face_id)
+        self.observations += 1
+        self.posed += int(looking is not None)
+        self.looking += int(looking is True)
+        self.perclos[face_id] = float(snapshot.get("perclos", 0.0))
+        for e in events:
+            self.events[e["type"]] += 1
+
+    def summary(self) -> dict:
+        share = self.looking / self.posed if self.posed else None
+        return {"faces": len(self.faces), "observations": self.observations,
+                "looking_share": None if share is None else round(share, 4),
+                "perclos_max": round(max(self.perclos.values()), 4) if self.perclos else None,
+                "blinks": self.events["blink"], "long_closures": self.events["long_closure"],
+                "yawns": self.events["yawn"], "off_road_events": self.events["off_road"]}

@@ -29,12 +29,13 @@ from pathlib import Path
 from typing import Any
 
 PAYLOAD_VERSION = 1
-KINDS = ("status", "expression", "summary", "stats", "alert")
+KINDS = ("status", "expression", "summary", "stats", "alert", "attention")
 # (qos, retain) per kind: the contract.
 QOS_RETAIN = {"status": (1, True), "expression": (1, False), "summary": (1, True), "stats": (0, True),
-              "alert": (1, False)}
+              "alert": (1, False), "attention": (1, False)}
 # Kinds that must survive an outage: written to the outbox first, deleted on PUBACK, numbered by ``seq``.
-DURABLE_KINDS = ("expression", "summary")
+# (alert: the device's own attention alerts; the dashboard publishes its alerts itself, without seq.)
+DURABLE_KINDS = ("expression", "summary", "attention", "alert")
 STATUS_ONLINE, STATUS_OFFLINE = "online", "offline"
 ALERT_STATES = ("raised", "cleared")
 # What a device watches (``device.role``), stated in its stats: the dashboard picks its alert rules by it
@@ -86,7 +87,8 @@ def qos_retain(kind: str) -> tuple[int, bool]:
 
 
 def is_durable(kind: str) -> bool:
-    """True for the kinds that go through the outbox and carry ``seq`` (expression, summary)."""
+    """True for the kinds that go through the outbox and carry ``seq`` (expression, summary, attention, and the
+    device's alerts)."""
     return kind in DURABLE_KINDS
 
 
@@ -144,6 +146,7 @@ def expression_event(
 def summary_event(
     device_id: str, ts: float, faces: int, counts: dict[str, int] | None, mean_scores: dict[str, float] | None,
     window_start: float, window_end: float, observations: int, seq: int | None = None,
+    attention: dict | None = None,
 ) -> dict:
     """The ``summary`` payload: what the faces in one window showed.
 
@@ -152,6 +155,7 @@ def summary_event(
         counts: per label, face observations (one face in one frame) whose smoothed expression was that label.
         mean_scores: per label, the mean smoothed probability over those observations.
             ``counts`` None ([model] emotions = false): no expression field at all (counts, mean_scores, dominant).
+        attention: the window's attention figures (``edge.events.AttentionWindow.summary()``), when landmarks run.
         observations: total face observations in the window.
         seq: the message number; normally set by the publisher.
     """
@@ -174,6 +178,8 @@ def summary_event(
     if counts is None:
         for key in ("counts", "mean_scores", "dominant"):
             del payload[key]
+    if attention is not None:
+        payload["attention"] = attention
     if seq is not None:
         payload["seq"] = int(seq)
     return payload
@@ -251,19 +257,22 @@ def stats_event(
 
 
 def alert_event(device_id: str, kind: str, state: str, since: float, detail: str = "",
-                ts: float | None = None) -> dict:
+                ts: float | None = None, source: str | None = None, face_id: int | None = None) -> dict:
     """The ``alert`` payload: a driver alert (``kind``, e.g. "drowsy") ``raised`` or ``cleared``.
 
     Args:
         since: unix seconds when the condition began (raised) or when the alert was raised (cleared).
         detail: a short human-readable explanation.
         ts: unix seconds of this message (default: now).
+        source: "device" for the attention alerts the device raises itself (drowsy, distracted, yawning),
+            "dashboard" for the dashboard's rules; None leaves it out (older senders).
+        face_id: the tracked face the device's alert is about.
     """
     if state not in ALERT_STATES:
         raise ValueError(f"alert state {state!r}: expected one of {ALERT_STATES}")
     import time
 
-    return {
+    payload = {
         "v": PAYLOAD_VERSION,
         "ts": round(float(time.time() if ts is None else ts), 3),
         "device": device_id,
@@ -272,6 +281,48 @@ def alert_event(device_id: str, kind: str, state: str, since: float, detail: str
         "since": round(float(since), 3),
         "detail": str(detail),
     }
+    if source is not None:
+        payload["source"] = source
+    if face_id is not None:
+        payload["face_id"] = int(face_id)
+    return payload
+
+
+# What an attention message carries from AttentionState.snapshot() (the rest of the snapshot stays on the device).
+ATTENTION_FIELDS = ("eye_openness", "eyes_closed", "closed_s", "mouth_open", "yaw", "pitch", "roll", "perclos",
+                    "blinks_per_min", "long_closures_per_min", "yawns", "off_road_s", "drowsy", "distracted",
+                    "yawning")
+
+
+def attention_event(device_id: str, face_id: int, box: tuple, frame_index: int, ts: float,
+                    frame_size: tuple[int, int], snapshot: dict, events: list[dict], looking: bool,
+                    seq: int | None = None) -> dict:
+    """The ``attention`` payload for one tracked face: its eye, mouth and head-pose signals now, and the events
+    (blink, long_closure, yawn, off_road) that ended or crossed a threshold since its previous message.
+
+    Args:
+        box: the face's box (x, y, w, h) in pixels; normalised to 0..1 of ``frame_size`` (width, height).
+        snapshot: ``edge.attention.AttentionState.snapshot()``.
+        events: the state's events since the last message (``start`` in unix seconds, ``duration`` in s).
+        looking: the head points inside the cone around the face's ahead pose (toward the road, or the front of the
+            room); None while that pose is still being learnt.
+    """
+    w_img, h_img = frame_size
+    x, y, w, h = (float(v) for v in box)
+    x0, y0 = min(max(x / w_img, 0.0), 1.0), min(max(y / h_img, 0.0), 1.0)
+    payload = {"v": PAYLOAD_VERSION, "ts": round(float(ts), 3), "device": device_id, "face_id": int(face_id),
+               "box": [_r(v) for v in (x0, y0, min(w / w_img, 1.0 - x0), min(h / h_img, 1.0 - y0))],
+               "frame": int(frame_index), "looking": None if looking is None else bool(looking)}
+    for key in ATTENTION_FIELDS:
+        value = snapshot.get(key)
+        if isinstance(value, float) and value != value:  # NaN (no head pose): null on the wire
+            value = None
+        payload[key] = value
+    payload["events"] = [{"type": e["type"], "start": round(float(e["start"]), 3),
+                          "duration": round(float(e["duration"]), 3)} for e in events]
+    if seq is not None:
+        payload["seq"] = int(seq)
+    return payload
 
 
 def encode(payload: dict | str) -> bytes:

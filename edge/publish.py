@@ -37,7 +37,8 @@ from edge.payloads import (  # noqa: F401  (payload builders re-exported for exi
 
 log = logging.getLogger(__name__)
 
-TOPIC_KINDS = ("status", "expression", "summary", "stats")  # what the daemon publishes (alert: the dashboard)
+# What the daemon always publishes; with [attention] also attention and its own alerts (counted once sent).
+TOPIC_KINDS = ("status", "expression", "summary", "stats")
 _BATCH = 50  # outbox rows handed to paho at once (also paho's max in-flight)
 
 
@@ -144,8 +145,8 @@ class StdoutPublisher:
         self._write("status", status_payload(True))
 
     def publish_event(self, kind: str, payload: dict) -> None:
-        """Write one message of ``kind`` (expression, summary, stats)."""
-        self.produced[kind] += 1
+        """Write one message of ``kind`` (expression, summary, stats, attention, alert)."""
+        self.produced[kind] = self.produced.get(kind, 0) + 1
         if kind in DURABLE_KINDS:
             self._seq[kind] = payload["seq"] = self._seq.get(kind, 0) + 1
         self._write(kind, payload)
@@ -295,7 +296,7 @@ class MqttPublisher:
     def publish_event(self, kind: str, payload: dict) -> None:
         """Publish one message of ``kind``: durable kinds via the outbox, stats directly (QoS 0)."""
         qos, retain = QOS_RETAIN[kind]
-        self.produced[kind] += 1
+        self.produced[kind] = self.produced.get(kind, 0) + 1
         t = topic(self.cfg.prefix, self.device_id, kind)
         if kind in DURABLE_KINDS:
             # Numbered (seq) and stored; a database that cannot be written holds it in memory instead.

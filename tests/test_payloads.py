@@ -36,8 +36,9 @@ def test_qos_retain_table_is_the_contract():
     assert P.qos_retain("summary") == (1, True)
     assert P.qos_retain("stats") == (0, True)
     assert P.qos_retain("alert") == (1, False)
+    assert P.qos_retain("attention") == (1, False)
     assert set(P.QOS_RETAIN) == set(P.KINDS)
-    assert [k for k in P.KINDS if P.is_durable(k)] == ["expression", "summary"]
+    assert [k for k in P.KINDS if P.is_durable(k)] == ["expression", "summary", "alert", "attention"]
     for kind in P.KINDS:
         assert P.schema_path(kind).is_file(), kind
 
@@ -64,6 +65,23 @@ def test_every_builder_validates_against_its_schema():
     P.validate("alert", P.alert_event("d", "drowsy", "cleared", 1700000000.0))
     for online in (True, False):
         P.validate("status", P.status_payload(online))
+    device_alert = P.alert_event("d", "distracted", "raised", 1.0, "eyes off the road for 3.5 s", ts=4.5,
+                                 source="device", face_id=3)
+    P.validate("alert", {**device_alert, "seq": 1})
+    snap = {"eye_openness": [0.9, 1.0], "eyes_closed": False, "closed_s": 0.0, "mouth_open": 0.1, "yaw": float("nan"),
+            "pitch": -3.0, "roll": 1.0, "perclos": 0.02, "blinks_per_min": 14.0, "long_closures_per_min": 0, "yawns": 0,
+            "off_road_s": 0.0, "drowsy": False, "distracted": False, "yawning": False, "baseline_ear": [0.3, 0.3]}
+    att = P.attention_event("d", 3, (64, 48, 128, 96), 12, 2.0, (640, 480), snap,
+                            [{"type": "blink", "start": 1.7, "duration": 0.2}], None, seq=4)
+    assert att["yaw"] is None and att["box"] == [0.1, 0.1, 0.2, 0.2] and "baseline_ear" not in att
+    P.validate("attention", att)
+    no_emotion = P.summary_event("d", 2.0, 2, None, None, 0.0, 2.0, 5, seq=2,
+                                 attention={"faces": 2, "observations": 5, "looking_share": 0.6, "perclos_max": 0.0,
+                                            "blinks": 1, "long_closures": 0, "yawns": 0, "off_road_events": 0})
+    assert not {"counts", "mean_scores", "dominant"} & set(no_emotion)
+    P.validate("summary", no_emotion)
+    with pytest.raises(jsonschema.ValidationError):
+        P.validate("attention", {**att, "events": [{"type": "sneeze", "start": 1.0, "duration": 0.1}]})
     with pytest.raises(ValueError):
         P.alert_event("d", "drowsy", "maybe", 0.0)
     with pytest.raises(jsonschema.ValidationError):

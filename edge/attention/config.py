@@ -31,11 +31,14 @@ class AttentionConfig(BaseModel):
     yawn_mar: float = Field(0.5, gt=0)
     yawn_min_s: float = Field(1.5, gt=0)
     # Eyes-off-road: the head outside the road cone (degrees, AFLW2000-3D convention), around the pose of a
-    # driver looking ahead (yaw_center, pitch_center: they depend on where the camera is mounted).
+    # driver looking ahead. yaw_center, pitch_center: that pose, fixed (it depends on where the camera is mounted),
+    # or None: learnt per face as the median pose over its first baseline_s (a driver looks at the road most of the
+    # time, a pupil at the front; it also takes out the head-pose model's own bias), from its first
+    # baseline_min_samples frames on, refined only by frames inside the cone. Until then no off-road time counts.
     yaw_limit: float = Field(30.0, gt=0, le=90)
     pitch_limit: float = Field(20.0, gt=0, le=90)
-    yaw_center: float = Field(0.0, ge=-90, le=90)
-    pitch_center: float = Field(0.0, ge=-90, le=90)
+    yaw_center: float | None = Field(None, ge=-90, le=90)
+    pitch_center: float | None = Field(None, ge=-90, le=90)
     # Flags in the snapshot (the lead's alerts read them). drowsy: PERCLOS >= 0.15 (the FHWA studies' drowsy
     # level, Dinges & Grace 1998) or >= 2 long closures in the last minute; distracted: eyes off the road for
     # >= 3.5 s (Regulation (EU) 2023/2590, ADDW, above 50 km/h); yawning: >= 3 yawns in 5 minutes (issue 21).

@@ -63,6 +63,10 @@ class AttentionState:
         self._first_ts: float | None = None
         self._last_ts: float | None = None
         self._ears: list[tuple[float, float]] = []  # (left, right) over the baseline period
+        self._poses: list[tuple[float, float]] = []  # (yaw, pitch) over the baseline period
+        # The pose of "looking ahead": fixed by the config, else learnt (None until enough frames are seen).
+        fixed = self.cfg.yaw_center is not None and self.cfg.pitch_center is not None
+        self.ahead: tuple[float, float] | None = (self.cfg.yaw_center, self.cfg.pitch_center) if fixed else None
         self.baseline = (OPEN_EAR, OPEN_EAR)
         self._closed_since: float | None = None
         self._long_sent = False
@@ -82,6 +86,25 @@ class AttentionState:
                 floor = self.cfg.closed_ear + 0.05  # a face first seen with closed eyes keeps a usable span
                 self.baseline = (max(float(p[0]), floor), max(float(p[1]), floor))
 
+    def _learn_ahead(self, s: FaceSignals, ts: float) -> None:
+        cfg = self.cfg
+        if ts - self._first_ts > cfg.baseline_s or not (np.isfinite(s.yaw) and np.isfinite(s.pitch)):
+            return
+        if self.ahead is not None and self.looking(s) is False:
+            return  # a glance away while the pose is learnt does not move "ahead" towards it
+        self._poses.append((s.yaw, s.pitch))
+        if len(self._poses) >= cfg.baseline_min_samples:
+            yaw, pitch = np.median(np.asarray(self._poses), axis=0)
+            self.ahead = (cfg.yaw_center if cfg.yaw_center is not None else float(yaw),
+                          cfg.pitch_center if cfg.pitch_center is not None else float(pitch))
+
+    def looking(self, signals: FaceSignals) -> bool | None:
+        """The head inside the cone around the ahead pose; None while that pose is still being learnt."""
+        if self.ahead is None:
+            return None
+        cfg = self.cfg
+        return not off_road(signals.yaw, signals.pitch, cfg.yaw_limit, cfg.pitch_limit, *self.ahead)
+
     def update(self, signals: FaceSignals, ts: float) -> list[dict]:
         """Add one frame's ``signals`` (``measure(...)``) at time ``ts`` seconds; returns the new events."""
         cfg, events = self.cfg, []
@@ -90,6 +113,8 @@ class AttentionState:
         dt = 0.0 if self._last_ts is None else min(max(ts - self._last_ts, 0.0), cfg.max_gap_s)
         self._last_ts = ts
         self._learn_baseline(signals, ts)
+        if self.cfg.yaw_center is None or self.cfg.pitch_center is None:
+            self._learn_ahead(signals, ts)
         left = eye_openness(signals.ear_left, self.baseline[0], cfg.closed_ear)
         right = eye_openness(signals.ear_right, self.baseline[1], cfg.closed_ear)
         openness = (left + right) / 2.0
@@ -124,7 +149,8 @@ class AttentionState:
         else:
             self._yawn_since = None
 
-        if off_road(signals.yaw, signals.pitch, cfg.yaw_limit, cfg.pitch_limit, cfg.yaw_center, cfg.pitch_center):
+        self._looking = self.looking(signals)
+        if self._looking is False:
             if self._off_since is None:
                 self._off_since, self._off_sent = ts, False
             if not self._off_sent and ts - self._off_since >= cfg.distracted_s:
@@ -156,6 +182,8 @@ class AttentionState:
             "yawns": yawns,
             "off_road_s": round(off_road_s, 3),
             "baseline_ear": [round(self.baseline[0], 3), round(self.baseline[1], 3)],
+            "looking": self._looking,
+            "ahead": None if self.ahead is None else [round(self.ahead[0], 1), round(self.ahead[1], 1)],
             # PERCLOS counts once a whole window is seen: one blink in a face's first second is not drowsiness.
             "drowsy": (perclos >= cfg.drowsy_perclos and ts - self._first_ts >= cfg.perclos_window_s)
             or long_closures >= cfg.drowsy_long_closures,
