@@ -19,7 +19,7 @@ class AttentionConfig(BaseModel):
     baseline_min_samples: int = Field(5, ge=1)
     closed_ear: float = Field(CLOSED_EAR, ge=0, lt=1)  # EAR of a closed eye: openness 0
     # Eye closed (blinks, long closures) below this openness (mean of both eyes), open again at or above
-    # closed_below + hysteresis. Set on the ZJU stills of subjects 000001-000005 (EAR 0.247, between their
+    # closed_below + hysteresis. Set on the ZJU stills of subjects 000001-000005 (EAR 0.215, between their
     # closed and open eyes; docs/attention.md); not yet tuned on the clips.
     closed_below: float = Field(0.70, gt=0, lt=1)
     hysteresis: float = Field(0.1, ge=0, lt=1)
