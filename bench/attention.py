@@ -133,7 +133,8 @@ def head_poses(root: Path, reader: FaceReader) -> list[dict]:
 
 
 def ms_per_face(root: Path, threads: int, runs: int = 200) -> dict:
-    """Milliseconds per face (landmarks, then all signals) on one ZJU still, median of ``runs``."""
+    """Milliseconds per face on one ZJU still, median of ``runs``: one face-model run with the iris model on
+    both eyes (``landmarks``), then all signals (``measure``); and the Pi estimate."""
     import cv2
 
     from edge.attention import FaceLandmarker, measure
@@ -151,7 +152,27 @@ def ms_per_face(root: Path, threads: int, runs: int = 200) -> dict:
         measure(pts, img.shape[1::-1])
         t_sig.append(time.perf_counter() - t1)
         t_lm.append(t1 - t0)
-    return {"threads": threads, "landmarks_ms": float(np.median(t_lm) * 1e3), "signals_ms": float(np.median(t_sig) * 1e3)}
+    return {"threads": threads, "landmarks_ms": float(np.median(t_lm) * 1e3), "signals_ms": float(np.median(t_sig) * 1e3),
+            "pi_estimate": pi_estimate()}
+
+
+def pi_estimate() -> dict:
+    """ESTIMATED ms per face on a Pi 4 / Pi 5 (one thread, float32) from the models' MACs (bench.estimate): one
+    face-model run and two iris-model runs (the daemon's per-frame cost when it crops from the last landmarks;
+    ``analyze`` adds a second face-model run per face)."""
+    from bench.estimate import estimate_latency
+    from bench.macs import count_macs
+    from edge.attention.landmarks import IRIS_MODEL, LANDMARK_MODEL
+
+    total = {"pi4_1t": [0.0, 0.0], "pi5_1t": [0.0, 0.0]}
+    macs = 0
+    for path, runs in ((LANDMARK_MODEL, 1), (IRIS_MODEL, 2)):
+        c = count_macs(path)
+        est = estimate_latency(c["total"], sum(c["ops"].values()), int8=False)
+        macs += runs * c["total"]
+        for k in total:
+            total[k] = [total[k][0] + runs * est[k][0], total[k][1] + runs * est[k][1]]
+    return {"macs": macs, **total}
 
 
 def run_attention(data: str | Path, threads: int = 1, limit: int | None = None) -> dict:

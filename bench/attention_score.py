@@ -134,8 +134,14 @@ def format_attention(res: dict) -> str:
         rows.append([f"head pose MAE {k}, AFLW2000-3D |yaw| <= 60 (n={hp['n']}, no face {hp['no_face']})",
                      _num(v) + " deg", "n/a" if bar is None else f"<= {bar:g} deg",
                      _met(None if v is None or bar is None else v <= bar)])
-    rows.append([f"landmarks per face, {sp['threads']} thread(s)", _num(sp["landmarks_ms"], "{:.2f}") + " ms", "", ""])
+    rows.append([f"landmarks per face (face model + 2 iris runs), {sp['threads']} thread(s), this machine",
+                 _num(sp["landmarks_ms"], "{:.2f}") + " ms", "", ""])
     rows.append(["signals per face (EAR, MAR, solvePnP)", _num(sp["signals_ms"], "{:.3f}") + " ms", "", ""])
+    pi = sp.get("pi_estimate")
+    if pi:
+        rows.append([f"ESTIMATE Pi 4, 1 thread, per face (face model + 2 iris runs, {pi['macs'] / 1e6:.0f} M MACs)",
+                     f"{pi['pi4_1t'][0]:.0f}-{pi['pi4_1t'][1]:.0f} ms", "", ""])
+        rows.append(["ESTIMATE Pi 5, 1 thread, per face", f"{pi['pi5_1t'][0]:.0f}-{pi['pi5_1t'][1]:.0f} ms", "", ""])
     text = markdown_table(["measure", "value", "bar", "bar met"], rows, ["l", "r", "r", "l"])
     note = "Tuning subjects: ZJU 000001-000005; held back: 000006-000010 (the bars are on held-back people)."
     if res.get("machine"):

@@ -13,7 +13,7 @@ DEFAULT_OUT = Path("runs") / "bench"
 PUBLISHED = REPO_ROOT / "bench" / "results"
 # Documents whose marked sections `--publish` rewrites (those without the markers are left alone).
 PUBLISHED_DOCS = (REPO_ROOT / "README.md", REPO_ROOT / "docs" / "benchmarks.md", REPO_ROOT / "docs" / "dashboard.md",
-                  REPO_ROOT / "docs" / "detection.md")
+                  REPO_ROOT / "docs" / "detection.md", REPO_ROOT / "docs" / "attention.md")
 README_START = "<!-- bench:{name}:start -->"
 README_END = "<!-- bench:{name}:end -->"
 

@@ -348,3 +348,18 @@ def test_bench_attention_scores_and_table():
     assert "| blink recall, ZJU clips (held-back, 1/2 blinks, 1 clips) | 50.0% | >= 90% | NOT met |" in table
     assert "| head pose MAE yaw, AFLW2000-3D" in table and "6.0 deg | <= 8 deg | met |" in table
     assert "50.0% | >= 95% | NOT met" in table and "2.50 ms" in table
+
+
+def test_bench_attention_refuses_a_missing_data_folder(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    for extra in ([], ["--data", str(tmp_path)]):
+        proc = subprocess.run([sys.executable, "-m", "fer_edge", "bench", "attention", "--out", str(tmp_path / "o"),
+                               *extra], cwd=root, env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode != 0 and "Traceback" not in proc.stderr
+        assert ("--data" in proc.stderr) and len(proc.stderr.strip().splitlines()) == 1, proc.stderr

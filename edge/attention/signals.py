@@ -16,11 +16,11 @@ LEFT_EYE = (263, 387, 385, 362, 380, 373)
 MOUTH_PAIRS = ((82, 87), (13, 14), (312, 317))
 MOUTH_CORNERS = (78, 308)
 
-# Population eye aspect ratios of MediaPipe's mesh, measured on the ZJU eyeblink stills of the tuning subjects
+# Population eye aspect ratios (iris-model eye contours), measured on the ZJU eyeblink stills of the tuning subjects
 # 000001-000005 (bench attention; docs/attention.md): medians of open and of closed eyes. Used when no per-face
 # baseline is known (one image) and as the closed-eye floor of ``eye_openness``.
-OPEN_EAR = 0.28
-CLOSED_EAR = 0.08
+OPEN_EAR = 0.26
+CLOSED_EAR = 0.11
 
 
 def eye_aspect_ratio(points: np.ndarray, eye=RIGHT_EYE) -> float:

@@ -119,8 +119,10 @@ class AttentionState:
         right = eye_openness(signals.ear_right, self.baseline[1], cfg.closed_ear)
         openness = (left + right) / 2.0
 
-        # Blinks and long closures, with hysteresis so that a noisy half-open eye is not many blinks.
-        if self._closed_since is None and openness < cfg.closed_below:
+        # Blinks and long closures, with hysteresis so that a noisy half-open eye is not many blinks; none
+        # before the face's baseline exists (narrow eyes would read closed against the population's).
+        ready = len(self._ears) >= cfg.baseline_min_samples
+        if self._closed_since is None and ready and openness < cfg.closed_below:
             self._closed_since, self._long_sent = ts, False
         elif self._closed_since is not None and openness >= cfg.closed_below + cfg.hysteresis:
             duration = ts - self._closed_since
