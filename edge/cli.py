@@ -15,7 +15,9 @@ RUN_EPILOG = """\
 Runs until SIGTERM/SIGINT, until the source ends (a video file without camera.loop), or for
 --max-frames frames. A clean stop publishes status "offline", flushes the outbox (waits at most
 2.5 s) and exits 0. Events are written to the SQLite outbox first and deleted when the broker
-acknowledges them; with the broker down the daemon keeps running and buffers. A camera or
+acknowledges them; with the broker down the daemon keeps running and buffers. The outbox is
+one file per device and broker ($STATE_DIRECTORY, else ~/.local/state/fer-edge: outbox/<device.id>@
+<host>_<port>.sqlite) unless outbox.path says otherwise; a daemon sends only its own rows. A camera or
 stream that is not there (at start or later) is retried with backoff up to camera.reconnect_max_s
 while stats keep coming with camera.connected = false; a missing file is an error at once.
 

@@ -20,31 +20,27 @@ twice by this process, nor by the next one when the mark was written. The WAL is
 (``journal_size_limit``, small auto-checkpoints, a truncating checkpoint when the outbox empties,
 at most every 30 s, and at close). The file and its WAL are 0600 and a folder it creates 0700, whatever the umask.
 
-Ownership: each row records the device id and the broker (``host:port``) it is meant for, and a
-publisher ``claim``s the outbox for its own pair: it sends, counts, bounds and prunes only those rows.
-Rows of another device or broker are left in place, untouched, with one warning naming them; they
-go when a daemon with that device id runs against that broker. The default file is one per device
-and broker (``default_outbox_path``). Rows written before owners were recorded (the one shared
-``outbox.sqlite`` of older versions) name their device in their topic only: a daemon adopts the rows
-of its own device id (they go to the broker it uses now) and leaves the others there.
+Ownership: each row records the device id and broker it is meant for; a publisher ``claim``s the
+outbox and sends only those rows, leaving other owners' rows in place (``edge.outbox_files``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 import sqlite3
 import threading
 import time
-from collections import Counter, deque
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from edge.errors import ConfigError
-from edge.payloads import encode, parse_topic
+from edge.outbox_files import (  # noqa: F401  (re-exported: the config, the daemon and the publisher import them here)
+    OutboxConfig, broker_key, default_outbox_path, describe_foreign, legacy_outbox_path, make_private_dirs,
+    resolve_outbox_path, sort_rows, state_folder, take_legacy_rows,
+)
+from edge.payloads import encode
 
 log = logging.getLogger(__name__)
 
@@ -54,17 +50,6 @@ _WAL_LIMIT_BYTES = 256 * 1024  # journal_size_limit: the WAL is truncated to thi
 _AUTOCHECKPOINT_PAGES = 64  # checkpoint every ~256 KB of WAL instead of SQLite's 4 MB
 _CHECKPOINT_EVERY_S = 30.0  # a truncating checkpoint when the outbox empties, at most this often
 DROP_REASONS = ("max_events", "max_age_s", "memory_full")
-
-
-class OutboxConfig(BaseModel):
-    """``[outbox]``: where unacknowledged events wait, and how many/how old they may get."""
-
-    model_config = ConfigDict(extra="forbid")
-    path: str = ""  # empty: one file per device and broker under the state folder (default_outbox_path)
-    max_events: int = Field(100_000, ge=1)
-    max_age_s: float = Field(604_800, gt=0)
-    min_free_mb: float = Field(20.0, ge=0)  # below this free space new messages wait in memory instead
-    memory_max: int = Field(10_000, ge=1)  # in-memory queue while the database cannot be written
 
 
 @dataclass
@@ -78,65 +63,6 @@ class OutboxRow:
     qos: int
     retain: bool
     memory: bool = False
-
-
-def state_folder() -> Path:
-    """Where the daemon keeps its state: ``$STATE_DIRECTORY`` under systemd (``StateDirectory=``), else
-    ``$XDG_STATE_HOME/fer-edge``, else ``~/.local/state/fer-edge``."""
-    state = os.environ.get("STATE_DIRECTORY", "")
-    if state:
-        # systemd passes a colon-separated list when several StateDirectory= are set.
-        return Path(state.split(":")[0])
-    xdg = os.environ.get("XDG_STATE_HOME", "")
-    base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".local" / "state"  # the spec ignores relative paths
-    return base / "fer-edge"
-
-
-def broker_key(host: str, port: int) -> str:
-    """The broker a row is meant for, as stored with it: ``host:port`` (host lower-cased)."""
-    return f"{host.strip().lower()}:{int(port)}"
-
-
-def default_outbox_path(device_id: str | None = None, host: str = "", port: int = 1883) -> Path:
-    """``<state_folder>/outbox/<device_id>@<host>_<port>.sqlite``: one file per device and broker, so two
-    daemons on one host, or one daemon trying several brokers, never share a file. Without ``device_id``:
-    ``<state_folder>/outbox.sqlite``, the file all daemons shared before (``legacy_outbox_path``)."""
-    if device_id is None:
-        return legacy_outbox_path()
-    safe_host = re.sub(r"[^a-z0-9.-]", "_", host.strip().lower()) or "_"  # "::1" -> "__1"
-    return state_folder() / "outbox" / f"{device_id}@{safe_host}_{int(port)}.sqlite"
-
-
-def legacy_outbox_path() -> Path:
-    """The outbox every daemon without ``outbox.path`` shared before outboxes were per device and broker."""
-    return state_folder() / "outbox.sqlite"
-
-
-def resolve_outbox_path(cfg: OutboxConfig) -> Path:
-    """The configured path (``edge.config`` fills in ``default_outbox_path`` of the device and broker
-    when ``outbox.path`` is empty); empty here, on its own: ``legacy_outbox_path``."""
-    return Path(cfg.path).expanduser() if cfg.path else legacy_outbox_path()
-
-
-def row_owner(topic: str, device: str | None, broker: str | None) -> tuple[str, str | None]:
-    """(device, broker) a row is meant for: as recorded, else the device named by its topic and no broker
-    (rows written before owners were recorded)."""
-    if device is not None:
-        return device, broker
-    parsed = parse_topic(topic)
-    return (parsed[1] if parsed else ""), None
-
-
-def _make_private_dirs(folder: Path) -> None:
-    """Create ``folder`` and missing parents as 0700 (chmod: the umask does not matter)."""
-    missing = []
-    p = folder
-    while not p.exists():
-        missing.append(p)
-        p = p.parent
-    for d in reversed(missing):
-        d.mkdir(exist_ok=True)
-        os.chmod(d, 0o700)
 
 
 class Outbox:
@@ -171,7 +97,7 @@ class Outbox:
         self._free_checked = -1e9
         self._free_ok = True
         try:
-            _make_private_dirs(self.path.parent)
+            make_private_dirs(self.path.parent)
             os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
             os.chmod(self.path, 0o600)
             # isolation_level=None: autocommit, so every statement is durable when it returns.
@@ -349,102 +275,46 @@ class Outbox:
 
         Rows without a recorded owner whose topic names ``device_id`` become this owner's; with ``legacy``
         (the shared file of older versions, when this outbox is at the default per-device path) the
-        undelivered rows of ``device_id`` move from there into this file (inserted here first, then
-        deleted there: a crash in between duplicates, never loses) and ``seq`` goes on from its counters.
+        undelivered rows of ``device_id`` move from there into this file (``take_legacy_rows``).
         Rows of other devices or brokers, here or there, stay where they are: one warning names them.
         """
         self.owner = (device_id, broker)
-        foreign: Counter = Counter()
         with self._lock:
-            self._mine = (" AND device = ? AND broker = ?", (device_id, broker))
+            self._mine = (" AND device = ? AND broker = ?", self.owner)
+            rows = self._db.execute("SELECT id, topic, device, broker FROM outbox WHERE delivered = 0").fetchall()
+            unowned, foreign = sort_rows(rows, self.owner, self.path)
             try:
-                unowned = []
-                for row_id, topic, device, row_broker in self._db.execute(
-                        "SELECT id, topic, device, broker FROM outbox WHERE delivered = 0").fetchall():
-                    owner = row_owner(topic, device, row_broker)
-                    if owner[0] == device_id and owner[1] is None:
-                        unowned.append(row_id)
-                    elif owner != self.owner:
-                        foreign[(self.path, *owner)] += 1
                 if unowned:
                     self._begin()
                     self._db.executemany("UPDATE outbox SET device = ?, broker = ? WHERE id = ?",
                                          [(device_id, broker, i) for i in unowned])
                     self._db.execute("COMMIT")
-                    log.info("outbox %s: %d message(s) of %s written before owners were recorded go to %s",
-                             self.path, len(unowned), device_id, broker)
             except sqlite3.Error as exc:  # e.g. a full disk: those rows wait for the next start
                 self._rollback()
                 self._write_failed(exc)
             if legacy is not None and legacy.resolve() != self.path.resolve() and legacy.is_file():
-                foreign.update(self._adopt_locked(legacy))
-            self._depth = self._count_mine_locked()
+                foreign.update(take_legacy_rows(legacy, self.owner, self._insert_adopted_locked))
+            self._depth = self._db.execute("SELECT COUNT(*) FROM outbox WHERE delivered = 0 AND device = ?"
+                                           " AND broker = ?", self.owner).fetchone()[0]
         self._prune(time.time())
         if foreign:
-            total = sum(foreign.values())
-            where = "; ".join(f"{n} of {dev or '(no device in topic)'}"
-                              + (f" for {brk}" if brk else " (broker not recorded)") + f" in {path}"
-                              for (path, dev, brk), n in sorted(foreign.items(), key=lambda kv: str(kv[0])))
             log.warning("outbox: %d message(s) of other devices or brokers left in place, never sent by %s to %s: "
                         "%s; each goes only when a daemon with that device.id runs against that broker",
-                        total, device_id, broker, where)
+                        sum(foreign.values()), device_id, broker, describe_foreign(foreign))
 
-    def _count_mine_locked(self) -> int:
-        mine, params = self._mine
+    def _insert_adopted_locked(self, rows: list[tuple], counters: dict[str, int]) -> None:
+        """Commit rows taken from the shared file of older versions, and its ``seq`` counters where higher."""
         try:
-            return self._db.execute(f"SELECT COUNT(*) FROM outbox WHERE delivered = 0{mine}", params).fetchone()[0]
-        except sqlite3.Error:
-            return self._depth
-
-    def _adopt_locked(self, legacy: Path) -> Counter:
-        """Move this owner's rows from the shared ``legacy`` outbox into this one; count the rows left there."""
-        device_id, broker = self.owner  # type: ignore[misc]
-        foreign: Counter = Counter()
-        try:
-            src = sqlite3.connect(str(legacy), timeout=5.0, isolation_level=None)
-        except sqlite3.Error as exc:
-            log.warning("outbox: cannot open %s, the shared outbox of older versions (%s); its messages stay there",
-                        legacy, exc)
-            return foreign
-        try:
-            columns = [r[1] for r in src.execute("PRAGMA table_info(outbox)")]
-            if not columns:
-                return foreign
-            owner_cols = "device, broker" if "device" in columns else "NULL, NULL"
-            undelivered = " WHERE delivered = 0" if "delivered" in columns else ""
-            mine = []
-            for r in src.execute(f"SELECT id, ts, topic, payload, qos, retain, {owner_cols} FROM outbox{undelivered}"
-                                 " ORDER BY id").fetchall():
-                owner = row_owner(r[2], r[6], r[7])
-                if owner in ((device_id, None), self.owner):
-                    mine.append(r)
-                else:
-                    foreign[(legacy, *owner)] += 1
-            counters = {}
-            if src.execute("SELECT name FROM sqlite_master WHERE name = 'meta'").fetchone():
-                counters = {k[4:]: int(v) for k, v in src.execute("SELECT key, value FROM meta") if k.startswith("seq:")}
-            rows = [OutboxRow(0, r[1], r[2], r[3] if isinstance(r[3], bytes) else str(r[3]).encode(), r[4], bool(r[5]))
-                    for r in mine]
             self._begin()
             for kind, value in counters.items():
-                if value > self._seq.get(kind, 0):  # seq goes on rising for this device
+                if value > self._seq.get(kind, 0):  # seq goes on rising for this device: no number reused
                     self._seq[kind] = value
                     self._set_meta_locked(f"seq:{kind}", value)
-            self._insert_locked(rows)
+            self._insert_locked([OutboxRow(0, *r) for r in rows])
             self._db.execute("COMMIT")
-            for i in range(0, len(mine), 500):
-                chunk = [r[0] for r in mine[i:i + 500]]
-                src.execute(f"DELETE FROM outbox WHERE id IN ({','.join('?' * len(chunk))})", chunk)
-            if mine:
-                log.info("outbox: moved %d message(s) of %s from %s (the shared outbox of older versions) to %s; "
-                         "they go to %s", len(mine), device_id, legacy, self.path, broker)
-        except sqlite3.Error as exc:
+        except sqlite3.Error:
             self._rollback()
-            log.warning("outbox: cannot move the messages of %s out of %s (%s); they stay there for the next start",
-                        device_id, legacy, exc)
-        finally:
-            src.close()
-        return foreign
+            raise
 
     # --- reading and acknowledging ----------------------------------------------------------------
 
