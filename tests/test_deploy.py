@@ -284,7 +284,7 @@ def test_config_template_writes_the_contract_keys(ansible_bin: Path, tmp_path: P
         "fer_edge_device_id": "classroom-3", "fer_edge_mqtt_host": "10.0.0.5",
         "fer_edge_model_src": "/srv/models/my_model.tflite", "fer_edge_detector_min_score": 0.6})
     expected = {
-        "device": {"id"}, "camera": {"source"}, "detector": {"type", "min_score"},
+        "device": {"id", "role"}, "camera": {"source"}, "detector": {"min_score"}, "pipeline": set(),
         "model": {"path", "accelerator", "device"},
         "mqtt": {"host", "port", "prefix", "username", "password_file", "password_env", "tls"},
         "events": {"interval_s"}, "summary": {"interval_s"}, "stats": {"interval_s"},
@@ -303,6 +303,19 @@ def test_config_template_writes_the_contract_keys(ansible_bin: Path, tmp_path: P
     except ImportError:
         return
     load_config(tmp_path / "config.toml")
+
+
+def test_config_template_leaves_detector_and_workers_to_the_role(ansible_bin: Path, tmp_path: Path):
+    """By default the file sets no detector key and no workers: the role and the core count decide, as in
+    `fer-edge run` without a file (a written min_score would turn auto's second look off)."""
+    from edge.config import load_config
+
+    cfg = render_config(ansible_bin, tmp_path, {"fer_edge_device_role": "driver", "fer_edge_pipeline_workers": 3})
+    assert cfg["device"]["role"] == "driver" and cfg["detector"] == {} and cfg["pipeline"] == {"workers": 3}
+    loaded = load_config(tmp_path / "config.toml")
+    assert loaded.detector.type == "driver" and loaded.attention.alerts and loaded.pipeline.workers == 3
+    cfg = render_config(ansible_bin, tmp_path, {"fer_edge_detector_type": "classroom"})
+    assert cfg["device"]["role"] == "general" and cfg["detector"] == {"type": "classroom"} and cfg["pipeline"] == {}
 
 
 def test_config_template_types_usb_index_and_default_model(ansible_bin: Path, tmp_path: Path):
