@@ -2,7 +2,9 @@
 
 API (all JSON unless noted; times are unix seconds):
 
-* ``GET /healthz``: ``{"ok", "db", "mqtt_connected", "received", "stored", "duplicates", "workers"}``
+* ``GET /healthz``: ``{"ok", "db", "db_ok", "mqtt_connected", "mqtt", "received", "stored", "duplicates"}``; 503
+  while the database fails or MQTT has been down for more than ``DOWN_AFTER_S`` (``mqtt``: ``up``,
+  ``down_since``, ``down_s``, ``cause``, ``error``, ``deaf``)
 * ``GET /api/devices``: every device: ``device``, ``status`` (online/offline), ``last_seen``, ``stale``,
   ``fps``, ``backend``, ``outbox_depth``, ``cpu_temp_c``, ``faces``
 * ``GET /api/devices/<id>/expressions?since=&until=&limit=``: stored expression events, oldest first
@@ -28,6 +30,7 @@ from fastapi.staticfiles import StaticFiles
 
 from dashboard import queries
 from dashboard.auth import COOKIE, Authenticator
+from dashboard.broker_link import DOWN_AFTER_S
 from dashboard.config import DashboardConfig
 from dashboard.live import Live
 from dashboard.store import Store
@@ -80,14 +83,22 @@ def create_app(cfg: DashboardConfig, store: Store, live: Live, feeds: list | Non
 
     @app.get("/healthz")
     def healthz():
-        ok = True
+        """503 while the database does not answer, or while a feed has been off the broker for more than
+        ``DOWN_AFTER_S`` (the dashboard cannot hear the fleet); ``mqtt`` says since when and why."""
+        db_ok = True
         try:
             store.execute("SELECT 1")
         except Exception:  # noqa: BLE001 - report, don't raise
-            ok = False
+            db_ok = False
+        now = time.time()
+        links = [f.link.state(now) for f in feeds]
+        worst = max(links, key=lambda s: s["down_s"], default=None)
+        deaf = worst is not None and worst["down_s"] > DOWN_AFTER_S
+        ok = db_ok and not deaf
         return JSONResponse({
-            "ok": ok, "db": "postgresql" if store.postgres else "sqlite",
-            "mqtt_connected": any(f.connected for f in feeds) if feeds else None,
+            "ok": ok, "db": "postgresql" if store.postgres else "sqlite", "db_ok": db_ok,
+            "mqtt_connected": all(s["up"] for s in links) if links else None,
+            "mqtt": {**worst, "deaf": deaf} if worst else None,
             "received": sum(f.received for f in feeds), "stored": sum(f.stored for f in feeds),
             "duplicates": sum(f.duplicates for f in feeds),
         }, status_code=200 if ok else 503)

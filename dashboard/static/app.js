@@ -218,6 +218,28 @@ async function driverView(view, id) {
   });
 }
 
+// ---------------------------------------------------------------- "cannot hear the fleet" banner (every view)
+const clock = (ts) => new Date(ts * 1000).toLocaleTimeString();
+
+async function checkHealth() {
+  const el = $("#deaf");
+  let text = "";
+  try {
+    const r = await fetch("/healthz", { cache: "no-store" });  // 503 while deaf: the body still says why
+    const h = await r.json();
+    if (h.mqtt && h.mqtt.deaf) {
+      text = `Not receiving from the broker since ${clock(h.mqtt.down_since)} (${Math.round(h.mqtt.down_s)} s): ` +
+        `${esc(h.mqtt.error || "not connected")} <span class="muted">Views show stored data only; devices may look silent.</span>`;
+    } else if (h.db_ok === false) {
+      text = `The dashboard's database does not answer. <span class="muted">Views may be out of date.</span>`;
+    }
+  } catch (err) {
+    text = `The dashboard server does not answer (${esc(err.message)}). <span class="muted">Nothing on this page updates.</span>`;
+  }
+  el.innerHTML = text;
+  el.hidden = !text;
+}
+
 // ---------------------------------------------------------------- router
 async function route() {
   if (typeof VIEW === "function") VIEW();
@@ -237,6 +259,8 @@ async function route() {
 }
 
 (async () => {
+  checkHealth();
+  setInterval(checkHealth, 3000);
   CONFIG = await api("/api/config");
   window.addEventListener("hashchange", route);
   await route();
