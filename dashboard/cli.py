@@ -31,7 +31,8 @@ def register(subparsers) -> None:
     p.add_argument("--mqtt-port", type=int, metavar="P", help="broker port (mqtt.port)")
     p.add_argument("--mqtt-prefix", metavar="PREFIX", help="topic prefix (mqtt.prefix, default fer)")
     p.add_argument("--listen", metavar="HOST:PORT", help="web address (default 127.0.0.1:8080)")
-    p.add_argument("--db", metavar="PATH|URL", help="SQLite file (default fer-dashboard.sqlite) or postgresql://...")
+    p.add_argument("--db", metavar="PATH|URL", help="SQLite file (its folder must exist; default $STATE_DIRECTORY/dashboard.sqlite under "
+                        "systemd, else $XDG_STATE_HOME or ~/.local/state + /fer-edge/dashboard.sqlite) or postgresql://...")
     p.add_argument("--retention-days", type=float, metavar="D", help="keep D days of history (default 30)")
     p.add_argument("--token-file", metavar="FILE", help="file holding the bearer token (auth)")
     p.add_argument("--users-file", metavar="FILE", help="file of user:password lines (HTTP Basic auth)")
