@@ -15,6 +15,7 @@ from typing import Callable
 
 from dashboard.alerts import Alert, AlertEngine
 from dashboard.config import DashboardConfig
+from dashboard.queries import role_of
 from dashboard.store import Message, Store
 from edge import payloads
 
@@ -53,7 +54,7 @@ def _event(m: Message) -> dict | None:
     if m.kind == "stats":
         return {"type": "stats", "device": m.device, "ts": p.get("ts"), "fps": p.get("fps"),
                 "backend": p.get("backend"), "outbox_depth": (p.get("outbox") or {}).get("depth"),
-                "cpu_temp_c": p.get("cpu_temp_c"), "faces": p.get("faces")}
+                "cpu_temp_c": p.get("cpu_temp_c"), "faces": p.get("faces"), "role": role_of(p)}
     return None
 
 
