@@ -4,6 +4,7 @@ current one. Real processes, a real mosquitto holding a retained message that mu
 
 from __future__ import annotations
 
+import os
 import socket
 import sqlite3
 import subprocess
@@ -33,25 +34,40 @@ def _one_error_line(r: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
-def test_port_in_use_fails_at_start_before_anything_is_stored(mqtt_broker, tmp_path):
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_port_in_use_fails_at_start_before_anything_is_stored(backend, mqtt_broker, tmp_path, request):
     _retain_status(mqtt_broker)  # what a dashboard that started anyway would store at once
+    db = str(tmp_path / "d.sqlite") if backend == "sqlite" else request.getfixturevalue("pg_url")
     taken = socket.create_server(("127.0.0.1", 0))
     port = taken.getsockname()[1]
-    db = tmp_path / "d.sqlite"
     try:
-        r = run_cli("dashboard", "--mqtt-port", str(mqtt_broker.port), "--listen", f"127.0.0.1:{port}", "--db", str(db),
+        r = run_cli("dashboard", "--mqtt-port", str(mqtt_broker.port), "--listen", f"127.0.0.1:{port}", "--db", db,
                     timeout=60)
     finally:
         taken.close()
     line = _one_error_line(r)
     assert f"127.0.0.1:{port}" in line and "already in use" in line and "--listen" in line
-    assert not db.exists()  # not even created: the address is checked first
-    # the same address once it is free: the dashboard starts and stores the retained status
-    dash = Dashboard(tmp_path / "ok", mqtt_broker, str(db)).wait_ready()
+    assert _tables(db) == []  # not even created: the address is checked first
+    # on a free port the same database and broker work: the retained status is stored at once
+    dash = Dashboard(tmp_path / "ok", mqtt_broker, db).wait_ready()
     try:
         assert wait_until(lambda: [d["device"] for d in dash.get("/api/devices")] == ["cam-1"], 20)
     finally:
         dash.stop()
+    assert "devices" in _tables(db)
+
+
+def _tables(db: str) -> list[str]:
+    """The tables in ``db`` (SQLite file or PostgreSQL URL); [] for a SQLite file that does not exist."""
+    if db.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(db) as c:
+            return [r[0] for r in c.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
+    if not os.path.exists(db):
+        return []
+    with sqlite3.connect(db) as c:
+        return [r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
 
 
 def test_db_in_a_missing_folder_is_an_error_not_a_mkdir(mqtt_broker, tmp_path):
