@@ -128,7 +128,10 @@ class BrokerLink:
             if self.up or not (asked or silent):
                 continue
             cause = broker_errors.probe(self.cfg, timeout=PROBE_TIMEOUT_S)
-            if cause is None:  # an MQTT broker answered the probe: the attempt itself went wrong
+            if cause is None:  # an MQTT broker answered the probe
+                if not asked:  # only slow (a TLS handshake on a busy Pi): let paho's attempt finish
+                    self._attempt_explained = True
+                    continue
                 cause = Cause("rejected", f"broker {self.cfg.host}:{self.cfg.port} closed the dashboard's connection "
                                           "before accepting it: see the broker's log")
             if not self.up:
