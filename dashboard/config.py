@@ -143,7 +143,8 @@ def default_db_path() -> Path:
     if state:
         return Path(state.split(":")[0]) / "dashboard.sqlite"  # systemd: a colon-separated list
     xdg = os.environ.get("XDG_STATE_HOME", "")
-    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".local" / "state"  # the spec: relative is invalid
+    # The XDG spec: a relative $XDG_STATE_HOME is invalid and ignored.
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".local" / "state"
     return base / "fer-edge" / "dashboard.sqlite"
 
 
@@ -159,7 +160,8 @@ def resolve_db(cfg: DashboardConfig) -> str:
         return str(path)
     path = Path(cfg.db).expanduser()
     if path.is_dir():
-        raise ConfigError(f"dashboard.db {cfg.db!r} is a folder: give a file in it, e.g. --db {path / 'dashboard.sqlite'}")
+        raise ConfigError(f"dashboard.db {cfg.db!r} is a folder: give a file in it, "
+                          f"e.g. --db {path / 'dashboard.sqlite'}")
     if not path.parent.is_dir():
         raise ConfigError(f"dashboard.db {cfg.db!r}: folder {str(path.parent)!r} does not exist: create it "
                           f"(mkdir -p {path.parent}) or fix the path")

@@ -9,10 +9,10 @@ import socket
 import threading
 
 from dashboard.config import DashboardConfig, check_security, resolve_db
-from edge.errors import ConfigError
 from dashboard.ingest import Feed
 from dashboard.live import Live
 from dashboard.store import open_store
+from edge.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
