@@ -84,6 +84,12 @@ class AlertEngine:
         d = self.devices.get(device)
         return list(d.active.values()) if d else []
 
+    def on_role(self, device: str, stats: dict) -> list[Alert]:
+        """Note the role a ``stats`` payload states (also an old, retained one: the role is still the device's),
+        without taking the payload as a sign of life; clears the device's alerts when it is no longer watched."""
+        self.roles[device] = role_of(stats)
+        return [] if self.watches(device) else self._unwatch(device, stats.get("ts"), None)
+
     def on_message(self, device: str, kind: str, payload, received: float | None = None) -> list[Alert]:
         """Feed one message (``payload``: the parsed JSON dict, or the status string)."""
         if kind == "stats" and isinstance(payload, dict):

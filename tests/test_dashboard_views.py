@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from dashboard import queries
 from dashboard.alerts import NEGATIVE_EXPRESSION, NO_FACE, AlertEngine
 from dashboard.config import AlertConfig, load_dashboard_config
 from dashboard.live import Live
@@ -120,6 +121,24 @@ def test_alert_rules_follow_the_role_a_device_states():
     engine.on_message("bus-2", "stats", {"v": 1, "ts": T0, "role": "driver"}, received=T0)
     engine.on_message("kiosk", "stats", {"v": 1, "ts": T0}, received=T0)
     assert sorted((a.device, a.kind) for a in engine.tick(T0 + 10)) == [("bus-2", NO_FACE)]
+
+
+def test_roles_are_known_from_the_store_and_from_retained_stats(client, tmp_path):
+    """A restarted dashboard must not raise driver alerts for a classroom camera while it waits for its next
+    stats: the role comes from the stored stats at start, and from a retained stats message at once."""
+    c, store, live = client
+    now = time.time()
+    store.write([stats("room-1", now - 600, role="classroom")])
+    fresh = Live(live.cfg, store)  # a dashboard (re)started on that database
+    assert fresh.engine.watches("room-1") is False and fresh.engine.watches("bus-1") is True
+    old = stats("room-9", now - 600, role="classroom")
+    old.retained = True
+    fresh.on_batch([old])  # retained: history for the views, but its role holds
+    assert fresh.engine.watches("room-9") is False
+    for i in range(8):
+        fresh.on_batch([expr("room-9", now + i, expression="fear", seq=i + 1)])
+    fresh.tick(now + 60)
+    assert fresh.engine.active("room-9") == [] and queries.alerts(store, "room-9") == []
 
 
 def _scripted_fleet(broker):
