@@ -34,7 +34,7 @@ def health(url: str) -> tuple[int, dict]:
         return 0, {}
 
 
-class FakeService:
+class NotABroker:
     """A real TCP server on a free loopback port that is not an MQTT broker: it answers ``reply`` to whatever
     arrives and closes, or (``reply=None``) accepts and stays silent."""
 
@@ -79,7 +79,27 @@ def _feed_cause(tmp_path, mqtt: dict, timeout: float = 10.0):
         feed.stop()
 
 
-@pytest.mark.parametrize("fault", ["refused", "not_mqtt", "silent", "tls", "not_authorised"])
+DYNSEC = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so"
+
+
+def _broker_that_refuses_the_subscription(broker: MosquittoBroker, tmp_path) -> dict:
+    """mosquitto with its dynamic-security plugin: an account ``dashboard`` that may log in but has no role,
+    so its SUBSCRIBE is refused (SUBACK 0x87): connected, yet deaf. Returns the [mqtt] keys to log in."""
+    ctrl = shutil.which("mosquitto_ctrl") or "/usr/bin/mosquitto_ctrl"
+    config = broker.workdir / "dynsec.json"
+    subprocess.run([ctrl, "dynsec", "init", str(config), "admin", "admin-pw"], check=True, capture_output=True)
+    broker.conf.write_text(broker.conf.read_text().replace("allow_anonymous true", "allow_anonymous false")
+                           + f"plugin {DYNSEC}\nplugin_opt_config_file {config}\n")
+    broker.start()
+    subprocess.run([ctrl, "-h", broker.host, "-p", str(broker.port), "-u", "admin", "-P", "admin-pw", "dynsec",
+                    "createClient", "dashboard", "-p", "dash-pw"], check=True, capture_output=True, timeout=30)
+    secret = tmp_path / "mqtt_password"
+    secret.write_text("dash-pw\n")
+    secret.chmod(0o600)
+    return {"port": broker.port, "username": "dashboard", "password_file": str(secret)}
+
+
+@pytest.mark.parametrize("fault", ["refused", "not_mqtt", "silent", "tls", "not_authorised", "no_read_acl"])
 def test_each_broker_fault_is_named_with_its_fix(fault, tmp_path, caplog):
     caplog.set_level("ERROR", logger="dashboard.broker_link")
     broker = service = None
@@ -87,7 +107,7 @@ def test_each_broker_fault_is_named_with_its_fix(fault, tmp_path, caplog):
         if fault == "refused":
             mqtt, key, words = {"port": free_port()}, "refused", "nothing listens"
         elif fault in ("not_mqtt", "silent"):
-            service = FakeService(b"HTTP/1.1 400 Bad Request\r\n\r\n" if fault == "not_mqtt" else None)
+            service = NotABroker(b"HTTP/1.1 400 Bad Request\r\n\r\n" if fault == "not_mqtt" else None)
             mqtt = {"port": service.port}
             key, words = ("not_mqtt", "an HTTP server answered") if fault == "not_mqtt" else ("no_answer", "did not answer")
         else:
@@ -95,10 +115,16 @@ def test_each_broker_fault_is_named_with_its_fix(fault, tmp_path, caplog):
             if fault == "not_authorised":
                 broker.conf.write_text(broker.conf.read_text().replace("allow_anonymous true", "allow_anonymous false"))
                 key, words = "not_authorised", "not authorised"
-            else:  # TLS towards a plain MQTT port
+            elif fault == "tls":  # TLS towards a plain MQTT port
                 key, words = "tls", "TLS"
-            broker.start()
-            mqtt = {"port": broker.port, **({"tls": {"enabled": True}} if fault == "tls" else {})}
+            if fault == "no_read_acl":
+                if not os.path.exists(DYNSEC):
+                    pytest.skip("needs mosquitto's dynamic-security plugin")
+                mqtt = _broker_that_refuses_the_subscription(broker, tmp_path)
+                key, words = "not_authorised", "refused the subscription fer/+/#"
+            else:
+                broker.start()
+                mqtt = {"port": broker.port, **({"tls": {"enabled": True}} if fault == "tls" else {})}
         t0 = time.monotonic()
         cause, connected = _feed_cause(tmp_path, mqtt)
         took = time.monotonic() - t0
