@@ -11,6 +11,11 @@ payloads' ``ts``); ``tick`` takes wall-clock time and converts it with the devic
 * ``no_face``: no face seen for ``no_face_s`` while the device is online. A face is seen by an expression
   event, a summary with ``faces > 0`` (until its window end) or stats with ``faces > 0``. Cleared by the next
   face. An ``offline`` status clears the device's alerts and pauses its checks.
+
+Which devices: each states its ``role`` in its ``stats`` (``queries.role_of``: none is ``general``).
+``driver`` cameras are always watched; ``classroom`` cameras never (a room without faces at break time is
+no alarm; a role that turns classroom clears the device's alerts); ``general`` ones as before roles
+existed: all of them, or only those in ``alerts.devices`` when that list is set.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from dashboard.config import AlertConfig
+from dashboard.queries import role_of
 
 NEGATIVE_EXPRESSION = "negative_expression"
 NO_FACE = "no_face"
@@ -58,9 +64,14 @@ class AlertEngine:
 
     def __init__(self, cfg: AlertConfig | None = None):
         self.cfg = cfg or AlertConfig()
-        self.devices: dict[str, _Device] = {}
+        self.devices: dict[str, _Device] = {}  # the watched ones
+        self.roles: dict[str, str] = {}  # device -> role from its latest stats
 
     def watches(self, device: str) -> bool:
+        """Whether ``device`` gets driver alerts (by its role, then ``alerts.devices``)."""
+        role = self.roles.get(device, "general")
+        if role != "general":
+            return role == "driver"
         return not self.cfg.devices or device in self.cfg.devices
 
     def _dev(self, device: str, ts: float) -> _Device:
@@ -73,10 +84,18 @@ class AlertEngine:
         d = self.devices.get(device)
         return list(d.active.values()) if d else []
 
+    def on_role(self, device: str, stats: dict) -> list[Alert]:
+        """Note the role a ``stats`` payload states (also an old, retained one: the role is still the device's),
+        without taking the payload as a sign of life; clears the device's alerts when it is no longer watched."""
+        self.roles[device] = role_of(stats)
+        return [] if self.watches(device) else self._unwatch(device, stats.get("ts"), None)
+
     def on_message(self, device: str, kind: str, payload, received: float | None = None) -> list[Alert]:
         """Feed one message (``payload``: the parsed JSON dict, or the status string)."""
+        if kind == "stats" and isinstance(payload, dict):
+            self.roles[device] = role_of(payload)
         if not self.watches(device):
-            return []
+            return self._unwatch(device, payload.get("ts") if isinstance(payload, dict) else None, received)
         if kind == "status":
             return self._status(device, str(payload), received)
         if not isinstance(payload, dict) or not isinstance(payload.get("ts"), (int, float)):
@@ -118,6 +137,15 @@ class AlertEngine:
     @staticmethod
     def _saw_face(d: _Device, ts: float) -> None:
         d.last_face_ts = ts if d.last_face_ts is None else max(d.last_face_ts, ts)
+
+    def _unwatch(self, device: str, ts, received: float | None) -> list[Alert]:
+        """A device that is no longer watched (its role changed): clear its alerts, forget its state."""
+        d = self.devices.pop(device, None)
+        if d is None:
+            return []
+        now = float(ts) if isinstance(ts, (int, float)) else (received or d.watch_start) - d.skew
+        why = f"role {self.roles.get(device, 'general')}: no driver alerts"
+        return [self._clear(device, d, kind, now, why) for kind in list(d.active)]
 
     def _status(self, device: str, status: str, received: float | None) -> list[Alert]:
         d = self.devices.get(device)

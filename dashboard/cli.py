@@ -13,6 +13,7 @@ mode by default, PostgreSQL with --db postgresql://user@host/db), duplicates onc
 Serves the fleet, classroom and driver views and the JSON API on --listen (default 127.0.0.1:8080).
 Listening on anything but loopback needs --token-file or --users-file. Broker TLS and credentials come
 from the config's [mqtt] section, as for the daemon (password from mqtt.password_file or the environment).
+A broker it cannot use is named in the log and on every page, and /healthz answers 503 after 5 s of it.
 
 Scale-out: run ingest workers with `--ingest-only --share-group G --db postgresql://...` (MQTT 5 shared
 subscription $share/G/<prefix>/+/#: the broker splits the stream between them) and one web process with
@@ -31,7 +32,9 @@ def register(subparsers) -> None:
     p.add_argument("--mqtt-port", type=int, metavar="P", help="broker port (mqtt.port)")
     p.add_argument("--mqtt-prefix", metavar="PREFIX", help="topic prefix (mqtt.prefix, default fer)")
     p.add_argument("--listen", metavar="HOST:PORT", help="web address (default 127.0.0.1:8080)")
-    p.add_argument("--db", metavar="PATH|URL", help="SQLite file (default fer-dashboard.sqlite) or postgresql://...")
+    p.add_argument("--db", metavar="PATH|URL",
+                   help="SQLite file, in an existing folder (default: dashboard.sqlite in $STATE_DIRECTORY under "
+                        "systemd, else in $XDG_STATE_HOME/fer-edge or ~/.local/state/fer-edge), or postgresql://...")
     p.add_argument("--retention-days", type=float, metavar="D", help="keep D days of history (default 30)")
     p.add_argument("--token-file", metavar="FILE", help="file holding the bearer token (auth)")
     p.add_argument("--users-file", metavar="FILE", help="file of user:password lines (HTTP Basic auth)")

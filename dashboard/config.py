@@ -9,6 +9,7 @@ are read from files (or the environment for the broker, as the daemon does).
 from __future__ import annotations
 
 import ipaddress
+import os
 import sys
 from pathlib import Path
 
@@ -58,7 +59,7 @@ class DashboardConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     listen: str = "127.0.0.1:8080"
-    db: str = "fer-dashboard.sqlite"  # a path (SQLite, WAL) or postgresql://...
+    db: str = ""  # a path (SQLite, WAL) or postgresql://...; empty: default_db_path()
     retention_days: float = Field(30.0, gt=0)
     stale_s: float = Field(90.0, gt=0, description="an online device silent this long is shown as stale")
     ingest: bool = True  # subscribe and store (False: web + alerts only, next to separate ingest workers)
@@ -132,6 +133,39 @@ def check_security(cfg: DashboardConfig) -> None:
                           "(e.g. `openssl rand -hex 24 > FILE`) or remove the setting")
     if cfg.auth.users_file:
         read_users(cfg.auth.users_file)
+
+
+def default_db_path() -> Path:
+    """Where the SQLite history goes when ``db`` is not set: ``$STATE_DIRECTORY/dashboard.sqlite`` under
+    systemd (``StateDirectory=``), else ``$XDG_STATE_HOME/fer-edge/dashboard.sqlite``, else
+    ``~/.local/state/fer-edge/dashboard.sqlite`` (never the current directory)."""
+    state = os.environ.get("STATE_DIRECTORY", "")
+    if state:
+        return Path(state.split(":")[0]) / "dashboard.sqlite"  # systemd: a colon-separated list
+    xdg = os.environ.get("XDG_STATE_HOME", "")
+    # The XDG spec: a relative $XDG_STATE_HOME is invalid and ignored.
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".local" / "state"
+    return base / "fer-edge" / "dashboard.sqlite"
+
+
+def resolve_db(cfg: DashboardConfig) -> str:
+    """The database to open: the PostgreSQL URL, the SQLite path given, or ``default_db_path()`` (its folder
+    made, 0700). A given path whose folder does not exist is a ConfigError (a typo must not create folders)."""
+    if cfg.is_postgres:
+        return cfg.db
+    if not cfg.db:
+        path = default_db_path()
+        if not path.parent.exists():
+            path.parent.mkdir(parents=True, mode=0o700)
+        return str(path)
+    path = Path(cfg.db).expanduser()
+    if path.is_dir():
+        raise ConfigError(f"dashboard.db {cfg.db!r} is a folder: give a file in it, "
+                          f"e.g. --db {path / 'dashboard.sqlite'}")
+    if not path.parent.is_dir():
+        raise ConfigError(f"dashboard.db {cfg.db!r}: folder {str(path.parent)!r} does not exist: create it "
+                          f"(mkdir -p {path.parent}) or fix the path")
+    return str(path)
 
 
 def load_dashboard_config(path: str | Path | None = None, overrides: dict | None = None) -> DashboardConfig:

@@ -21,6 +21,7 @@ import threading
 import time
 from typing import Callable
 
+from dashboard.broker_link import BrokerLink
 from dashboard.config import DashboardConfig
 from dashboard.store import Message, Store
 from edge import payloads
@@ -70,7 +71,6 @@ class Feed:
         self.filter = f"$share/{cfg.share_group}/{base}" if shared and cfg.share_group else base
         self.name = name or cfg.worker_name or f"{socket.gethostname()}-{os.getpid()}"
         self.received = self.stored = self.duplicates = 0
-        self.connected = False
         self.started = time.time()
         self._q: queue.SimpleQueue = queue.SimpleQueue()
         self._stop = threading.Event()
@@ -81,30 +81,35 @@ class Feed:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
+        self.link = BrokerLink(cfg.mqtt, self.client, self.filter)  # up, or down since when and why
         self._thread = threading.Thread(target=self._run, name=f"feed-{suffix}", daemon=True)
 
     # paho thread
     def _on_connect(self, client, userdata, flags, reason_code, properties):
-        if reason_code.is_failure:
-            log.warning("broker %s:%d refused the dashboard: %s", self.cfg.mqtt.host, self.cfg.mqtt.port, reason_code)
-            return
-        self.connected = True
-        client.subscribe(self.filter, qos=1)
+        self.link.connack(reason_code)
+        if not reason_code.is_failure:
+            client.subscribe(self.filter, qos=1)
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
-        if any(rc.is_failure for rc in reason_codes):
-            log.error("broker refused the subscription %s: %s", self.filter, reason_codes)
+        refused = [rc for rc in reason_codes if rc.is_failure]
+        self.link.subscribed(refused)
+        if refused:
             return
         log.info("dashboard subscribed to %s on %s:%d", self.filter, self.cfg.mqtt.host, self.cfg.mqtt.port)
         self._subscribed.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
-        self.connected = False
+        self.link.disconnected(reason_code)
 
     def _on_message(self, client, userdata, msg):
         self._q.put((msg.topic, msg.payload, bool(msg.retain)))
 
     # public
+    @property
+    def connected(self) -> bool:
+        """Connected and subscribed: the feed hears the fleet."""
+        return self.link.up
+
     @property
     def persistent(self) -> bool:
         """A named storing feed keeps its broker session: QoS 1 messages wait for it while it restarts."""
@@ -121,6 +126,7 @@ class Feed:
             props.SessionExpiryInterval = SESSION_EXPIRY_S
             session = {"clean_start": False, "properties": props}
         self.client.connect_async(m.host, m.port, keepalive=m.keepalive, **session)
+        self.link.start()
         self.client.loop_start()
         self._thread.start()
         if wait_s:
@@ -135,6 +141,7 @@ class Feed:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Disconnect, then store what was already received."""
+        self.link.stop()
         self.client.disconnect()
         self.client.loop_stop()
         self._stop.set()

@@ -15,6 +15,8 @@ from typing import Callable
 
 from dashboard.alerts import Alert, AlertEngine
 from dashboard.config import DashboardConfig
+from dashboard import queries
+from dashboard.queries import role_of
 from dashboard.store import Message, Store
 from edge import payloads
 
@@ -53,7 +55,7 @@ def _event(m: Message) -> dict | None:
     if m.kind == "stats":
         return {"type": "stats", "device": m.device, "ts": p.get("ts"), "fps": p.get("fps"),
                 "backend": p.get("backend"), "outbox_depth": (p.get("outbox") or {}).get("depth"),
-                "cpu_temp_c": p.get("cpu_temp_c"), "faces": p.get("faces")}
+                "cpu_temp_c": p.get("cpu_temp_c"), "faces": p.get("faces"), "role": role_of(p)}
     return None
 
 
@@ -67,6 +69,11 @@ class Live:
     def __init__(self, cfg: DashboardConfig, store: Store, publish: Callable[[str, dict], None] | None = None):
         self.cfg, self.store, self.publish = cfg, store, publish
         self.engine = AlertEngine(cfg.alerts)
+        try:  # the roles as last stored: right from the start, even if the broker lost its retained stats
+            for d in queries.devices(store, cfg.stale_s):
+                self.engine.roles[d["device"]] = d["role"]
+        except Exception:  # noqa: BLE001 - the retained stats will tell
+            log.exception("reading the devices' roles failed")
         self._ring: collections.deque = collections.deque(maxlen=RING)
         self._n = 0
         self._lock = threading.Lock()
@@ -91,6 +98,8 @@ class Live:
         alerts: list[Alert] = []
         for m in batch:
             if m.retained and m.kind != "status":
+                if m.kind == "stats" and isinstance(m.payload, dict):
+                    alerts += self.engine.on_role(m.device, m.payload)  # the role holds; the rest is history
                 continue  # an old retained summary/stats is history, not news
             ev = _event(m)
             if ev is not None:

@@ -25,12 +25,24 @@ def engagement(counts: dict[str, int]) -> float | None:
     return round(100.0 * sum(ENGAGEMENT_WEIGHTS.get(k, 0.0) * v for k, v in counts.items()) / n, 1)
 
 
-def devices(store: Store, stale_s: float, now: float | None = None) -> list[dict]:
-    """Every device: status, last_seen and the health fields of its latest stats."""
+ROLES = ("general", "driver", "classroom")
+
+
+def role_of(stats: dict | None) -> str:
+    """The role a device states in its ``stats`` (``general``, ``driver``, ``classroom``); ``general`` when it
+    states none or one this dashboard does not know."""
+    role = (stats or {}).get("role")
+    return role if role in ROLES else "general"
+
+
+def devices(store: Store, stale_s: float, now: float | None = None, device: str | None = None) -> list[dict]:
+    """Every device (or only ``device``): status, last_seen, role and the health fields of its latest stats."""
     now = now or time.time()
     out = []
-    for device, status, status_ts, last_seen, stats, stats_ts in store.execute(
-            "SELECT device, status, status_ts, last_seen, stats, stats_ts FROM devices ORDER BY device"):
+    sql = "SELECT device, status, status_ts, last_seen, stats, stats_ts FROM devices"
+    rows = store.execute(sql + " WHERE device = ?", (device,)) if device is not None else \
+        store.execute(sql + " ORDER BY device")
+    for device, status, status_ts, last_seen, stats, stats_ts in rows:
         s = json.loads(stats) if stats else {}
         seen = max(x for x in (last_seen, status_ts if status == "online" else None, 0.0) if x is not None)
         status = status if status in ("online", "offline") else "unknown"
@@ -40,6 +52,7 @@ def devices(store: Store, stale_s: float, now: float | None = None) -> list[dict
             "last_seen": last_seen,
             "status_since": status_ts,
             "stale": status == "online" and (now - seen) > stale_s,
+            "role": role_of(s),
             "fps": s.get("fps"),
             "backend": s.get("backend"),
             "outbox_depth": (s.get("outbox") or {}).get("depth"),
@@ -49,6 +62,12 @@ def devices(store: Store, stale_s: float, now: float | None = None) -> list[dict
             "stats_ts": stats_ts,
         })
     return out
+
+
+def device(store: Store, device_id: str, stale_s: float, now: float | None = None) -> dict | None:
+    """One device as in ``devices``; None when it never published (or its rows aged out)."""
+    found = devices(store, stale_s, now, device=device_id)
+    return found[0] if found else None
 
 
 def expressions(store: Store, device: str, since: float | None = None, until: float | None = None,
@@ -114,20 +133,44 @@ def classroom_csv(data: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def alerts(store: Store, device: str | None = None, active: bool = False, limit: int = 200) -> list[dict]:
+def _alert(r) -> dict:
+    return {"id": r[0], "device": r[1], "kind": r[2], "state": r[3], "since": r[4], "ts": r[5],
+            "detail": json.loads(r[6]) if r[6] else {}, "cleared_ts": r[7], "acked_ts": r[8],
+            "acked_by": r[9], "acked": r[8] is not None}
+
+
+_ALERT_COLUMNS = "id, device, kind, state, since, ts, detail, cleared_ts, acked_ts, acked_by"
+
+
+def alerts(store: Store, device: str | None = None, active: bool = False, limit: int = 200,
+           kind: str | None = None) -> list[dict]:
+    """Alerts, newest first (one row per raise/clear cycle), of one ``device``/``kind`` or all; ``active``: raised."""
     where, params = [], []
     if device:
         where.append("device = ?")
         params.append(device)
+    if kind:
+        where.append("kind = ?")
+        params.append(kind)
     if active:
         where.append("state = 'raised'")
-    sql = ("SELECT id, device, kind, state, since, ts, detail, cleared_ts, acked_ts, acked_by FROM alerts"
-           + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY ts DESC, id DESC LIMIT ?")
+    sql = (f"SELECT {_ALERT_COLUMNS} FROM alerts" + (" WHERE " + " AND ".join(where) if where else "")
+           + " ORDER BY ts DESC, id DESC LIMIT ?")
+    return [_alert(r) for r in store.execute(sql, (*params, int(limit)))]
+
+
+def alert_groups(store: Store, device: str, history: int = 10) -> list[dict]:
+    """One entry per alert kind of ``device``: ``count`` (raise/clear cycles kept), ``unacked``, ``first``
+    (when the oldest kept began), ``active`` (the raised one or None) and the newest ``history`` cycles.
+    The page stays one row per kind however often an alert flaps."""
     out = []
-    for r in store.execute(sql, (*params, int(limit))):
-        out.append({"id": r[0], "device": r[1], "kind": r[2], "state": r[3], "since": r[4], "ts": r[5],
-                    "detail": json.loads(r[6]) if r[6] else {}, "cleared_ts": r[7], "acked_ts": r[8],
-                    "acked_by": r[9], "acked": r[8] is not None})
+    for kind, count, unacked, first in store.execute(
+            "SELECT kind, COUNT(*), SUM(CASE WHEN acked_ts IS NULL THEN 1 ELSE 0 END), MIN(since) FROM alerts "
+            "WHERE device = ? GROUP BY kind ORDER BY kind", (device,)):
+        recent = alerts(store, device, kind=kind, limit=history)
+        active = next((a for a in recent if a["state"] == "raised"), None)
+        out.append({"kind": kind, "count": int(count), "unacked": int(unacked or 0), "first": first,
+                    "active": active, "last": recent[0] if recent else None, "history": recent})
     return out
 
 

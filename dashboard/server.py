@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import signal
+import socket
 import threading
 
-from dashboard.config import DashboardConfig, check_security
+from dashboard.config import DashboardConfig, check_security, resolve_db
 from dashboard.ingest import Feed
 from dashboard.live import Live
 from dashboard.store import open_store
+from edge.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +23,7 @@ def build(cfg: DashboardConfig):
     if cfg.share_group and not cfg.is_postgres and cfg.ingest:
         log.warning("dashboard: several ingest workers on one SQLite file contend for its single writer lock; "
                     "use --db postgresql://... for shared-subscription scale-out")
-    store = open_store(cfg.db)
+    store = open_store(resolve_db(cfg))
     feeds: list[Feed] = []
     live = None
     if cfg.web:
@@ -38,11 +41,43 @@ def build(cfg: DashboardConfig):
     return store, feeds, live
 
 
+def listen_socket(cfg: DashboardConfig) -> socket.socket:
+    """The web server's socket, bound to ``cfg.listen`` (handed to uvicorn). A ConfigError names an address
+    that is taken or not this host's, before anything else starts."""
+    try:
+        infos = socket.getaddrinfo(cfg.host, cfg.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ConfigError(f"dashboard.listen {cfg.listen!r}: cannot resolve {cfg.host!r} ({exc.strerror}): "
+                          "give an address of this host, e.g. 127.0.0.1:8080") from None
+    family, kind, proto, _, addr = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a restart reuses its TIME_WAIT port
+    try:
+        sock.bind(addr)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(f"dashboard.listen {cfg.listen}: the address is already in use (another dashboard?): "
+                              "stop that process or choose another --listen HOST:PORT") from None
+        raise ConfigError(f"dashboard.listen {cfg.listen}: cannot listen there ({exc.strerror}): "
+                          "give an address of this host and a port above 1023, e.g. 127.0.0.1:8080") from None
+    return sock
+
+
 def run_dashboard(cfg: DashboardConfig) -> int:
-    store, feeds, live = build(cfg)
+    check_security(cfg)
+    # The web address first: a port that is taken stops the start before the database is opened or a
+    # message is stored.
+    sock = listen_socket(cfg) if cfg.web else None
+    try:
+        store, feeds, live = build(cfg)
+    except BaseException:
+        if sock is not None:
+            sock.close()
+        raise
     for f in feeds:
         f.start()
-    log.info("dashboard: db %s, %d feed(s), retention %g days", "postgresql" if cfg.is_postgres else cfg.db,
+    log.info("dashboard: db %s, %d feed(s), retention %g days", "postgresql" if cfg.is_postgres else store.url,
              len(feeds), cfg.retention_days)
     try:
         if live is None:
@@ -62,7 +97,7 @@ def run_dashboard(cfg: DashboardConfig) -> int:
             server = uvicorn.Server(uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning",
                                                    access_log=False, timeout_graceful_shutdown=5))
             app.state.stopping = lambda: server.should_exit  # open event streams end, shutdown is not held
-            server.run()
+            server.run(sockets=[sock])
     finally:
         if live is not None:
             live.stop()

@@ -219,12 +219,13 @@ class Store:
         row = cur.fetchone()
         if row and row[0] == status:
             return 0
-        # A retained status is the device's state as of some earlier time: don't let it move last_seen.
+        # A retained status is the device's state as of some earlier time, and "offline" (a clean stop or the
+        # broker's last will, up to 1.5 keepalives late) is no sign of life: neither moves last_seen.
         cur.execute(self.sql(
             "INSERT INTO devices (device, status, status_ts, last_seen) VALUES (?, ?, ?, ?) ON CONFLICT (device) "
             "DO UPDATE SET status = excluded.status, status_ts = excluded.status_ts, "
             "last_seen = COALESCE(excluded.last_seen, devices.last_seen)"),
-            (m.device, status, m.received, None if m.retained else m.received))
+            (m.device, status, m.received, None if m.retained or status != "online" else m.received))
         cur.execute(self.sql("INSERT INTO statuses (device, ts, status) VALUES (?, ?, ?)"),
                     (m.device, m.received, status))
         return 1
@@ -263,6 +264,12 @@ class Store:
         rows = self.execute("UPDATE alerts SET acked_ts = ?, acked_by = ? WHERE id = ? RETURNING id",
                             (time.time(), user, alert_id))
         return bool(rows)
+
+    def ack_alerts(self, device: str, kind: str, user: str = "") -> list[int]:
+        """Acknowledge every unacknowledged ``kind`` alert of ``device``; returns their ids."""
+        rows = self.execute("UPDATE alerts SET acked_ts = ?, acked_by = ? WHERE device = ? AND kind = ? "
+                            "AND acked_ts IS NULL RETURNING id", (time.time(), user, device, kind))
+        return sorted(int(r[0]) for r in rows)
 
     def checkpoint(self) -> None:
         """Flush write-ahead state where the backend has one to flush (SQLite); a no-op otherwise."""

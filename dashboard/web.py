@@ -2,13 +2,19 @@
 
 API (all JSON unless noted; times are unix seconds):
 
-* ``GET /healthz``: ``{"ok", "db", "mqtt_connected", "received", "stored", "duplicates", "workers"}``
+* ``GET /healthz``: ``{"ok", "db", "db_ok", "mqtt_connected", "mqtt", "received", "stored", "duplicates"}``; 503
+  while the database fails or MQTT has been down for more than ``DOWN_AFTER_S`` (``mqtt``: ``up``,
+  ``down_since``, ``down_s``, ``cause``, ``error``, ``deaf``)
 * ``GET /api/devices``: every device: ``device``, ``status`` (online/offline), ``last_seen``, ``stale``,
   ``fps``, ``backend``, ``outbox_depth``, ``cpu_temp_c``, ``faces``
+* ``GET /api/devices/<id>``: that device (as above, with ``role`` and ``alerts_apply``); every
+  ``/api/devices/<id>/...`` route answers 404 for a device that never published
 * ``GET /api/devices/<id>/expressions?since=&until=&limit=``: stored expression events, oldest first
 * ``GET /api/classroom?devices=a,b&since=&until=`` (or ``window=<s>``): faces, expression mix, engagement
   index per point; ``GET /api/classroom.csv`` the same as CSV
-* ``GET /api/devices/<id>/driver``: current faces and expressions, active alerts, thresholds
+* ``GET /api/devices/<id>/driver``: the device, current faces (none while offline or stale), alerts grouped
+  per kind (count, unacknowledged, active, the last ``ALERT_HISTORY``), thresholds
+* ``POST /api/devices/<id>/alerts/<kind>/ack``: acknowledge that kind's open alerts
 * ``GET /api/alerts?device=&active=1``, ``POST /api/alerts/<id>/ack``
 * ``GET /api/groups``, ``GET /api/config``, ``GET /api/activity?window=`` (messages per 2 s, live feed)
 * ``GET /api/stream?devices=&kinds=``: server-sent events, each ``data:`` a JSON list of events
@@ -28,11 +34,13 @@ from fastapi.staticfiles import StaticFiles
 
 from dashboard import queries
 from dashboard.auth import COOKIE, Authenticator
+from dashboard.broker_link import DOWN_AFTER_S
 from dashboard.config import DashboardConfig
 from dashboard.live import Live
 from dashboard.store import Store
 
 STATIC = Path(__file__).resolve().parent / "static"
+ALERT_HISTORY = 10  # raise/clear cycles listed per alert kind on the driver page
 _OPEN = ("/healthz",)
 
 
@@ -80,14 +88,22 @@ def create_app(cfg: DashboardConfig, store: Store, live: Live, feeds: list | Non
 
     @app.get("/healthz")
     def healthz():
-        ok = True
+        """503 while the database does not answer, or while a feed has been off the broker for more than
+        ``DOWN_AFTER_S`` (the dashboard cannot hear the fleet); ``mqtt`` says since when and why."""
+        db_ok = True
         try:
             store.execute("SELECT 1")
         except Exception:  # noqa: BLE001 - report, don't raise
-            ok = False
+            db_ok = False
+        now = time.time()
+        links = [f.link.state(now) for f in feeds]
+        worst = max(links, key=lambda s: s["down_s"], default=None)
+        deaf = worst is not None and worst["down_s"] > DOWN_AFTER_S
+        ok = db_ok and not deaf
         return JSONResponse({
-            "ok": ok, "db": "postgresql" if store.postgres else "sqlite",
-            "mqtt_connected": any(f.connected for f in feeds) if feeds else None,
+            "ok": ok, "db": "postgresql" if store.postgres else "sqlite", "db_ok": db_ok,
+            "mqtt_connected": all(s["up"] for s in links) if links else None,
+            "mqtt": {**worst, "deaf": deaf} if worst else None,
             "received": sum(f.received for f in feeds), "stored": sum(f.stored for f in feeds),
             "duplicates": sum(f.duplicates for f in feeds),
         }, status_code=200 if ok else 503)
@@ -108,6 +124,18 @@ def create_app(cfg: DashboardConfig, store: Store, live: Live, feeds: list | Non
     def devices():
         return queries.devices(store, cfg.stale_s)
 
+    def known(device: str) -> dict:
+        """The device's row, or 404: an unknown id must not look like a quiet device (200 ``[]``)."""
+        found = queries.device(store, device, cfg.stale_s)
+        if found is None:
+            raise HTTPException(404, f"no device {device!r}: it has not published within the retention "
+                                     f"({cfg.retention_days:g} days); GET /api/devices lists the known ones")
+        return found
+
+    @app.get("/api/devices/{device}")
+    def device_info(device: str):
+        return {**known(device), "alerts_apply": live.engine.watches(device)}
+
     @app.get("/api/activity")
     def activity(window: float = 120.0):
         """Messages received per 2 s over the last ``window`` s (this process's live feed)."""
@@ -119,6 +147,7 @@ def create_app(cfg: DashboardConfig, store: Store, live: Live, feeds: list | Non
 
     @app.get("/api/devices/{device}/expressions")
     def expressions(device: str, since: float | None = None, until: float | None = None, limit: int = 1000):
+        known(device)
         return queries.expressions(store, device, since, until, max(1, min(limit, 100000)))
 
     def _classroom(devices: str, since, until, window):
@@ -144,10 +173,23 @@ def create_app(cfg: DashboardConfig, store: Store, live: Live, feeds: list | Non
 
     @app.get("/api/devices/{device}/driver")
     def driver(device: str):
-        return {"device": device, "faces": queries.latest_faces(store, device, cfg.alerts.face_timeout_s),
-                "alerts": queries.alerts(store, device, limit=50),
+        """The driver page: faces only while the device is online and not stale (never an old expression that
+        looks current), alerts grouped per kind with a bounded history."""
+        info = known(device)
+        hearing = info["status"] != "offline" and not info["stale"]
+        return {"device": device, "info": {**info, "alerts_apply": live.engine.watches(device)},
+                "faces": queries.latest_faces(store, device, cfg.alerts.face_timeout_s) if hearing else [],
+                "alert_groups": queries.alert_groups(store, device, history=ALERT_HISTORY),
                 "thresholds": {"negative_s": cfg.alerts.negative_s, "no_face_s": cfg.alerts.no_face_s,
                                "negative": cfg.alerts.negative}}
+
+    @app.post("/api/devices/{device}/alerts/{kind}/ack")
+    def ack_kind(device: str, kind: str, request: Request):
+        """Acknowledge every open ``kind`` alert of ``device`` at once (the grouped row's button)."""
+        known(device)
+        ids = store.ack_alerts(device, kind, getattr(request.state, "user", ""))
+        live._push([{"type": "ack", "device": device, "id": i} for i in ids])  # noqa: SLF001 - the live channel
+        return {"device": device, "kind": kind, "acked": ids}
 
     @app.get("/api/alerts")
     def alerts(device: str | None = None, active: bool = False, limit: int = 200):

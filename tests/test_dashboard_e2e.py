@@ -121,10 +121,10 @@ def test_daemon_dashboard_browser(mqtt_broker, tmp_path):
             page.goto(dash.url + "/#/driver/car-1")
             publish_fear(mqtt_broker, "car-1", 4.0)
             page.wait_for_selector("#current .expr-fear", timeout=15000)
-            page.wait_for_selector("button[data-ack]", timeout=15000)
+            page.wait_for_selector("button[data-ack-kind]", timeout=15000)
             assert "negative expression" in page.inner_text("#alerts")
             shot(page, tmp_path, "driver")
-            page.click("button[data-ack]")
+            page.click("button[data-ack-kind]")
             page.wait_for_selector("text=acknowledged", timeout=10000)
             assert dash.get("/api/alerts?device=car-1")[0]["acked"] is True
             assert alerts_seen.wait_for(lambda c: c.json_on("fer/car-1/alert"), 10)

@@ -7,6 +7,21 @@ const $ = (sel, el = document) => el.querySelector(sel);
 const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
 const fmt = (v, d = 1) => (v === null || v === undefined ? "–" : Number(v).toFixed(d));
 const ago = (ts) => (ts ? `${Math.max(0, Math.round(Date.now() / 1000 - ts))} s ago` : "never");
+const clock = (ts) => new Date(ts * 1000).toLocaleTimeString();
+const since = (ts) => { if (!ts) return "never"; const s = Math.max(0, Date.now() / 1000 - ts);
+  const when = s < 86400 ? new Date(ts * 1000).toLocaleTimeString() : new Date(ts * 1000).toLocaleString();
+  return `${when} (${s < 120 ? Math.round(s) + " s" : s < 7200 ? Math.round(s / 60) + " min" : Math.round(s / 3600) + " h"} ago)`; };
+// A device's state for every view: offline, stale (online but silent for stale_s) or online. Recomputed on
+// the browser's clock, so a device that falls silent turns stale without a reload.
+function deviceState(d) {
+  if (!d) return "unknown";
+  if (d.status === "offline") return "offline";
+  const seen = Math.max(d.last_seen || 0, d.status === "online" ? d.status_since || 0 : 0);
+  if (d.stale || (d.status === "online" && Date.now() / 1000 - seen > CONFIG.stale_s)) return "stale";
+  return d.status || "unknown";
+}
+const badge = (d) => { const st = deviceState(d); return `<span class="badge ${esc(st)}" data-state="${esc(st)}">${esc(st)}</span>`; };
+const noDataSince = (d) => `no data since ${since(d && d.last_seen)}`;
 const api = async (path, opts) => { const r = await fetch(path, opts); if (!r.ok) throw new Error(`${path}: ${r.status}`); return r.json(); };
 
 let CONFIG = null, SOURCE = null, VIEW = null, LIVE = 0, CHARTS = [], GEN = 0;
@@ -41,7 +56,7 @@ function chart(el, title, series, data, opts = {}) {
 async function fleetView(view) {
   const alive = current();
   view.innerHTML = `<h2>Fleet</h2>
-    <div class="card"><table id="fleet"><thead><tr><th>device</th><th>status</th><th>last seen</th><th>FPS</th>
+    <div class="card"><table id="fleet"><thead><tr><th>device</th><th>status</th><th>role</th><th>last seen</th><th>FPS</th>
       <th>backend</th><th>outbox</th><th>CPU °C</th><th>faces</th><th>views</th></tr></thead><tbody></tbody></table></div>
     <div class="card"><div id="rate-chart"></div>
       <p class="muted">Messages per 2 s from the whole fleet, live. Stale: online but silent for more than ${CONFIG.stale_s} s.</p></div>`;
@@ -49,14 +64,18 @@ async function fleetView(view) {
   const render = () => {
     if (!alive()) return;
     const rows = [...devices.values()].sort((a, b) => a.device.localeCompare(b.device)).map((d) => {
-      const cls = d.stale ? "stale" : d.status;
-      const badge = d.stale ? `<span class="badge stale">stale</span>` : `<span class="badge ${esc(d.status)}">${esc(d.status)}</span>`;
-      return `<tr class="${cls}" data-device="${esc(d.device)}"><td>${esc(d.device)}</td><td>${badge}</td><td>${ago(d.last_seen)}</td>
-        <td>${fmt(d.fps)}</td><td>${esc(d.backend || "–")}</td><td>${d.outbox_depth ?? "–"}</td><td>${fmt(d.cpu_temp_c)}</td>
-        <td>${d.faces ?? "–"}</td><td><a href="#/classroom/${encodeURIComponent(d.device)}">classroom</a> ·
+      const st = deviceState(d);
+      // offline or stale: the last FPS/faces are history, not the present: say since when nothing came
+      const values = st === "offline" || st === "stale"
+        ? `<td colspan="5" class="nodata">${esc(noDataSince(d))}</td>`
+        : `<td>${fmt(d.fps)}</td><td>${esc(d.backend || "–")}</td><td>${d.outbox_depth ?? "–"}</td><td>${fmt(d.cpu_temp_c)}</td>
+        <td>${d.faces ?? "–"}</td>`;
+      return `<tr class="${st}" data-device="${esc(d.device)}"><td>${esc(d.device)}</td><td>${badge(d)}</td>
+        <td>${esc(d.role || "general")}</td><td>${ago(d.last_seen)}</td>${values}
+        <td><a href="#/classroom/${encodeURIComponent(d.device)}">classroom</a> ·
         <a href="#/driver/${encodeURIComponent(d.device)}">driver</a></td></tr>`;
     });
-    $("#fleet tbody").innerHTML = rows.join("") || `<tr><td colspan="9">no device has published yet</td></tr>`;
+    $("#fleet tbody").innerHTML = rows.join("") || `<tr><td colspan="10">no device has published yet</td></tr>`;
   };
   const refresh = async () => { const list = await api("/api/devices"); if (!alive()) return; for (const d of list) devices.set(d.device, d); render(); };
   await refresh();
@@ -79,9 +98,9 @@ async function fleetView(view) {
       if (e.type === "seen") bucket += e.n || 1;
       const d = devices.get(e.device);
       if (!d) { slowRefresh(); continue; }
-      if (e.type === "status") { d.status = e.status; d.stale = false; if (e.status === "online") d.last_seen = Math.max(d.last_seen || 0, e.ts); }
+      if (e.type === "status") { d.status = e.status; d.status_since = e.ts; d.stale = false; }
       if (e.type === "seen") { d.last_seen = Math.max(d.last_seen || 0, e.ts); d.stale = false; }
-      if (e.type === "stats") Object.assign(d, { fps: e.fps, backend: e.backend, outbox_depth: e.outbox_depth, cpu_temp_c: e.cpu_temp_c, faces: e.faces });
+      if (e.type === "stats") Object.assign(d, { fps: e.fps, backend: e.backend, outbox_depth: e.outbox_depth, cpu_temp_c: e.cpu_temp_c, faces: e.faces, role: e.role });
     }
     render();
   });
@@ -105,7 +124,37 @@ async function pickDevice(kind, id) {
   if (id && !opts.includes(id)) opts.unshift(id);
   const current = id || opts[0] || "";
   const options = opts.map((o) => `<option value="${esc(o)}" ${o === current ? "selected" : ""}>${esc(o)}${groups.includes(o) ? " (group)" : ""}</option>`);
-  return { current, html: `<select id="device-pick">${options.join("")}</select>` };
+  const info = new Map(devices.map((d) => [d.device, d]));
+  return { current, html: `<select id="device-pick">${options.join("")}</select>`, info,
+           known: !current || info.has(current) || groups.includes(current) };
+}
+
+// A page for a device that never published (the API answers 404): say so, and fill in when it does.
+function unknownDevice(view, title, pick, kind) {
+  view.innerHTML = `<h2>${esc(title)} <span class="muted">${esc(pick.current)}</span></h2><div class="controls">${pick.html}</div>
+    <p class="unknown" id="unknown">No device "${esc(pick.current)}": it has not published within the retention
+      (${CONFIG.retention_days} days). This page fills in as soon as it does.</p>`;
+  $("#device-pick").onchange = (e) => { location.hash = `#/${kind}/${encodeURIComponent(e.target.value)}`; };
+  const alive = current();
+  stream({ devices: pick.current }, () => { if (alive()) route(); });
+}
+
+// The state line of the devices a view shows: a badge each and, when nothing comes, since when.
+function stateLine(ids, info) {
+  return ids.map((id) => { const d = info.get(id); const st = deviceState(d);
+    return `<span class="device-state" data-device="${esc(id)}">${esc(id)} ${badge(d)}${st === "offline" || st === "stale"
+      ? ` <span class="nodata">${esc(noDataSince(d))}</span>` : ""}</span>`; }).join(" ");
+}
+
+// Live events keep ``info`` (device -> its /api/devices row) current: status changes and messages seen.
+function trackDevices(info, events) {
+  for (const e of events) {
+    const d = info.get(e.device);
+    if (!d) continue;
+    if (e.type === "status") { d.status = e.status; d.status_since = e.ts; d.stale = false; }
+    if (e.type === "seen") { d.last_seen = Math.max(d.last_seen || 0, e.ts); d.stale = false; }
+    if (e.type === "stats" && e.role) d.role = e.role;
+  }
 }
 
 async function classroomView(view, id) {
@@ -113,7 +162,11 @@ async function classroomView(view, id) {
   const pick = await pickDevice("classroom", id);
   if (!alive()) return;
   const target = pick.current;
+  if (!pick.known) return unknownDevice(view, "Classroom", pick, "classroom");
+  const members = (CONFIG.groups || {})[target] || [target];
+  const silent = () => members.every((m) => ["offline", "stale"].includes(deviceState(pick.info.get(m))));
   view.innerHTML = `<h2>Classroom <span class="muted">${esc(target)}</span></h2>
+    <div class="controls" id="device-states"></div>
     <div class="controls">${pick.html}
       <label>window <select id="window"><option value="live">live (5 min)</option><option value="hour">last hour</option>
         <option value="day">last 24 h</option><option value="lesson">a lesson…</option></select></label>
@@ -149,73 +202,145 @@ async function classroomView(view, id) {
     chart($("#eng-chart"), "engagement index", [{ label: "E", stroke: "#2ca02c" }], [xs, data.points.map((p) => p.engagement)],
           { height: 180, scales: { y: { range: [0, 100] } } });
     const last = data.points[data.points.length - 1];
-    $("#faces-now").textContent = last ? last.faces : "–";
+    showFaces(last ? last.faces : "–");
     $("#engagement").textContent = data.engagement === null ? "–" : data.engagement;
   };
+  // faces present is "now": when no member is heard, say since when instead of the last count
+  const showFaces = (n) => {
+    const el = $("#faces-now");
+    const quiet = silent();
+    el.classList.toggle("nodata", quiet);
+    el.textContent = quiet ? noDataSince({ last_seen: Math.max(0, ...members.map((m) => (pick.info.get(m) || {}).last_seen || 0)) }) : n;
+  };
+  const states = () => { if (alive()) $("#device-states").innerHTML = stateLine(members, pick.info); };
+  states();
+  const timer = setInterval(() => { states(); if (silent()) showFaces("–"); }, 2000);
   $("#window").onchange = () => { $("#lesson").hidden = $("#window").value !== "lesson"; if ($("#window").value !== "lesson") load(); };
   $("#lesson-go").onclick = load;
   await load();
   const reload = debounce(load, 1000);
   const devs = (CONFIG.groups || {})[target] || [target];
-  stream({ devices: devs.join(","), kinds: "summary,expression" }, (events) => {
-    if (!alive() || $("#window").value === "lesson") return;
+  stream({ devices: devs.join(","), kinds: "summary,expression,status,seen,stats" }, (events) => {
+    if (!alive()) return;
+    trackDevices(pick.info, events);
+    states();
+    if ($("#window").value === "lesson") return;
     if (events.some((e) => e.type === "summary")) reload();
     const faces = events.filter((e) => e.type === "summary").pop();
-    if (faces) $("#faces-now").textContent = faces.faces;
+    if (faces) showFaces(faces.faces);
   });
+  return () => clearInterval(timer);
 }
 
 // ---------------------------------------------------------------- driver
+const KIND_NAMES = { negative_expression: "negative expression", no_face: "no face" };
+
+function alertRow(device, g) {
+  const a = g.active || g.last;
+  const state = g.active ? `active since ${clock(g.active.since)}` : `cleared ${g.last && g.last.cleared_ts ? clock(g.last.cleared_ts) : ""}`;
+  const detail = a ? `${esc(a.detail.expression || "")} ${a.detail.seconds ?? ""} s` : "";
+  const history = g.history.map((h) => `<li>${clock(h.since)} ${esc(h.state)}${h.cleared_ts ? ` → ${clock(h.cleared_ts)}` : ""}
+    ${esc(h.detail.expression || "")} ${h.detail.seconds ?? ""} s${h.acked ? " · acknowledged" : ""}</li>`).join("");
+  const more = g.count > g.history.length ? `<li class="muted">… ${g.count - g.history.length} older</li>` : "";
+  return `<tr class="alert ${g.active ? "raised" : "cleared"} ${g.unacked ? "" : "acked"}" data-kind="${esc(g.kind)}">
+    <td>${esc(KIND_NAMES[g.kind] || g.kind)}</td><td>${state}</td>
+    <td class="count" title="raise/clear cycles kept (retention)">${g.count}× since ${clock(g.first)}</td><td>${detail}</td>
+    <td>${g.unacked ? `<button data-ack-kind="${esc(g.kind)}">acknowledge (${g.unacked})</button>` : "acknowledged"}</td></tr>
+    <tr class="history"><td colspan="5"><details><summary>last ${g.history.length} of ${g.count}</summary><ul>${history}${more}</ul></details></td></tr>`;
+}
+
 async function driverView(view, id) {
   const alive = current();
   const pick = await pickDevice("driver", id);
   if (!alive()) return;
   const device = pick.current;
+  if (!pick.known) return unknownDevice(view, "Driver", pick, "driver");
   const t = CONFIG.alerts;
   view.innerHTML = `<h2>Driver <span class="muted">${esc(device)}</span></h2>
-    <div class="controls">${pick.html}<span class="muted">alerts: ${esc(t.negative.join("/"))} for ≥ ${t.negative_s} s;
+    <div class="controls" id="device-states"></div>
+    <div class="controls">${pick.html}<span class="muted" id="alert-rules">alerts: ${esc(t.negative.join("/"))} for ≥ ${t.negative_s} s;
       no face for ≥ ${t.no_face_s} s</span></div>
     <div class="row"><div class="card"><div class="muted">current expression</div><div class="big" id="current">–</div>
       <div class="muted" id="current-detail"></div></div>
-      <div class="card" style="flex:1"><div class="muted">alerts</div><table id="alerts"><thead><tr><th>alert</th><th>state</th>
-        <th>since</th><th>detail</th><th></th></tr></thead><tbody></tbody></table></div></div>
-    <div class="card"><div id="conf-chart"></div></div>`;
+      <div class="card" style="flex:1"><div class="muted">alerts (one row per kind)</div><table id="alerts"><thead><tr><th>alert</th><th>state</th>
+        <th>how often</th><th>detail</th><th></th></tr></thead><tbody></tbody></table></div></div>
+    <div class="card"><div id="conf-chart"></div>
+      <p class="muted">Each point: one expression event, its confidence in the expression it reports (the colour).</p></div>`;
   $("#device-pick").onchange = (e) => { location.hash = `#/driver/${encodeURIComponent(e.target.value)}`; };
-  const xs = [], ys = [];
-  if (device) {
-    const recent = await api(`/api/devices/${encodeURIComponent(device)}/expressions?since=${Date.now() / 1000 - 300}&limit=300`);
-    for (const e of recent) { xs.push(e.ts); ys.push(e.confidence); }
-    if (!alive()) return;
-  }
+  // the confidence chart: one series per expression, so every point says which expression it is
+  const labels = CONFIG.labels, xs = [], ys = labels.map(() => []);
+  const addPoint = (e) => { xs.push(e.ts); labels.forEach((l, i) => ys[i].push(l === e.expression ? e.confidence : null)); };
+  const recent = await api(`/api/devices/${encodeURIComponent(device)}/expressions?since=${Date.now() / 1000 - 300}&limit=300`);
+  if (!alive()) return;
+  recent.forEach(addPoint);
   clearCharts();
-  const u = chart($("#conf-chart"), "confidence of the latest expression", [{ label: "confidence", stroke: "#23395d" }], [xs, ys],
-                  { height: 200, scales: { y: { range: [0, 1] } } });
-  const load = async () => {
-    if (!device || !alive()) return;
-    const d = await api(`/api/devices/${encodeURIComponent(device)}/driver`);
+  const u = chart($("#conf-chart"), "confidence of each detected expression (last 5 min)",
+                  labels.map((l) => ({ label: l, stroke: COLORS[l], width: 0, points: { show: true, size: 6, fill: COLORS[l] } })),
+                  [xs, ...ys], { height: 220, scales: { y: { range: [0, 1] } } });
+  let info = pick.info.get(device);
+  const render = (d) => {
     if (!alive()) return;
-    const f = d.faces[0];
-    $("#current").innerHTML = f ? `<span class="expr-${esc(f.expression)}">${esc(f.expression)}</span>` : "no face";
-    $("#current-detail").textContent = f ? `face ${f.face_id}, confidence ${fmt(f.confidence, 2)}, ${ago(f.ts)}` : "";
-    $("#alerts tbody").innerHTML = d.alerts.map((a) => `<tr class="alert ${esc(a.state)} ${a.acked ? "acked" : ""}">
-      <td>${esc(a.kind.replace("_", " "))}</td><td>${esc(a.state)}</td><td>${new Date(a.since * 1000).toLocaleTimeString()}</td>
-      <td>${esc(a.detail.expression || "")} ${a.detail.seconds ?? ""} s</td>
-      <td>${a.acked ? "acknowledged" : `<button data-ack="${a.id}">acknowledge</button>`}</td></tr>`).join("")
-      || `<tr><td colspan="5">no alerts</td></tr>`;
-    for (const b of view.querySelectorAll("button[data-ack]")) {
-      b.onclick = async () => { await api(`/api/alerts/${b.dataset.ack}/ack`, { method: "POST" }); load(); };
+    if (d) info = { ...info, ...d.info };
+    $("#device-states").innerHTML = stateLine([device], new Map([[device, info]]));
+    const st = deviceState(info);
+    if (info.alerts_apply === false) $("#alert-rules").textContent = `no driver alerts: this camera's role is ${info.role}`;
+    if (st === "offline" || st === "stale") {  // never the last expression of a camera that went quiet
+      $("#current").innerHTML = `<span class="nodata">${esc(noDataSince(info))}</span>`;
+      $("#current-detail").textContent = `device ${st}`;
+    } else if (d) {
+      const f = d.faces[0];
+      $("#current").innerHTML = f ? `<span class="expr-${esc(f.expression)}">${esc(f.expression)}</span>` : "no face";
+      $("#current-detail").textContent = f ? `face ${f.face_id}, confidence ${fmt(f.confidence, 2)}, ${ago(f.ts)}` : "";
     }
+    if (!d) return;
+    $("#alerts tbody").innerHTML = d.alert_groups.map((g) => alertRow(device, g)).join("") || `<tr><td colspan="5">no alerts</td></tr>`;
+    for (const b of view.querySelectorAll("button[data-ack-kind]")) {
+      b.onclick = async () => {
+        await api(`/api/devices/${encodeURIComponent(device)}/alerts/${encodeURIComponent(b.dataset.ackKind)}/ack`, { method: "POST" });
+        load();
+      };
+    }
+  };
+  const load = async () => {
+    if (!alive()) return;
+    const d = await api(`/api/devices/${encodeURIComponent(device)}/driver`);
+    render(d);
   };
   await load();
   const reload = debounce(load, 500);
-  stream({ devices: device, kinds: "expression,alert,ack,status" }, (events) => {
+  const timer = setInterval(() => render(null), 2000);  // silent for stale_s: turns stale without an event
+  stream({ devices: device, kinds: "expression,alert,ack,status,seen,stats" }, (events) => {
     if (!alive()) return;
+    const m = new Map([[device, info]]);
+    trackDevices(m, events);
+    info = m.get(device);
     for (const e of events) {
-      if (e.type === "expression") { xs.push(e.ts); ys.push(e.confidence); if (xs.length > 300) { xs.shift(); ys.shift(); } }
+      if (e.type === "expression") { addPoint(e); if (xs.length > 300) { xs.shift(); ys.forEach((y) => y.shift()); } }
     }
-    u.setData([xs, ys]);
+    u.setData([xs, ...ys]);
     reload();
   });
+  return () => clearInterval(timer);
+}
+
+// ---------------------------------------------------------------- "cannot hear the fleet" banner (every view)
+async function checkHealth() {
+  const el = $("#deaf");
+  let text = "";
+  try {
+    const r = await fetch("/healthz", { cache: "no-store" });  // 503 while deaf: the body still says why
+    const h = await r.json();
+    if (h.mqtt && h.mqtt.deaf) {
+      text = `Not receiving from the broker since ${clock(h.mqtt.down_since)} (${Math.round(h.mqtt.down_s)} s): ` +
+        `${esc(h.mqtt.error || "not connected")} <span class="muted">Views show stored data only; devices may look silent.</span>`;
+    } else if (h.db_ok === false) {
+      text = `The dashboard's database does not answer. <span class="muted">Views may be out of date.</span>`;
+    }
+  } catch (err) {
+    text = `The dashboard server does not answer (${esc(err.message)}). <span class="muted">Nothing on this page updates.</span>`;
+  }
+  el.innerHTML = text;
+  el.hidden = !text;
 }
 
 // ---------------------------------------------------------------- router
@@ -237,6 +362,8 @@ async function route() {
 }
 
 (async () => {
+  checkHealth();
+  setInterval(checkHealth, 3000);
   CONFIG = await api("/api/config");
   window.addEventListener("hashchange", route);
   await route();
