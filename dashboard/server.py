@@ -42,8 +42,8 @@ def run_dashboard(cfg: DashboardConfig) -> int:
     store, feeds, live = build(cfg)
     for f in feeds:
         f.start()
-    log.info("dashboard: db %s, %d feed(s), retention %g days", "postgresql" if cfg.is_postgres else cfg.db,
-             len(feeds), cfg.retention_days)
+    log.info("dashboard: db %s, %d feed(s), raw events %g days, per-minute rollups %g days",
+             "postgresql" if cfg.is_postgres else cfg.db, len(feeds), cfg.raw_days, cfg.retention_days)
     try:
         if live is None:
             wait_for_signal()
