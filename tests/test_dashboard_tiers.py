@@ -14,6 +14,7 @@ from dashboard import queries
 from dashboard.rollups import LABELS, minute_of
 from dashboard.store import SCHEMA_VERSION, Message, open_store
 from edge.errors import ConfigError
+from tests.mqtt_broker import mqtt_broker  # noqa: F401
 from tests.test_dashboard_store import expr, summary
 
 DAY = 86400.0
@@ -225,3 +226,42 @@ def test_cli_raw_days_and_retention_days_reach_the_config():
     register(parser.add_subparsers())
     cfg = config_from_args(parser.parse_args(["dashboard", "--raw-days", "3", "--retention-days", "90"]))
     assert (cfg.raw_days, cfg.retention_days) == (3, 90)
+
+
+def test_the_classroom_page_says_which_tier_it_shows(tmp_path, mqtt_broker):
+    """Real chromium on a real dashboard process: the last 30 days come from the rollups (raw pruned after
+    7 days), the last hour from the raw summaries, and the page names the tier it shows."""
+    import os
+
+    from tests.dashboard_run import CHROMIUM, Dashboard, launch_chromium
+
+    if not os.path.exists(CHROMIUM):
+        pytest.skip("needs Debian's chromium (make setup-dev)")
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    rng = random.Random(7)
+    db = str(tmp_path / "dash.sqlite")
+    store = open_store(db)
+    now = time.time()
+    msgs = [m for day in (20, 12, 9) for m in lesson("room", minute_of(now - day * DAY), 30, rng, seq0=day * 1000)]
+    msgs += lesson("room", minute_of(now - 1800), 20, rng, seq0=1)
+    store.write(msgs)
+    store.prune(365, now, raw_days=7)
+    store.close()
+    dash = Dashboard(tmp_path, mqtt_broker, db).wait_ready()
+    try:
+        with sync_playwright() as pw:
+            browser = launch_chromium(pw)
+            page = browser.new_page()
+            page.goto(dash.url + "/#/classroom/room")
+            page.wait_for_function("document.querySelector('#tier').textContent === 'raw summaries'", timeout=15000)
+            page.select_option("#window", "month")
+            page.wait_for_function("document.querySelector('#tier').textContent.startsWith('per-minute rollups')",
+                                   timeout=15000)
+            assert "a point per 108 min" in page.inner_text("#tier") or "a point per 109 min" in page.inner_text("#tier")
+            assert page.evaluate("document.querySelectorAll('#view .uplot').length") >= 3
+            month = dash.get("/api/classroom?devices=room&window=" + str(30 * DAY))
+            assert month["tier"] == "minutes" and 4 <= len(month["points"]) <= 8  # 4 lessons, 108-min points
+            assert sum(p["observations"] for p in month["points"]) == sum(sum(m.payload["counts"].values()) for m in msgs)
+            browser.close()
+    finally:
+        assert dash.stop() == 0, dash.stderr()[-2000:]
