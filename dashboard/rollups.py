@@ -18,7 +18,7 @@ written before this tier existed from its raw rows, with the same arithmetic.
 from __future__ import annotations
 
 import json
-from typing import Callable, Iterable
+from typing import Callable
 
 LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")  # edge.manifest.FER_LABELS
 MINUTE = 60.0
@@ -134,11 +134,3 @@ def _json(text) -> dict:
         return {}
     return v if isinstance(v, dict) else {}
 
-
-def summed(rows: Iterable[tuple]) -> list:
-    """Column-wise merge of ``COLUMNS`` vectors (sums, and the max of ``faces_max``)."""
-    out = [0] * len(COLUMNS)
-    for r in rows:
-        for i, v in enumerate(r):
-            out[i] = max(out[i], v or 0) if i == _INDEX["faces_max"] else out[i] + (v or 0)
-    return out
