@@ -154,8 +154,11 @@ def run_dashboard(args: argparse.Namespace, out: Path) -> int:
         raise DataError(f"--backends {args.backends!r}: sqlite and/or postgresql, comma separated")
     if not workers or min(workers) < 1 or args.devices < 1 or args.duration <= 0:
         raise DataError("--workers, --devices and --duration must be positive")
+    if args.history_days < 0 or args.history_devices < 1 or args.raw_days <= 0:
+        raise DataError("--history-days must be >= 0, --history-devices and --raw-days positive")
     result = run_dashboard_bench(args.devices, args.duration, backends, workers, browser=not args.no_browser,
-                                 work=out / "dashboard-logs")
+                                 work=out / "dashboard-logs", history_days=args.history_days,
+                                 history_devices=args.history_devices, raw_days=args.raw_days)
     written = _emit(out, "dashboard", result, format_dashboard, None)
     if args.publish:
         written += output.publish(written)
@@ -237,6 +240,10 @@ def register(subparsers) -> None:
     g.add_argument("--backends", default="sqlite,postgresql", help="databases (default: %(default)s)")
     g.add_argument("--workers", default="1,2", help="ingest worker counts (default: %(default)s)")
     g.add_argument("--no-browser", action="store_true", help="skip the page-load time (headless chromium)")
+    g.add_argument("--history-days", type=float, default=30.0,
+                   help="days of history written through the storage tiers per database, 0: none (default: %(default)s)")
+    g.add_argument("--history-devices", type=int, default=1, help="devices in that history (default: %(default)s)")
+    g.add_argument("--raw-days", type=float, default=7.0, help="raw events kept in that history (default: %(default)s)")
     g = p.add_argument_group("bench pipeline")
     g.add_argument("--pipeline-workers", dest="workers_fps", default="1,2", metavar="N,M",
                    help="[pipeline] workers counts to compare; the first is the ratio's baseline (default: %(default)s)")

@@ -1,9 +1,10 @@
 """``fer-edge bench dashboard``: a simulated fleet publishing into a real mosquitto, ingested by real
-``fer-edge dashboard`` processes into SQLite and PostgreSQL, with one and with two ingest workers.
+``fer-edge dashboard`` processes into SQLite and PostgreSQL, with one and with two ingest workers; then the
+storage tiers over days of history (``bench.dashboard_history``).
 
-The fleet (per device, defaults from the daemon's config): 1-8 faces (uniform), each face an expression event
-every 10 s at most and on changes (exponential gaps, mean 5 s), a summary and a stats message every 30 s,
-the retained status. About 1 message/s per device: 500 devices ~ 480 msg/s.
+The fleet (``bench.fleet``; per device, defaults from the daemon's config): 1-8 faces (uniform), each face an
+expression event every 10 s at most and on changes (exponential gaps, mean 5 s), a summary and a stats message
+every 30 s, the retained status. About 1 message/s per device: 500 devices ~ 480 msg/s.
 
 Reported per case: ingest lag (stored - published, from the ``received`` and ``ts`` of every stored row)
 p50/p95/max, messages/s ingested, DB size per device-day (growth over the run, scaled), the time to load
@@ -13,11 +14,9 @@ Each case gets a fresh database; the simulator runs in its own process.
 
 from __future__ import annotations
 
-import heapq
 import json
 import logging
 import os
-import random
 import subprocess
 import sys
 import tempfile
@@ -26,24 +25,22 @@ import urllib.request
 from pathlib import Path
 
 from bench.common import REPO_ROOT
+from bench.fleet import Fleet
 from convert.report import markdown_table
 
 log = logging.getLogger(__name__)
-
-LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
-WEIGHTS = (0.04, 0.01, 0.03, 0.25, 0.1, 0.07, 0.5)
 
 
 # --- the simulated fleet (runs in a worker process: python -m bench --worker dashboard_sim JSON) ----------
 
 def simulate_worker(host: str, port: int, devices: int, duration: float, seed: int = 0, clients: int = 4,
                     prefix: str = "fer") -> dict:
-    """Publish the fleet's traffic for ``duration`` s; returns the messages sent per kind."""
+    """Publish the fleet's traffic (``bench.fleet``) for ``duration`` s; returns the messages sent per kind."""
     import paho.mqtt.client as mqtt
 
     from edge import payloads
 
-    rng = random.Random(seed)
+    fleet = Fleet(devices, seed)
     pubs = []
     for i in range(clients):
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"fleet-sim-{seed}-{i}")
@@ -51,58 +48,23 @@ def simulate_worker(host: str, port: int, devices: int, duration: float, seed: i
         c.connect(host, port, keepalive=60)
         c.loop_start()
         pubs.append(c)
-    names = [f"sim-{d:04d}" for d in range(devices)]
-    seq = {(n, k): 0 for n in names for k in ("expression", "summary")}
     sent = {"status": 0, "expression": 0, "summary": 0, "stats": 0}
     infos = []
 
     def publish(d: int, kind: str, payload) -> None:
         qos, retain = payloads.qos_retain(kind)
-        infos.append(pubs[d % clients].publish(payloads.topic(prefix, names[d], kind), payloads.encode(payload), qos, retain))
+        infos.append(pubs[d % clients].publish(payloads.topic(prefix, fleet.names[d], kind), payloads.encode(payload),
+                                               qos, retain))
         sent[kind] += 1
 
     for d in range(devices):
         publish(d, "status", "online")
     t0 = time.time()
-    heap: list[tuple[float, int, str, int]] = []
-    faces = [rng.randint(1, 8) for _ in range(devices)]
-    for d in range(devices):
-        for f in range(faces[d]):
-            heap.append((t0 + rng.uniform(0, 5), d, "expression", f))
-        heap.append((t0 + rng.uniform(0, 30), d, "summary", 0))
-        heap.append((t0 + rng.uniform(0, 30), d, "stats", 0))
-    heapq.heapify(heap)
-    while heap and heap[0][0] < t0 + duration:
-        at, d, kind, f = heapq.heappop(heap)
+    for at, d, kind, f in fleet.events(t0, duration):
         delay = at - time.time()
         if delay > 0:
             time.sleep(delay)
-        now = time.time()
-        name = names[d]
-        if kind == "expression":
-            seq[(name, kind)] += 1
-            label = rng.choices(LABELS, WEIGHTS)[0]
-            raw = {x: rng.random() + (3.0 if x == label else 0.0) for x in LABELS}  # all 7, like the daemon
-            scores = {x: round(v / sum(raw.values()), 4) for x, v in raw.items()}
-            p = {"v": 1, "ts": round(now, 3), "device": name, "face_id": f, "expression": label,
-                 "confidence": scores[label], "scores": scores,
-                 "box": [round(rng.random() * 0.8, 4) for _ in range(4)], "frame": seq[(name, kind)] * 15,
-                 "backend": "edgetpu", "seq": seq[(name, kind)]}
-            heapq.heappush(heap, (at + min(10.0, rng.expovariate(1 / 5.0)), d, kind, f))
-        elif kind == "summary":
-            seq[(name, kind)] += 1
-            counts = {label: rng.randint(0, 40) for label in LABELS}
-            p = {"v": 1, "ts": round(now, 3), "device": name, "faces": faces[d], "counts": counts, "mean_scores": {},
-                 "dominant": max(counts, key=counts.get),
-                 "window": {"start": now - 30, "end": now, "seconds": 30.0, "observations": sum(counts.values())},
-                 "seq": seq[(name, kind)]}
-            heapq.heappush(heap, (at + 30.0, d, kind, f))
-        else:
-            p = {"v": 1, "ts": round(now, 3), "device": name, "fps": 14.9, "backend": "edgetpu", "faces": faces[d],
-                 "latency_ms": {"capture": 1, "detect": 5, "classify": 3, "track": 0.2, "publish": 0.1},
-                 "outbox": {"depth": 0, "dropped": 0}, "cpu_temp_c": 52.0, "uptime_s": now - t0}
-            heapq.heappush(heap, (at + 30.0, d, kind, f))
-        publish(d, kind, p)
+        publish(d, kind, fleet.payload(d, kind, f, time.time()))
     seconds = time.time() - t0
     for info in infos:
         if info.rc == 0:
@@ -242,11 +204,14 @@ def run_case(backend: str, workers: int, broker, pg, devices: int, duration: flo
 
 
 def run_dashboard_bench(devices: int = 500, duration: float = 60.0, backends=("sqlite", "postgresql"),
-                        workers=(1, 2), browser: bool = True, work: Path | None = None) -> dict:
-    """Every backend x workers case against one broker (and one PostgreSQL cluster when needed)."""
+                        workers=(1, 2), browser: bool = True, work: Path | None = None, history_days: float = 30.0,
+                        history_devices: int = 1, raw_days: float = 7.0) -> dict:
+    """Every backend x workers case against one broker (and one PostgreSQL cluster when needed), then per
+    backend ``history_days`` of ``history_devices`` through the storage tiers (none when 0)."""
     import contextlib
     import platform
 
+    from bench.dashboard_history import run_history
     from bench.servers import Broker, Postgres
 
     work = Path(work or tempfile.mkdtemp(prefix="fer-bench-dash-"))
@@ -259,7 +224,11 @@ def run_dashboard_bench(devices: int = 500, duration: float = 60.0, backends=("s
             for n in workers:
                 log.info("bench dashboard: %s, %d worker(s), %d devices, %g s", backend, n, devices, duration)
                 cases.append(run_case(backend, n, broker, pg, devices, duration, work, browser))
-    return {"devices": devices, "duration_s": duration, "cases": cases, "cpus": os.cpu_count(),
+        history = []
+        for backend in backends if history_days > 0 else ():
+            log.info("bench dashboard: %s, %g days of history of %d device(s)", backend, history_days, history_devices)
+            history.append(run_history(backend, broker, pg, work, history_days, history_devices, raw_days))
+    return {"devices": devices, "duration_s": duration, "cases": cases, "history": history, "cpus": os.cpu_count(),
             "machine": platform.machine(), "logs": str(work)}
 
 
@@ -273,6 +242,25 @@ def format_dashboard(result: dict) -> str:
                      f"{c['db_mb_per_device_day']:.1f}", page, f"{c['api_devices_ms']:.0f}"])
     head = ["DB", "ingest workers", "msgs/s", "lag p50 ms", "lag p95 ms", "lag max ms", "stored", "lost",
             "DB MB / device-day", "page load ms", "/api/devices ms"]
-    return (f"### Dashboard ingest: {result['devices']} simulated devices, {result['duration_s']:.0f} s per case, "
+    text = (f"### Dashboard ingest: {result['devices']} simulated devices, {result['duration_s']:.0f} s per case, "
             f"{result['cpus']} CPUs\n\n" + markdown_table(head, rows) + "\n\nLag: stored (batch written) minus "
             "published (payload ts); page load: `/` in headless chromium until every device is listed.\n")
+    return text + format_history(result.get("history") or [])
+
+
+def format_history(history: list[dict]) -> str:
+    """The storage-tier table of ``run_history`` results ("" when there are none)."""
+    if not history:
+        return ""
+    h0 = history[0]
+    head = ["DB", "msgs/s per device", "raw MB / device-day", "minute rows / device-day",
+            f"DB MB after {h0['days']:g} days", "kept MB / device-day after the raw window",
+            f"classroom {h0['days']:g} days ms (median / max)", "CSV ms", "tier, points"]
+    rows = [[h["backend"], f"{h['msgs_per_device_s']:.2f}", f"{h['raw_mb_per_device_day']:.1f}",
+             f"{h['minute_rows_per_device_day']:.0f}", f"{h['db_mb_at_end']:.1f}", f"{h['kept_mb_per_device_day']:.3f}",
+             f"{h['classroom_ms_median']:.0f} / {h['classroom_ms_max']:.0f}", f"{h['csv_ms_median']:.0f}",
+             f"{h['classroom_tier']}, {h['classroom_points']}"] for h in history]
+    return (f"\n### Storage tiers: {h0['days']:g} days of {h0['devices']} device(s), raw kept {h0['raw_days']:g} days\n\n"
+            + markdown_table(head, rows) + "\n\nWritten through the ingest's store path (simulated time, pruned "
+            "daily); raw: growth over the first day; kept: after every raw row is pruned and the database compacted; "
+            "classroom: `GET /api/classroom` of one device over the whole history, a real `fer-edge dashboard`.\n")

@@ -9,7 +9,8 @@ log = logging.getLogger(__name__)
 
 EPILOG = """\
 Subscribes to <prefix>/+/# and stores every status, expression, summary and stats message (SQLite in WAL
-mode by default, PostgreSQL with --db postgresql://user@host/db), duplicates once, for --retention-days.
+mode by default, PostgreSQL with --db postgresql://user@host/db), duplicates once: raw events for --raw-days,
+per-minute rollups per device for --retention-days.
 Serves the fleet, classroom and driver views and the JSON API on --listen (default 127.0.0.1:8080).
 Listening on anything but loopback needs --token-file or --users-file. Broker TLS and credentials come
 from the config's [mqtt] section, as for the daemon (password from mqtt.password_file or the environment).
@@ -18,7 +19,7 @@ A broker it cannot use is named in the log and on every page, and /healthz answe
 Scale-out: run ingest workers with `--ingest-only --share-group G --db postgresql://...` (MQTT 5 shared
 subscription $share/G/<prefix>/+/#: the broker splits the stream between them) and one web process with
 `--no-ingest --db postgresql://...` (it stores only the retained messages a shared subscription never gets).
-Every option also reads from the [dashboard] section of --config (keys: listen, db, retention_days, stale_s,
+Every option also reads from the [dashboard] section of --config (keys: listen, db, retention_days, raw_days, stale_s,
 share_group, groups, [dashboard.alerts] negative_s/no_face_s/face_timeout_s/devices, [dashboard.auth]).
 """
 
@@ -35,7 +36,8 @@ def register(subparsers) -> None:
     p.add_argument("--db", metavar="PATH|URL",
                    help="SQLite file, in an existing folder (default: dashboard.sqlite in $STATE_DIRECTORY under "
                         "systemd, else in $XDG_STATE_HOME/fer-edge or ~/.local/state/fer-edge), or postgresql://...")
-    p.add_argument("--retention-days", type=float, metavar="D", help="keep D days of history (default 30)")
+    p.add_argument("--retention-days", type=float, metavar="D", help="keep D days of per-minute rollups (default 365)")
+    p.add_argument("--raw-days", type=float, metavar="D", help="keep D days of raw events (default 7)")
     p.add_argument("--token-file", metavar="FILE", help="file holding the bearer token (auth)")
     p.add_argument("--users-file", metavar="FILE", help="file of user:password lines (HTTP Basic auth)")
     p.add_argument("--negative-s", type=float, metavar="S", help="driver alert: negative expression for S s (default 5)")
@@ -55,7 +57,7 @@ def config_from_args(args: argparse.Namespace):
 
     overrides = {
         "mqtt.host": args.mqtt_host, "mqtt.port": args.mqtt_port, "mqtt.prefix": args.mqtt_prefix,
-        "listen": args.listen, "db": args.db, "retention_days": args.retention_days,
+        "listen": args.listen, "db": args.db, "retention_days": args.retention_days, "raw_days": args.raw_days,
         "auth.token_file": args.token_file, "auth.users_file": args.users_file,
         "alerts.negative_s": args.negative_s, "alerts.no_face_s": args.no_face_s,
         "share_group": args.share_group, "worker_name": args.worker_name,

@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edge.errors import ConfigError
 from edge.publish import MqttConfig
@@ -60,7 +60,8 @@ class DashboardConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     listen: str = "127.0.0.1:8080"
     db: str = ""  # a path (SQLite, WAL) or postgresql://...; empty: default_db_path()
-    retention_days: float = Field(30.0, gt=0)
+    retention_days: float = Field(365.0, gt=0, description="per-minute rollups (and alerts, status changes) are kept this long")
+    raw_days: float = Field(7.0, gt=0, description="raw events (expressions, summaries, stats) are kept this long")
     stale_s: float = Field(90.0, gt=0, description="an online device silent this long is shown as stale")
     ingest: bool = True  # subscribe and store (False: web + alerts only, next to separate ingest workers)
     web: bool = True  # serve the web app (False: an ingest worker only)
@@ -78,6 +79,13 @@ class DashboardConfig(BaseModel):
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError("HOST:PORT, e.g. 127.0.0.1:8080")
         return v
+
+    @model_validator(mode="after")
+    def _raw_within_retention(self) -> "DashboardConfig":
+        if self.raw_days > self.retention_days:
+            raise ValueError(f"raw_days ({self.raw_days:g}) is longer than retention_days ({self.retention_days:g}): "
+                             "raise retention_days or lower raw_days")
+        return self
 
     @property
     def host(self) -> str:
@@ -200,4 +208,6 @@ def load_dashboard_config(path: str | Path | None = None, overrides: dict | None
     except ValidationError as exc:
         err = exc.errors()[0]
         key = ".".join(str(p) for p in err["loc"])
+        if not key:  # a rule across keys (raw_days within retention_days): the message names them
+            raise ConfigError(f"{f'{path}: ' if path else ''}dashboard: {err['msg'].removeprefix('Value error, ')}") from None
         raise ConfigError(f"{path or 'dashboard'}: dashboard.{key}: {err['msg']} (got {err.get('input')!r})") from None

@@ -161,9 +161,10 @@ class Feed:
                                self.duplicates)
                     last_beat = now
                 if now - last_prune >= _PRUNE_S:
-                    n = self._safe(self.store.prune, self.cfg.retention_days) or 0
+                    n = self._safe(self.store.prune, self.cfg.retention_days, None, self.cfg.raw_days) or 0
                     if n:
-                        log.info("retention: deleted %d rows older than %g days", n, self.cfg.retention_days)
+                        log.info("retention: deleted %d rows (raw older than %g days, rollups older than %g days)",
+                                 n, self.cfg.raw_days, self.cfg.retention_days)
                     last_prune = now
             if self._stop.is_set() and self._q.empty():
                 return

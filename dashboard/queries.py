@@ -4,6 +4,10 @@ Engagement index (shown on the classroom page): over the face observations of a 
 frame, as counted by the device's ``summary``), ``E = 100 * (happy + surprise + 0.5 * neutral) / N``, N all
 observations. 0 = every face negative (angry, disgust, fear, sad), 100 = every face happy or surprised.
 It is a proxy for how a room reacts, not a measure of attention.
+
+Tiers: the classroom view and its CSV read the raw summaries when the window starts inside the raw window
+(``raw_since``) and spans at most ``max_points`` minutes (6 h 40 min: up to there a point can be finer than a
+minute); otherwise the per-minute rollups (``dashboard.rollups``), bucketed into whole minutes in SQL.
 """
 
 from __future__ import annotations
@@ -11,9 +15,11 @@ from __future__ import annotations
 import json
 import time
 
+from dashboard import rollups
+from dashboard.rollups import LABELS
 from dashboard.store import Store
 
-LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+MINUTE = int(rollups.MINUTE)
 ENGAGEMENT_FORMULA = "E = 100 × (happy + surprise + 0.5 × neutral) / N   (N = all face observations in the window)"
 ENGAGEMENT_WEIGHTS = {"happy": 1.0, "surprise": 1.0, "neutral": 0.5}
 
@@ -84,14 +90,45 @@ def expressions(store: Store, device: str, since: float | None = None, until: fl
     return out
 
 
-def classroom(store: Store, devices_: list[str], since: float, until: float, max_points: int = 400) -> dict:
+def tier_for(since: float, until: float, raw_since: float | None, max_points: int = 400) -> str:
+    """``"raw"`` when the raw summaries hold the window and a point could be finer than a minute, else
+    ``"minutes"`` (``raw_since``: the oldest time the raw tier still holds; None: raw is kept for ever)."""
+    inside = raw_since is None or since >= raw_since
+    return "raw" if inside and until - since <= max_points * MINUTE else "minutes"
+
+
+def classroom(store: Store, devices_: list[str], since: float, until: float, max_points: int = 400,
+              raw_since: float | None = None, tier: str | None = None) -> dict:
     """Faces present, the expression mix (shares per label) and the engagement index over time.
 
-    One point per stored ``summary`` (per device window); with several devices (a group), summaries are
-    merged into time buckets so the curve stays one line.
+    Raw tier: one point per stored ``summary`` (per device window); with several devices (a group), or more
+    summaries than ``max_points``, summaries are merged into time buckets so the curve stays one line.
+    Minutes tier: the rollups merged into buckets of whole minutes (at most ``max_points``). ``tier`` forces
+    one; None picks it with ``tier_for``. Faces of a merged point: each device's most, summed over devices.
     """
+    tier = tier or tier_for(since, until, raw_since, max_points)
+    head = {"devices": devices_, "since": since, "until": until, "labels": list(LABELS), "tier": tier,
+            "formula": ENGAGEMENT_FORMULA}
     if not devices_:
-        return {"points": [], "labels": list(LABELS), "formula": ENGAGEMENT_FORMULA}
+        return {**head, "points": [], "engagement": None, "resolution_s": None}
+    if tier == "raw":
+        points, resolution = _raw_points(store, devices_, since, until, max_points)
+    else:
+        points, resolution = _minute_points(store, devices_, since, until, max_points)
+    for pt in points:
+        n = sum(pt["counts"].values())
+        pt["faces"] = sum(pt.pop("faces_by_device").values())
+        pt["observations"] = n
+        pt["shares"] = {k: (round(v / n, 4) if n else 0.0) for k, v in pt["counts"].items()}
+        pt["engagement"] = engagement(pt["counts"])
+    total: dict[str, int] = {}
+    for p in points:
+        for label, n in p["counts"].items():
+            total[label] = total.get(label, 0) + n
+    return {**head, "points": points, "engagement": engagement(total), "resolution_s": resolution}
+
+
+def _raw_points(store: Store, devices_: list[str], since: float, until: float, max_points: int):
     marks = ", ".join("?" * len(devices_))
     rows = store.execute(f"SELECT device, ts, faces, payload FROM summaries WHERE device IN ({marks}) AND ts >= ? "
                          f"AND ts <= ? ORDER BY ts", (*devices_, since, until))
@@ -110,15 +147,53 @@ def classroom(store: Store, devices_: list[str], since: float, until: float, max
         for label, n in counts.items():
             if isinstance(n, (int, float)):
                 pt["counts"][label] = pt["counts"].get(label, 0) + int(n)
-    for pt in points:
-        n = sum(pt["counts"].values())
-        pt["faces"] = sum(pt.pop("faces_by_device").values())
-        pt["observations"] = n
-        pt["shares"] = {k: (round(v / n, 4) if n else 0.0) for k, v in pt["counts"].items()}
-        pt["engagement"] = engagement(pt["counts"])
-    total = {label: sum(p["counts"].get(label, 0) for p in points) for label in LABELS}
-    return {"devices": devices_, "since": since, "until": until, "labels": list(LABELS), "points": points,
-            "engagement": engagement(total), "formula": ENGAGEMENT_FORMULA}
+    return points, (bucket or None)
+
+
+def _minute_points(store: Store, devices_: list[str], since: float, until: float, max_points: int):
+    origin = int(since // MINUTE) * MINUTE  # integral, so integer division buckets in SQLite and PostgreSQL alike
+    width = MINUTE * max(1, -(-int(max(until - origin, 1.0)) // (MINUTE * max_points)))
+    marks = ", ".join("?" * len(devices_))
+    obs = ", ".join(f"SUM(obs_{x})" for x in LABELS)
+    rows = store.execute(
+        f"SELECT (CAST(ts AS BIGINT) - ?) / ? AS b, device, MAX(faces_max), SUM(obs), {obs} FROM minutes "
+        f"WHERE device IN ({marks}) AND ts >= ? AND ts <= ? AND summaries > 0 GROUP BY b, device ORDER BY b, device",
+        (origin, width, *devices_, float(origin), until))
+    points: list[dict] = []
+    for b, device, faces, n_obs, *per_label in rows:
+        key = float(origin + int(b) * width)
+        if not points or points[-1]["ts"] != key:
+            points.append({"ts": key, "counts": {label: 0 for label in LABELS}, "faces_by_device": {}})
+        pt = points[-1]
+        pt["faces_by_device"][device] = int(faces or 0)
+        for label, n in zip(LABELS, per_label):
+            pt["counts"][label] += int(n or 0)
+        other = int(n_obs or 0) - sum(int(n or 0) for n in per_label)  # labels this dashboard does not know
+        if other > 0:
+            pt["counts"]["other"] = pt["counts"].get("other", 0) + other
+    return points, float(width)
+
+
+def minutes(store: Store, device: str, since: float | None = None, until: float | None = None,
+            limit: int = 1440) -> list[dict]:
+    """The per-minute rollups of one device, oldest first (the latest ``limit`` of the window): expression
+    events per label and their mean scores, summaries' face observations per label, faces, alerts."""
+    cols = ", ".join(rollups.COLUMNS)
+    rows = store.execute(f"SELECT ts, {cols} FROM minutes WHERE device = ? AND ts >= ? AND ts <= ? "
+                         "ORDER BY ts DESC LIMIT ?", (device, since or 0.0, until or 1e12, int(limit)))
+    out = []
+    for ts, *vals in reversed(rows):
+        v = dict(zip(rollups.COLUMNS, vals))
+        scored, summaries = v["scored"], v["summaries"]
+        out.append({
+            "device": device, "ts": ts, "events": v["events"],
+            "expressions": {x: v[f"n_{x}"] for x in LABELS},
+            "mean_scores": {x: (round(v[f"score_{x}"] / scored, 4) if scored else None) for x in LABELS},
+            "summaries": summaries, "faces_max": v["faces_max"],
+            "faces_mean": round(v["faces_sum"] / summaries, 2) if summaries else None,
+            "observations": v["obs"], "counts": {x: v[f"obs_{x}"] for x in LABELS}, "alerts": v["alerts"],
+        })
+    return out
 
 
 def classroom_csv(data: dict) -> str:

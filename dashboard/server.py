@@ -77,8 +77,8 @@ def run_dashboard(cfg: DashboardConfig) -> int:
         raise
     for f in feeds:
         f.start()
-    log.info("dashboard: db %s, %d feed(s), retention %g days", "postgresql" if cfg.is_postgres else store.url,
-             len(feeds), cfg.retention_days)
+    log.info("dashboard: db %s, %d feed(s), raw events %g days, per-minute rollups %g days",
+             "postgresql" if cfg.is_postgres else store.url, len(feeds), cfg.raw_days, cfg.retention_days)
     try:
         if live is None:
             wait_for_signal()

@@ -6,19 +6,33 @@ One schema, written once with ``?`` placeholders and translated for psycopg. Tim
 ``seq`` (so a device whose counter restarts from 1 after its outbox was wiped is not mistaken for
 duplicates), else a hash of the payload bytes. Inserts use ``ON CONFLICT DO NOTHING``, so several ingest
 workers may write the same stream concurrently.
+
+Two tiers (``dashboard.rollups``): the raw rows above, pruned after ``raw_days``, and per-minute rollups per
+device (``minutes``), added to in the same transaction as the raw rows they count and kept for the retention.
+``init`` migrates a database written before the rollups existed (schema 1) by backfilling them from its raw
+rows; ``meta.schema`` records the version.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-TABLES_BY_TS = ("expressions", "summaries", "stats", "statuses", "alerts")
+from dashboard import rollups
+from edge.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 2  # 1: raw tables only; 2: + minutes (rollups) and meta
+RAW_TABLES = ("expressions", "summaries", "stats")  # pruned after raw_days
+KEPT_TABLES = ("statuses", "alerts", "minutes")  # pruned after retention_days
+TABLES_BY_TS = RAW_TABLES + KEPT_TABLES
 # Expression payload keys kept as columns (or implied by the row), not repeated in its stored JSON.
 _EXPR_COLUMNS = frozenset({"v", "ts", "device", "face_id", "expression", "confidence", "seq"})
 
@@ -52,9 +66,11 @@ class Message:
         return "h" + hashlib.blake2b(self.raw, digest_size=10).hexdigest()
 
 
-def _schema(autoinc: str) -> list[str]:
+def _schema(autoinc: str, without_rowid: str = "") -> list[str]:
     real = "DOUBLE PRECISION"
     return [
+        "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)",
+        *rollups.schema(real, without_rowid),
         f"""CREATE TABLE IF NOT EXISTS devices (device TEXT PRIMARY KEY, status TEXT, status_ts {real},
             last_seen {real}, stats TEXT, stats_ts {real})""",
         f"""CREATE TABLE IF NOT EXISTS expressions (id {autoinc}, device TEXT NOT NULL, ts {real} NOT NULL,
@@ -83,6 +99,7 @@ class Store:
     """Thread-safe access: one connection per thread (the ingest writer, each web request thread)."""
 
     postgres = False
+    WITHOUT_ROWID = ""
 
     def __init__(self, url: str):
         self.url = url
@@ -131,22 +148,41 @@ class Store:
         self._local = threading.local()
 
     def init(self) -> "Store":
+        """Create the tables, or migrate an older database to ``SCHEMA_VERSION`` (in one transaction)."""
         c = self.conn()
         with self._tx(c) as cur:
             if self.postgres:  # workers starting together: CREATE TABLE IF NOT EXISTS races in PostgreSQL
                 cur.execute("SELECT pg_advisory_xact_lock(7262001)")
-            for stmt in _schema(self.AUTOINC):
+            for stmt in _schema(self.AUTOINC, self.WITHOUT_ROWID):
                 cur.execute(stmt)
+            cur.execute("SELECT value FROM meta WHERE key = 'schema'")
+            row = cur.fetchone()
+            version = int(row[0]) if row else 1  # no meta: a fresh database, or one written by schema 1
+            if version > SCHEMA_VERSION:
+                raise ConfigError(f"database {self.url!r} has schema {version}, newer than this fer-edge's "
+                                  f"{SCHEMA_VERSION}: upgrade fer-edge, or use another --db")
+            if version < 2:
+                t0 = time.monotonic()
+                read = rollups.backfill(cur, self.sql,
+                                        progress=lambda t, n: log.info("dashboard: schema 1 -> 2: %s: %d rows", t, n))
+                if read:
+                    log.info("dashboard: schema 1 -> 2: per-minute rollups built from %d raw rows in %.1f s",
+                             read, time.monotonic() - t0)
+            if version < SCHEMA_VERSION:
+                cur.execute(self.sql("DELETE FROM meta WHERE key = 'schema'"))
+                cur.execute(self.sql("INSERT INTO meta (key, value) VALUES ('schema', ?)"), (str(SCHEMA_VERSION),))
         return self
 
     # -- writes ------------------------------------------------------------------------------
     def write(self, batch: list[Message]) -> tuple[int, int]:
-        """Store a batch in one transaction; returns (rows stored, duplicates dropped).
+        """Store a batch in one transaction, with the rollups of the rows it inserted; returns (rows stored,
+        duplicates dropped).
 
-        Rows and device updates are written in (device, key) order, so concurrent workers take their row
-        locks in the same order and cannot deadlock each other.
+        Rows, rollups and device updates are written in (device, key) order, so concurrent workers take their
+        row locks in the same order and cannot deadlock each other.
         """
         expr, summ, stats, statuses = [], [], [], []
+        extra: dict[tuple, Any] = {}  # (kind, device, dkey) -> scores / counts, for the rollups
         devices: dict[str, list] = {}  # device -> [last_seen, stats payload, stats ts]
         for m in batch:
             p = m.payload
@@ -159,8 +195,10 @@ class Store:
                 rest = json.dumps({k: v for k, v in p.items() if k not in _EXPR_COLUMNS}, separators=(",", ":"))
                 expr.append((m.device, m.ts, m.seq, _int(p.get("face_id")), str(p.get("expression", "")),
                              _float(p.get("confidence")), rest, m.received, m.dkey))
+                extra[("e", m.device, m.dkey)] = p.get("scores")
             elif m.kind == "summary":
                 summ.append((m.device, m.ts, m.seq, _int(p.get("faces")), m.raw.decode(), m.received, m.dkey))
+                extra[("s", m.device, m.dkey)] = p.get("counts")
             elif m.kind == "stats":
                 stats.append((m.device, m.ts, m.raw.decode(), m.received, m.dkey))
             else:
@@ -170,6 +208,7 @@ class Store:
             if m.kind == "stats" and (d[2] is None or m.ts >= d[2]):
                 d[1], d[2] = m.raw.decode(), m.ts
         stored = 0
+        deltas = rollups.Deltas()
         c = self.conn()
         with self._tx(c) as cur:
             for table, cols, rows in (
@@ -177,11 +216,20 @@ class Store:
                 ("summaries", "device, ts, seq, faces, payload, received, dkey", summ),
                 ("stats", "device, ts, payload, received, dkey", stats),
             ):
-                if rows:
-                    rows.sort(key=lambda r: (r[0], r[-1]))
-                    marks = ", ".join("?" * len(rows[0]))
-                    stored += self._insert_many(cur, f"INSERT INTO {table} ({cols}) VALUES ({marks}) "
-                                                     "ON CONFLICT (device, dkey) DO NOTHING", rows)
+                if not rows:
+                    continue
+                rows = _unique(rows)  # a key twice in one batch: the first is the one inserted
+                marks = ", ".join("?" * len(rows[0]))
+                new = self._insert_new(cur, f"INSERT INTO {table} ({cols}) VALUES ({marks}) "
+                                            "ON CONFLICT (device, dkey) DO NOTHING", rows)
+                stored += len(new)
+                for r in new:
+                    if table == "expressions":
+                        deltas.expression(r[0], r[1], r[4], extra[("e", r[0], r[-1])])
+                    elif table == "summaries":
+                        deltas.summary(r[0], r[1], r[3], extra[("s", r[0], r[-1])])
+            if deltas.rows:
+                self._many(cur, rollups.upsert_sql(), deltas.sorted_rows())
             if devices:
                 newer_stats = "excluded.stats_ts IS NOT NULL AND (devices.stats_ts IS NULL OR devices.stats_ts <= excluded.stats_ts)"
                 self._many(cur, (
@@ -230,17 +278,22 @@ class Store:
                     (m.device, m.received, status))
         return 1
 
-    def _insert_many(self, cur, text: str, rows: list[tuple]) -> int:  # pragma: no cover - overridden
+    def _insert_new(self, cur, text: str, rows: list[tuple]) -> list[tuple]:  # pragma: no cover - overridden
+        """Run the ``ON CONFLICT DO NOTHING`` insert ``text`` for each of ``rows`` (unique (device, dkey), first
+        and last items); returns the rows it inserted (not the duplicates)."""
         raise NotImplementedError
 
-    def prune(self, retention_days: float, now: float | None = None) -> int:
-        """Delete everything older than the retention; returns the rows deleted."""
-        cutoff = (now or time.time()) - retention_days * 86400.0
+    def prune(self, retention_days: float, now: float | None = None, raw_days: float | None = None) -> int:
+        """Delete raw rows older than ``raw_days`` (None: the retention) and everything older than
+        ``retention_days``; returns the rows deleted."""
+        now = now or time.time()
+        cutoff = now - retention_days * 86400.0
+        raw_cutoff = max(cutoff, now - (retention_days if raw_days is None else raw_days) * 86400.0)
         n = 0
         c = self.conn()
         with self._tx(c) as cur:
             for table in TABLES_BY_TS:
-                cur.execute(self.sql(f"DELETE FROM {table} WHERE ts < ?"), (cutoff,))
+                cur.execute(self.sql(f"DELETE FROM {table} WHERE ts < ?"), (raw_cutoff if table in RAW_TABLES else cutoff,))
                 n += max(cur.rowcount, 0)
             cur.execute(self.sql("DELETE FROM devices WHERE COALESCE(last_seen, status_ts, 0) < ?"), (cutoff,))
         return n
@@ -253,9 +306,15 @@ class Store:
 
     # -- alerts ------------------------------------------------------------------------------
     def add_alert(self, device: str, kind: str, since: float, ts: float, detail: dict) -> int:
-        rows = self.execute("INSERT INTO alerts (device, kind, state, since, ts, detail) VALUES (?, ?, 'raised', ?, ?, ?) "
-                            "RETURNING id", (device, kind, since, ts, json.dumps(detail)))
-        return int(rows[0][0])
+        """Store a raised alert and count it in its minute's rollup; returns its id."""
+        deltas = rollups.Deltas()
+        deltas.alert(device, ts)
+        with self._tx(self.conn()) as cur:
+            cur.execute(self.sql("INSERT INTO alerts (device, kind, state, since, ts, detail) VALUES (?, ?, 'raised', ?, ?, ?) "
+                                 "RETURNING id"), (device, kind, since, ts, json.dumps(detail)))
+            alert_id = int(cur.fetchone()[0])
+            self._many(cur, rollups.upsert_sql(), deltas.sorted_rows())
+        return alert_id
 
     def clear_alert(self, alert_id: int, ts: float) -> None:
         self.execute("UPDATE alerts SET state = 'cleared', cleared_ts = ? WHERE id = ?", (ts, alert_id))
@@ -276,6 +335,15 @@ class Store:
 
     def size_bytes(self) -> int:  # pragma: no cover - overridden
         raise NotImplementedError
+
+
+def _unique(rows: list[tuple]) -> list[tuple]:
+    """``rows`` sorted by (device, dkey) (first and last items), each key once."""
+    out: list[tuple] = []
+    for r in sorted(rows, key=lambda r: (r[0], r[-1])):
+        if not out or (out[-1][0], out[-1][-1]) != (r[0], r[-1]):
+            out.append(r)
+    return out
 
 
 def _int(v) -> int | None:
@@ -302,6 +370,7 @@ class _SqliteTx:
 
 class SqliteStore(Store):
     AUTOINC = "INTEGER PRIMARY KEY"
+    WITHOUT_ROWID = " WITHOUT ROWID"  # the rollups' key is their table: no second copy in an index
 
     def __init__(self, path: str):
         super().__init__(path)
@@ -319,10 +388,13 @@ class SqliteStore(Store):
     def _tx(self, c):
         return _SqliteTx(c)
 
-    def _insert_many(self, cur, text, rows):
-        before = cur.connection.total_changes
-        cur.executemany(text, rows)
-        return cur.connection.total_changes - before
+    def _insert_new(self, cur, text, rows):
+        new = []
+        for r in rows:  # one statement per row: its rowcount says inserted (1) or duplicate (0)
+            cur.execute(text, r)
+            if cur.rowcount > 0:
+                new.append(r)
+        return new
 
     def checkpoint(self) -> None:
         """Fold the WAL into the database file (so its size is the data's)."""
@@ -347,9 +419,15 @@ class PostgresStore(Store):
     def _tx(self, c):
         return _PgTx(c)
 
-    def _insert_many(self, cur, text, rows):
-        cur.executemany(self.sql(text), rows)  # psycopg 3: rowcount sums the rows inserted (conflicts: 0)
-        return max(cur.rowcount, 0)
+    def _insert_new(self, cur, text, rows):
+        # psycopg 3 pipelines the statements and keeps one result per row: the key when inserted, none if not
+        cur.executemany(self.sql(text + " RETURNING device, dkey"), rows, returning=True)
+        keys = set()
+        while True:
+            keys.update(cur.fetchall())
+            if not cur.nextset():
+                break
+        return [r for r in rows if (r[0], r[-1]) in keys]
 
     def size_bytes(self) -> int:
         return int(self.execute("SELECT pg_database_size(current_database())")[0][0])

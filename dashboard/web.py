@@ -9,7 +9,8 @@ API (all JSON unless noted; times are unix seconds):
   ``fps``, ``backend``, ``outbox_depth``, ``cpu_temp_c``, ``faces``
 * ``GET /api/devices/<id>``: that device (as above, with ``role`` and ``alerts_apply``); every
   ``/api/devices/<id>/...`` route answers 404 for a device that never published
-* ``GET /api/devices/<id>/expressions?since=&until=&limit=``: stored expression events, oldest first
+* ``GET /api/devices/<id>/expressions?since=&until=&limit=``: stored expression events, oldest first (raw tier)
+* ``GET /api/devices/<id>/minutes?since=&until=&limit=``: per-minute rollups, oldest first
 * ``GET /api/classroom?devices=a,b&since=&until=`` (or ``window=<s>``): faces, expression mix, engagement
   index per point; ``GET /api/classroom.csv`` the same as CSV
 * ``GET /api/devices/<id>/driver``: the device, current faces (none while offline or stale), alerts grouped
@@ -111,7 +112,8 @@ def create_app(cfg: DashboardConfig, store: Store, live: Live, feeds: list | Non
     @app.get("/api/config")
     def config():
         a = cfg.alerts
-        return {"stale_s": cfg.stale_s, "retention_days": cfg.retention_days, "formula": queries.ENGAGEMENT_FORMULA,
+        return {"stale_s": cfg.stale_s, "retention_days": cfg.retention_days, "raw_days": cfg.raw_days,
+                "formula": queries.ENGAGEMENT_FORMULA,
                 "labels": list(queries.LABELS), "groups": cfg.groups,
                 "alerts": {"negative_s": a.negative_s, "no_face_s": a.no_face_s, "negative": a.negative,
                            "face_timeout_s": a.face_timeout_s}}
@@ -150,13 +152,18 @@ def create_app(cfg: DashboardConfig, store: Store, live: Live, feeds: list | Non
         known(device)
         return queries.expressions(store, device, since, until, max(1, min(limit, 100000)))
 
+    @app.get("/api/devices/{device}/minutes")
+    def minutes(device: str, since: float | None = None, until: float | None = None, limit: int = 1440):
+        known(device)
+        return queries.minutes(store, device, since, until, max(1, min(limit, 100000)))
+
     def _classroom(devices: str, since, until, window):
         ids = sorted(_csv_set(devices))
         if not ids:
             raise HTTPException(400, "devices=<id>[,<id>...] is required")
         ids = sorted({d for x in ids for d in cfg.groups.get(x, [x])})
         s, u = _window(since, until, window)
-        return queries.classroom(store, ids, s, u)
+        return queries.classroom(store, ids, s, u, raw_since=time.time() - cfg.raw_days * 86400.0)
 
     @app.get("/api/classroom")
     def classroom(devices: str = "", since: float | None = None, until: float | None = None,
@@ -169,7 +176,8 @@ def create_app(cfg: DashboardConfig, store: Store, live: Live, feeds: list | Non
         data = _classroom(devices, since, until, window)
         name = "classroom-" + re.sub(r"[^A-Za-z0-9._-]", "_", "-".join(data["devices"]))[:60] + ".csv"
         return PlainTextResponse(queries.classroom_csv(data), media_type="text/csv",
-                                 headers={"Content-Disposition": f'attachment; filename="{name}"'})
+                                 headers={"Content-Disposition": f'attachment; filename="{name}"',
+                                          "X-Fer-Tier": data["tier"]})
 
     @app.get("/api/devices/{device}/driver")
     def driver(device: str):

@@ -52,6 +52,8 @@ def test_two_workers_split_one_stream_nothing_lost_or_doubled(mqtt_broker, pg_ur
         time.sleep(1.0)  # anything doubled would land by now
         total, distinct = store.execute("SELECT COUNT(*), COUNT(DISTINCT (device, seq)) FROM expressions")[0]
         assert total == distinct == unique
+        # the per-minute rollups count each stored event once, whichever worker got it or its duplicate
+        assert store.execute("SELECT SUM(events), SUM(n_neutral) FROM minutes")[0] == (unique, unique)
         for w in workers:
             assert w.stop() == 0, w.stderr()[-2000:]
         rows = {r[0]: r[1:] for r in store.execute("SELECT name, received, stored, duplicates FROM workers")}

@@ -343,7 +343,7 @@ def test_dashboard_config_template_defaults(ansible_bin: Path, tmp_path: Path):
     assert cfg.listen == "127.0.0.1:8080" and cfg.db == "/var/lib/fer-edge-dashboard/dashboard.sqlite"
     assert cfg.mqtt.host == "127.0.0.1" and cfg.mqtt.username == "dashboard" and cfg.mqtt.prefix == "fer"
     assert cfg.mqtt.password_file == ""  # systemd credential, never the password itself
-    assert cfg.worker_name == "dash-1" and cfg.retention_days == 30 and cfg.groups == {}
+    assert cfg.worker_name == "dash-1" and (cfg.retention_days, cfg.raw_days) == (365, 7) and cfg.groups == {}
     assert cfg.auth.token_file == "" and cfg.auth.users_file == "" and not cfg.is_postgres
     assert "s3cret" not in (tmp_path / "dashboard.toml").read_text() and pgpass == ""
     from dashboard.config import check_security

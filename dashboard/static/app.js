@@ -113,6 +113,8 @@ function windowParams(sel) {
   if (sel === "live") return { since: now - 300 };
   if (sel === "hour") return { since: now - 3600 };
   if (sel === "day") return { since: now - 86400 };
+  if (sel === "week") return { since: now - 7 * 86400 };
+  if (sel === "month") return { since: now - 30 * 86400 };
   const from = Date.parse($("#lesson-from").value) / 1000, to = Date.parse($("#lesson-to").value) / 1000;
   return isNaN(from) || isNaN(to) ? { since: now - 3600 } : { since: from, until: to };
 }
@@ -169,10 +171,11 @@ async function classroomView(view, id) {
     <div class="controls" id="device-states"></div>
     <div class="controls">${pick.html}
       <label>window <select id="window"><option value="live">live (5 min)</option><option value="hour">last hour</option>
-        <option value="day">last 24 h</option><option value="lesson">a lesson…</option></select></label>
+        <option value="day">last 24 h</option><option value="week">last 7 days</option>
+        <option value="month">last 30 days</option><option value="lesson">a lesson…</option></select></label>
       <span id="lesson" hidden><input type="datetime-local" id="lesson-from"> – <input type="datetime-local" id="lesson-to">
         <button id="lesson-go">show</button></span>
-      <a id="csv" href="#">CSV export</a></div>
+      <a id="csv" href="#">CSV export</a><span class="muted" id="tier"></span></div>
     <div class="row"><div class="card"><div class="muted">faces present</div><div class="big" id="faces-now">–</div></div>
       <div class="card"><div class="muted">engagement index (window)</div><div class="big" id="engagement">–</div></div>
       <div class="card"><div class="muted">formula</div><div class="formula" id="formula">${esc(CONFIG.formula)}</div>
@@ -187,6 +190,9 @@ async function classroomView(view, id) {
     $("#csv").href = "/api/classroom.csv?" + q;
     const data = await api("/api/classroom?" + q);
     if (!alive()) return;
+    // which tier answered: raw summaries (per device window) or per-minute rollups (older or longer windows)
+    $("#tier").textContent = data.tier === "minutes"
+      ? `per-minute rollups, a point per ${Math.round(data.resolution_s / 60)} min` : "raw summaries";
     clearCharts();
     const xs = data.points.map((p) => p.ts);
     const labels = data.labels;

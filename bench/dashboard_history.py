@@ -1,0 +1,138 @@
+"""``fer-edge bench dashboard``'s storage-tier part: days of one fleet's history through the dashboard's store.
+
+A month of traffic cannot be published in real time, so the simulated fleet's messages (``bench.fleet``,
+stamped with their scheduled time) go through ``Store.write`` in batches of 1000, the path the MQTT ingest
+writes (raw rows and their per-minute rollups in one transaction), ending now. After each simulated day the
+store prunes as the running dashboard does (raw rows older than ``raw_days``). Measured per backend:
+
+* raw MB per device-day: the database's growth over the first day (raw rows and rollups, nothing pruned);
+* kept MB per device-day after the raw window: every raw row pruned (as ``raw_days`` after the last day),
+  the database compacted (SQLite ``VACUUM``, PostgreSQL ``VACUUM FULL``), its growth over the empty
+  database divided by the device-days: what each device-day costs for the rest of the retention;
+* the classroom view over the whole history for one device (``GET /api/classroom`` and ``.csv`` of a real
+  ``fer-edge dashboard --no-ingest`` process on that database, before the final prune): median and max of 5.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+import urllib.request
+from pathlib import Path
+
+from bench.common import progress
+from bench.fleet import Fleet
+
+DAY = 86400.0
+_BATCH = 1000
+
+
+def _write_days(store, fleet: Fleet, start: float, days: float, raw_days: float, retention_days: float,
+                empty: int) -> dict:
+    """Write ``days`` of the fleet's traffic from ``start``; prune after each day. Returns counts and the growth
+    over ``empty`` bytes after the first day."""
+    from dashboard.store import Message
+    from edge import payloads
+
+    written, first_day_bytes, t_write = 0, None, 0.0
+    for day in progress(range(int(-(-days // 1))), desc="history days", unit="day"):
+        begin = start + day * DAY
+        span = min(DAY, start + days * DAY - begin)
+        batch: list = []
+        t = time.perf_counter()
+        for at, d, kind, f in fleet.events(begin, span):
+            p = fleet.payload(d, kind, f, at)
+            batch.append(Message(fleet.names[d], kind, p, payloads.encode(p), received=at + 0.05))
+            if len(batch) >= _BATCH:
+                store.write(batch)
+                written, batch = written + len(batch), []
+        if batch:
+            store.write(batch)
+            written += len(batch)
+        t_write += time.perf_counter() - t
+        if day == 0:
+            store.checkpoint()
+            first_day_bytes = store.size_bytes() - empty
+        store.prune(retention_days, begin + span, raw_days)
+    return {"messages": written, "write_s": t_write, "first_day_bytes": first_day_bytes}
+
+
+def _timed_get(url: str, runs: int = 5) -> tuple[list[float], bytes]:
+    took, body = [], b""
+    for _ in range(runs):
+        t = time.perf_counter()
+        with urllib.request.urlopen(url, timeout=60) as r:
+            body = r.read()
+        took.append(time.perf_counter() - t)
+    return took, body
+
+
+def _compact(store) -> None:
+    """Give the pruned rows' space back (``size_bytes`` then measures what is kept, not free pages)."""
+    if store.postgres:
+        import psycopg
+
+        with psycopg.connect(store.url, autocommit=True) as c:  # VACUUM cannot run inside a transaction
+            c.execute("VACUUM FULL")
+    else:
+        store.conn().execute("VACUUM")
+        store.checkpoint()
+
+
+def run_history(backend: str, broker, pg, work: Path, days: float = 30.0, devices: int = 1, raw_days: float = 7.0,
+                retention_days: float = 365.0, seed: int = 0) -> dict:
+    """One backend: write ``days`` of ``devices`` ending now, time the classroom view over them, measure the
+    storage per device-day once the raw window has passed."""
+    import json
+
+    from bench.dashboard import _dashboard, _wait
+    from bench.servers import free_port
+    from dashboard.store import open_store
+
+    db = pg.create_database() if backend == "postgresql" else str(work / f"history-{backend}.sqlite")
+    for old in work.glob(f"history-{backend}.sqlite*"):
+        old.unlink()
+    store = open_store(db)
+    _compact(store)  # the baseline compacted as the end will be (a new PostgreSQL database shrinks too)
+    empty = store.size_bytes()
+    fleet = Fleet(devices, seed, name="hist", faces=[4 + d % 2 for d in range(devices)])  # the fleet's mean, 4.5
+    end = time.time()
+    start = end - days * DAY
+    w = _write_days(store, fleet, start, days, raw_days, retention_days, empty)
+    minutes = store.execute("SELECT COUNT(*) FROM minutes")[0][0]
+    store.checkpoint()
+    month_bytes = store.size_bytes() - empty
+    port = free_port()
+    log_path = work / f"history-{backend}-web.log"
+    proc = _dashboard(["--mqtt-host", broker.host, "--mqtt-port", str(broker.port), "--mqtt-prefix", f"hist-{backend}",
+                       "--db", db, "--no-ingest", "--listen", f"127.0.0.1:{port}", "--raw-days", str(raw_days),
+                       "--retention-days", str(retention_days)], log_path)
+    try:
+        _wait(lambda: "serving http" in log_path.read_text(), 60, "the history's dashboard serving")
+        query = f"devices={fleet.names[0]}&since={start:.0f}&until={end:.0f}"
+        api_s, body = _timed_get(f"http://127.0.0.1:{port}/api/classroom?{query}")
+        view = json.loads(body)
+        csv_s, _ = _timed_get(f"http://127.0.0.1:{port}/api/classroom.csv?{query}")
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    store.prune(retention_days, end + raw_days * DAY + 1, raw_days)  # the raw window has passed: rollups only
+    raw_left = sum(store.execute(f"SELECT COUNT(*) FROM {t}")[0][0] for t in ("expressions", "summaries", "stats"))
+    _compact(store)
+    kept = store.size_bytes() - empty
+    store.close()
+    device_days = devices * days
+    return {
+        "backend": backend, "devices": devices, "days": days, "raw_days": raw_days, "messages": w["messages"],
+        "msgs_per_device_s": round(w["messages"] / (device_days * DAY), 3),
+        "write_msgs_per_s": round(w["messages"] / w["write_s"], 0),
+        "raw_mb_per_device_day": round(w["first_day_bytes"] / min(days, 1.0) / devices / 1e6, 2),
+        "db_mb_at_end": round(month_bytes / 1e6, 1),
+        "minute_rows_per_device_day": round(minutes / device_days, 0),
+        "raw_rows_left": raw_left,
+        "kept_mb_per_device_day": round(kept / device_days / 1e6, 3),
+        "classroom_tier": view.get("tier"), "classroom_points": len(view.get("points", [])),
+        "classroom_ms_median": round(statistics.median(api_s) * 1000, 1),
+        "classroom_ms_max": round(max(api_s) * 1000, 1),
+        "csv_ms_median": round(statistics.median(csv_s) * 1000, 1),
+    }
