@@ -49,7 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     missing = missing_convert_module()
     needs = f" [needs the convert extra: {INSTALL_CONVERT}]" if missing else ""
 
-    p = sub.add_parser("train", help="train an expression model on FER2013 (Training; PublicTest for early stopping)" + needs,
+    p = sub.add_parser("train",
+                       help="train an expression model on FER2013 (Training; PublicTest for early stopping)" + needs,
                        description="Train a named recipe. Checkpoints every epoch into --out; --resume continues "
                                    "an interrupted run. PrivateTest is never used.")
     p.add_argument("--data", required=True, help="fer2013.csv[.gz], an image-folder root (train/, test/), or a pre-parsed .npz")
