@@ -18,13 +18,11 @@ import json
 import logging
 import os
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
-from bench.common import REPO_ROOT
 from bench.fleet import Fleet
 from convert.report import markdown_table
 
@@ -77,26 +75,11 @@ def simulate_worker(host: str, port: int, devices: int, duration: float, seed: i
 
 # --- one case -----------------------------------------------------------------------------------
 
-def _dashboard(args: list[str], log_path: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    return subprocess.Popen([sys.executable, "-m", "fer_edge", "dashboard", *args], cwd=REPO_ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=open(log_path, "w"))
-
-
 def _get(url: str) -> tuple[float, object]:
     t = time.perf_counter()
     with urllib.request.urlopen(url, timeout=30) as r:
         data = json.loads(r.read())
     return time.perf_counter() - t, data
-
-
-def _wait(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise RuntimeError(f"bench dashboard: {what} within {timeout:.0f} s")
 
 
 def _page_load_s(url: str, devices: int) -> float | None:
@@ -138,7 +121,9 @@ def run_case(backend: str, workers: int, broker, pg, devices: int, duration: flo
     """One backend x worker-count case; returns its measurements."""
     import numpy as np
 
+    from bench.servers import dashboard_process as _dashboard
     from bench.servers import free_port
+    from bench.servers import wait_for as _wait
     from dashboard.store import open_store
 
     db = pg.create_database() if backend == "postgresql" else str(work / f"bench-{backend}-{workers}.sqlite")

@@ -85,8 +85,7 @@ def run_history(backend: str, broker, pg, work: Path, days: float = 30.0, device
     storage per device-day once the raw window has passed."""
     import json
 
-    from bench.dashboard import _dashboard, _wait
-    from bench.servers import free_port
+    from bench.servers import dashboard_process, free_port, wait_for
     from dashboard.store import open_store
 
     db = pg.create_database() if backend == "postgresql" else str(work / f"history-{backend}.sqlite")
@@ -104,11 +103,11 @@ def run_history(backend: str, broker, pg, work: Path, days: float = 30.0, device
     month_bytes = store.size_bytes() - empty
     port = free_port()
     log_path = work / f"history-{backend}-web.log"
-    proc = _dashboard(["--mqtt-host", broker.host, "--mqtt-port", str(broker.port), "--mqtt-prefix", f"hist-{backend}",
+    proc = dashboard_process(["--mqtt-host", broker.host, "--mqtt-port", str(broker.port), "--mqtt-prefix", f"hist-{backend}",
                        "--db", db, "--no-ingest", "--listen", f"127.0.0.1:{port}", "--raw-days", str(raw_days),
                        "--retention-days", str(retention_days)], log_path)
     try:
-        _wait(lambda: "serving http" in log_path.read_text(), 60, "the history's dashboard serving")
+        wait_for(lambda: "serving http" in log_path.read_text(), 60, "the history's dashboard serving")
         query = f"devices={fleet.names[0]}&since={start:.0f}&until={end:.0f}"
         api_s, body = _timed_get(f"http://127.0.0.1:{port}/api/classroom?{query}")
         view = json.loads(body)
