@@ -8,7 +8,8 @@ API (all JSON unless noted; times are unix seconds):
 * ``GET /api/devices/<id>/expressions?since=&until=&limit=``: stored expression events, oldest first (raw tier)
 * ``GET /api/devices/<id>/minutes?since=&until=&limit=``: per-minute rollups, oldest first
 * ``GET /api/classroom?devices=a,b&since=&until=`` (or ``window=<s>``): faces, expression mix, engagement
-  index per point; ``GET /api/classroom.csv`` the same as CSV
+  index per point, ``tier`` (``raw`` or ``minutes``, see ``queries.tier_for``); ``GET /api/classroom.csv`` the
+  same as CSV (header ``X-Fer-Tier``)
 * ``GET /api/devices/<id>/driver``: current faces and expressions, active alerts, thresholds
 * ``GET /api/alerts?device=&active=1``, ``POST /api/alerts/<id>/ack``
 * ``GET /api/groups``, ``GET /api/config``, ``GET /api/activity?window=`` (messages per 2 s, live feed)
