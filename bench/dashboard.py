@@ -18,13 +18,11 @@ import json
 import logging
 import os
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
-from bench.common import REPO_ROOT
 from bench.fleet import Fleet
 from convert.report import markdown_table
 
@@ -77,26 +75,11 @@ def simulate_worker(host: str, port: int, devices: int, duration: float, seed: i
 
 # --- one case -----------------------------------------------------------------------------------
 
-def _dashboard(args: list[str], log_path: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    return subprocess.Popen([sys.executable, "-m", "fer_edge", "dashboard", *args], cwd=REPO_ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=open(log_path, "w"))
-
-
 def _get(url: str) -> tuple[float, object]:
     t = time.perf_counter()
     with urllib.request.urlopen(url, timeout=30) as r:
         data = json.loads(r.read())
     return time.perf_counter() - t, data
-
-
-def _wait(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise RuntimeError(f"bench dashboard: {what} within {timeout:.0f} s")
 
 
 def _page_load_s(url: str, devices: int) -> float | None:
@@ -138,7 +121,9 @@ def run_case(backend: str, workers: int, broker, pg, devices: int, duration: flo
     """One backend x worker-count case; returns its measurements."""
     import numpy as np
 
+    from bench.servers import dashboard_process as _dashboard
     from bench.servers import free_port
+    from bench.servers import wait_for as _wait
     from dashboard.store import open_store
 
     db = pg.create_database() if backend == "postgresql" else str(work / f"bench-{backend}-{workers}.sqlite")
@@ -255,12 +240,15 @@ def format_history(history: list[dict]) -> str:
     h0 = history[0]
     head = ["DB", "msgs/s per device", "raw MB / device-day", "minute rows / device-day",
             f"DB MB after {h0['days']:g} days", "kept MB / device-day after the raw window",
-            f"classroom {h0['days']:g} days ms (median / max)", "CSV ms", "tier, points"]
+            f"classroom {h0['days']:g} days ms (median / max)", "CSV ms", "tier, points", "upgrade s / device-day"]
     rows = [[h["backend"], f"{h['msgs_per_device_s']:.2f}", f"{h['raw_mb_per_device_day']:.1f}",
              f"{h['minute_rows_per_device_day']:.0f}", f"{h['db_mb_at_end']:.1f}", f"{h['kept_mb_per_device_day']:.3f}",
              f"{h['classroom_ms_median']:.0f} / {h['classroom_ms_max']:.0f}", f"{h['csv_ms_median']:.0f}",
-             f"{h['classroom_tier']}, {h['classroom_points']}"] for h in history]
+             f"{h['classroom_tier']}, {h['classroom_points']}",
+             f"{h['upgrade_s_per_device_day']:.2f}" + ("" if h["upgrade_rollups_equal"] else " (rollups differ!)")]
+            for h in history]
     return (f"\n### Storage tiers: {h0['days']:g} days of {h0['devices']} device(s), raw kept {h0['raw_days']:g} days\n\n"
             + markdown_table(head, rows) + "\n\nWritten through the ingest's store path (simulated time, pruned "
             "daily); raw: growth over the first day; kept: after every raw row is pruned and the database compacted; "
-            "classroom: `GET /api/classroom` of one device over the whole history, a real `fer-edge dashboard`.\n")
+            "classroom: `GET /api/classroom` of one device over the whole history, a real `fer-edge dashboard`; "
+            "upgrade: rollups rebuilt from the first day's raw rows, as for a schema-1 database.\n")

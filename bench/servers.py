@@ -19,6 +19,26 @@ import uuid
 from pathlib import Path
 
 
+def dashboard_process(args: list[str], log_path: Path) -> subprocess.Popen:
+    """``fer-edge dashboard ARGS`` of this checkout as a subprocess, its log (stderr) into ``log_path``."""
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    return subprocess.Popen([sys.executable, "-m", "fer_edge", "dashboard", *args], cwd=root, env=env,
+                            stdout=subprocess.DEVNULL, stderr=open(log_path, "w"))
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    """Poll ``predicate`` until true; a RuntimeError naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"bench dashboard: {what} within {timeout:.0f} s")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

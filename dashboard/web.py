@@ -12,7 +12,8 @@ API (all JSON unless noted; times are unix seconds):
 * ``GET /api/devices/<id>/expressions?since=&until=&limit=``: stored expression events, oldest first (raw tier)
 * ``GET /api/devices/<id>/minutes?since=&until=&limit=``: per-minute rollups, oldest first
 * ``GET /api/classroom?devices=a,b&since=&until=`` (or ``window=<s>``): faces, expression mix, engagement
-  index per point; ``GET /api/classroom.csv`` the same as CSV
+  index per point, ``tier`` (``raw`` or ``minutes``, see ``queries.tier_for``); ``GET /api/classroom.csv`` the
+  same as CSV (header ``X-Fer-Tier``)
 * ``GET /api/devices/<id>/driver``: the device, current faces (none while offline or stale), alerts grouped
   per kind (count, unacknowledged, active, the last ``ALERT_HISTORY``), thresholds
 * ``POST /api/devices/<id>/alerts/<kind>/ack``: acknowledge that kind's open alerts
