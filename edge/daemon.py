@@ -94,13 +94,16 @@ class Pipeline:
 
 def read_attention(landmarker, image, faces: list, att) -> dict:
     """Landmarks of the largest ``att.max_faces`` faces (all when None) -> {index in faces: FaceSignals}; faces
-    whose landmarks score under ``att.min_face_score`` (the model sees no face in the crop) are left out."""
+    whose landmarks score under ``att.min_face_score`` (the model sees no face in the crop) are left out. The same
+    two-pass crop as ``analyze --attention`` and ``bench attention`` (the figures in docs/attention.md)."""
+    from edge.attention.landmarks import face_landmarks
+
     order = sorted(range(len(faces)), key=lambda i: -faces[i].box[2] * faces[i].box[3])[:att.max_faces]
     height, width = image.shape[:2]
     out = {}
     for i in order:
-        lm = landmarker.landmarks(image, faces[i].box, faces[i].eyes)
-        if lm.score >= att.min_face_score:
+        lm = face_landmarks(landmarker, image, faces[i], min_score=att.min_face_score)
+        if lm is not None:
             out[i] = measure(lm.points, (width, height))
     return out
 
