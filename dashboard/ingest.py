@@ -3,7 +3,9 @@
 paho's network thread only queues ``(topic, payload, retain)``; the writer thread parses, stores in
 batches (one transaction per batch, at most every ``_FLUSH_S``) and then hands the batch to listeners
 (the live feed and the alert engine). ``received`` on stored rows is the time the batch was written, so
-``received - ts`` is the ingest lag.
+``received - ts`` is the ingest lag. Between batches a storing feed also prunes (hourly: raw rows after
+``raw_days``, rollups after ``retention_days``) and, after an upgrade, builds the rollups of the rows stored
+before it, a chunk per step (``Store.backfill_step``).
 
 Scale-out: ingest workers subscribe ``$share/<group>/<prefix>/+/#`` over MQTT 5, and the broker hands each
 message to one of them. Retained messages are never delivered to shared subscriptions, so the web process
