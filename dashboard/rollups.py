@@ -10,9 +10,10 @@ need from the raw rows of that minute:
 * ``alerts``: alerts the dashboard raised in that minute.
 
 Counts and sums only, so a minute is the sum of its rows' contributions: the store adds the contribution of
-each row it actually inserted, in the same transaction (``deltas``, ``upsert``). A duplicate delivery inserts
-no raw row, so it adds nothing; a crash loses both or neither. ``backfill`` builds the rollups of a database
-written before this tier existed from its raw rows, with the same arithmetic.
+each row it actually inserted, in the same transaction (``Deltas``, ``upsert_sql``). A duplicate delivery
+inserts no raw row, so it adds nothing; a crash loses both or neither. ``start_backfill`` / ``backfill_step``
+build the rollups of the rows a database held before this tier existed, with the same arithmetic, a chunk per
+transaction next to the ingest.
 """
 
 from __future__ import annotations
@@ -97,34 +98,52 @@ def upsert_sql() -> str:
             + ", ".join(sets))
 
 
-def backfill(cur, sql: Callable[[str], str], chunk: int = 20000,
-             progress: Callable[[str, int], None] | None = None) -> int:
-    """Rebuild ``minutes`` from the raw ``expressions``, ``summaries`` and ``alerts`` rows (an upgrade: their
-    rollups did not exist yet); returns the raw rows read. Runs inside the caller's transaction, reading
-    ``chunk`` rows at a time in id order; ``progress(table, rows so far)`` after each chunk."""
-    cur.execute("DELETE FROM minutes")
-    read = 0
-    for table, cols, add in (
-        ("expressions", "device, ts, expression, payload",
-         lambda d, r: d.expression(r[0], r[1], r[2], _json(r[3]).get("scores"))),
-        ("summaries", "device, ts, faces, payload", lambda d, r: d.summary(r[0], r[1], r[2], _json(r[3]).get("counts"))),
-        ("alerts", "device, ts", lambda d, r: d.alert(r[0], r[1])),
-    ):
-        last, done = -1, 0
-        while True:
-            cur.execute(sql(f"SELECT id, {cols} FROM {table} WHERE id > ? ORDER BY id LIMIT ?"), (last, chunk))
-            rows = cur.fetchall()
-            if not rows:
-                break
-            deltas = Deltas()
-            for r in rows:
-                add(deltas, r[1:])
+_SOURCES = (  # raw table, its columns read, how a row adds to the rollups
+    ("expressions", "device, ts, expression, payload",
+     lambda d, r: d.expression(r[0], r[1], r[2], _json(r[3]).get("scores"))),
+    ("summaries", "device, ts, faces, payload", lambda d, r: d.summary(r[0], r[1], r[2], _json(r[3]).get("counts"))),
+    ("alerts", "device, ts", lambda d, r: d.alert(r[0], r[1])),
+)
+BACKFILL = "backfill:"  # meta keys ``backfill:<table>`` = ``<last id done>:<last id to do>``
+
+
+def start_backfill(cur, sql: Callable[[str], str]) -> int:
+    """Schedule the rollups of every raw row already stored (an upgrade: their rollups do not exist yet):
+    one ``meta`` entry per table with rows, up to its current highest id (rows stored from now on are rolled up
+    at ingest). Runs inside the caller's transaction; returns the rows to do."""
+    todo = 0
+    for table, _, _ in _SOURCES:
+        cur.execute(f"SELECT MIN(id), MAX(id), COUNT(*) FROM {table}")
+        low, high, n = cur.fetchone()
+        if n:
+            cur.execute(sql("INSERT INTO meta (key, value) VALUES (?, ?)"), (BACKFILL + table, f"{low - 1}:{high}"))
+            todo += n
+    return todo
+
+
+def backfill_step(cur, sql: Callable[[str], str], chunk: int = 20000) -> int:
+    """Roll up the next ``chunk`` raw rows scheduled by ``start_backfill`` and record how far it got, in the
+    caller's transaction (so a crash repeats the whole step or none of it). Returns the rows done; 0 when
+    nothing is left."""
+    cur.execute(sql("SELECT key, value FROM meta WHERE key LIKE ? ORDER BY key"), (BACKFILL + "%",))
+    pending = dict(cur.fetchall())
+    for table, cols, add in _SOURCES:
+        if BACKFILL + table not in pending:
+            continue
+        done, upto = (int(x) for x in pending[BACKFILL + table].split(":"))
+        cur.execute(sql(f"SELECT id, {cols} FROM {table} WHERE id > ? AND id <= ? ORDER BY id LIMIT ?"),
+                    (done, upto, chunk))
+        rows = cur.fetchall()
+        deltas = Deltas()
+        for r in rows:
+            add(deltas, r[1:])
+        if deltas.rows:
             cur.executemany(sql(upsert_sql()), deltas.sorted_rows())
-            last, done = rows[-1][0], done + len(rows)
-            if progress:
-                progress(table, done)
-        read += done
-    return read
+        cur.execute(sql("DELETE FROM meta WHERE key = ?"), (BACKFILL + table,))
+        if len(rows) == chunk and rows[-1][0] < upto:
+            cur.execute(sql("INSERT INTO meta (key, value) VALUES (?, ?)"), (BACKFILL + table, f"{rows[-1][0]}:{upto}"))
+        return max(len(rows), 1)  # a table found empty (pruned meanwhile) still counts as a step taken
+    return 0
 
 
 def _json(text) -> dict:

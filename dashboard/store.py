@@ -9,22 +9,22 @@ workers may write the same stream concurrently.
 
 Two tiers (``dashboard.rollups``): the raw rows above, pruned after ``raw_days``, and per-minute rollups per
 device (``minutes``), added to in the same transaction as the raw rows they count and kept for the retention.
-``init`` migrates a database written before the rollups existed (schema 1) by backfilling them from its raw
-rows; ``meta.schema`` records the version.
+``init`` migrates a database written before the rollups existed (schema 1): it schedules the rollups of the
+raw rows already there, which the ingest builds a chunk at a time (``backfill_step``), and until then the raw
+rows are kept; ``meta.schema`` records the version.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dashboard import rollups
+from dashboard.message import Message  # noqa: F401 - callers take it from here
 from edge.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -35,35 +35,6 @@ KEPT_TABLES = ("statuses", "alerts", "minutes")  # pruned after retention_days
 TABLES_BY_TS = RAW_TABLES + KEPT_TABLES
 # Expression payload keys kept as columns (or implied by the row), not repeated in its stored JSON.
 _EXPR_COLUMNS = frozenset({"v", "ts", "device", "face_id", "expression", "confidence", "seq"})
-
-
-@dataclass
-class Message:
-    """One MQTT message as the ingest parsed it (``payload`` is a dict, or the status string)."""
-
-    device: str
-    kind: str  # expression | summary | stats | status
-    payload: Any
-    raw: bytes
-    received: float = field(default_factory=time.time)
-    retained: bool = False
-
-    @property
-    def ts(self) -> float:
-        if isinstance(self.payload, dict) and isinstance(self.payload.get("ts"), (int, float)):
-            return float(self.payload["ts"])
-        return self.received
-
-    @property
-    def seq(self) -> int | None:
-        s = self.payload.get("seq") if isinstance(self.payload, dict) else None
-        return s if isinstance(s, int) and not isinstance(s, bool) else None
-
-    @property
-    def dkey(self) -> str:
-        if self.seq is not None:
-            return f"{self.seq}:{self.ts:.3f}"
-        return "h" + hashlib.blake2b(self.raw, digest_size=10).hexdigest()
 
 
 def _schema(autoinc: str, without_rowid: str = "") -> list[str]:
@@ -161,13 +132,9 @@ class Store:
             if version > SCHEMA_VERSION:
                 raise ConfigError(f"database {self.url!r} has schema {version}, newer than this fer-edge's "
                                   f"{SCHEMA_VERSION}: upgrade fer-edge, or use another --db")
-            if version < 2:
-                t0 = time.monotonic()
-                read = rollups.backfill(cur, self.sql,
-                                        progress=lambda t, n: log.info("dashboard: schema 1 -> 2: %s: %d rows", t, n))
-                if read:
-                    log.info("dashboard: schema 1 -> 2: per-minute rollups built from %d raw rows in %.1f s",
-                             read, time.monotonic() - t0)
+            if version < 2 and (todo := rollups.start_backfill(cur, self.sql)):
+                log.info("dashboard: schema 1 -> 2: the per-minute rollups of %d stored rows are built next to the "
+                         "ingest; raw rows are kept until then", todo)
             if version < SCHEMA_VERSION:
                 cur.execute(self.sql("DELETE FROM meta WHERE key = 'schema'"))
                 cur.execute(self.sql("INSERT INTO meta (key, value) VALUES ('schema', ?)"), (str(SCHEMA_VERSION),))
@@ -292,11 +259,22 @@ class Store:
         n = 0
         c = self.conn()
         with self._tx(c) as cur:
+            cur.execute(self.sql("SELECT COUNT(*) FROM meta WHERE key LIKE ?"), (rollups.BACKFILL + "%",))
+            if cur.fetchone()[0]:  # an upgrade's raw rows not rolled up yet stay until they are
+                raw_cutoff = cutoff
             for table in TABLES_BY_TS:
                 cur.execute(self.sql(f"DELETE FROM {table} WHERE ts < ?"), (raw_cutoff if table in RAW_TABLES else cutoff,))
                 n += max(cur.rowcount, 0)
             cur.execute(self.sql("DELETE FROM devices WHERE COALESCE(last_seen, status_ts, 0) < ?"), (cutoff,))
         return n
+
+    def backfill_step(self, chunk: int = 20000) -> int:
+        """Roll up the next ``chunk`` rows an upgrade scheduled (one transaction; workers take turns); returns
+        the rows done, 0 when none are left."""
+        with self._tx(self.conn()) as cur:
+            if self.postgres:
+                cur.execute("SELECT pg_advisory_xact_lock(7262002)")
+            return rollups.backfill_step(cur, self.sql, chunk)
 
     def worker_beat(self, name: str, started: float, received: int, stored: int, duplicates: int) -> None:
         self.execute("INSERT INTO workers (name, started, beat, received, stored, duplicates) VALUES (?, ?, ?, ?, ?, ?) "
