@@ -1,4 +1,4 @@
-"""Workstation subcommands: ``train``, ``convert``, ``drift``, ``edgetpu``.
+"""Workstation subcommands: ``train``, ``convert``, ``convert-detector``, ``drift``, ``edgetpu``.
 
 Registration imports nothing heavy; TensorFlow loads only when a command runs.
 """
@@ -32,8 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="*_ferplus recipes: weight of the FER2013 label in the target (0: FER+ votes only)")
     p.set_defaults(func=_train)
 
-    for module_name, command in (("convert.quantize", "convert"), ("convert.drift", "drift"),
-                                 ("convert.edgetpu", "edgetpu")):
+    for module_name, command in (("convert.quantize", "convert"), ("convert.detector", "convert-detector"),
+                                 ("convert.drift", "drift"), ("convert.edgetpu", "edgetpu")):
         try:
             module = __import__(module_name, fromlist=["add_arguments", "run"])
         except ModuleNotFoundError:

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edge.frames import CameraConfig  # the light module: loading a config does not load OpenCV
 from edge.classify import ModelConfig
@@ -90,6 +90,15 @@ class Config(BaseModel):
     watchdog: WatchdogConfig = Field(default_factory=WatchdogConfig)
     # Read and validated by `fer-edge dashboard` (dashboard.config), so one file can serve both; the daemon ignores it.
     dashboard: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _detector_follows_model_accelerator(self) -> "Config":
+        """The int8 detector shares the classifier's Edge TPU: [detector] accelerator/device unset -> [model]'s."""
+        if self.detector.accelerator is None:
+            self.detector.accelerator = self.model.accelerator
+        if self.detector.device is None:
+            self.detector.device = self.model.device
+        return self
 
 
 def _model_at(loc: tuple) -> type[BaseModel] | None:
