@@ -106,3 +106,32 @@ def keras_from_tflite(path: str | Path, shape: tuple[int, int] | None = None):
     outs = [keras.layers.Lambda(lambda v: keras.ops.clip(v, -LOGIT_CLIP, LOGIT_CLIP), name=f"{n}_clip")(t[i])
             if g.static_shape(i)[-1] < 16 else t[i] for i, n in zip(heads, names)]
     return keras.Model(inp, outs, name="blazeface"), names
+
+
+def equalize_depthwise(model, x_calibration: np.ndarray) -> int:
+    """Per-channel range equalisation of every depthwise convolution read only by a convolution (BlazeFace's
+    blocks: depthwise -> 1x1 convolution, no activation between): channel c of the depthwise output is scaled by
+    (a power of) the largest factor that keeps it inside the tensor's calibrated [min, max], and the reader's input
+    weights undo it, so the float function is unchanged while the narrow channels get more of the 8 bits (the
+    depthwise output is rounded to int8 with one scale per tensor). In place; returns how many were equalised."""
+    import keras
+
+    from convert.equalize import EQUALIZE_POWER, MAX_FACTOR, _absorb_input_factor, _headroom, consumers
+
+    pairs = []
+    for dw in model.layers:
+        if isinstance(dw, keras.layers.DepthwiseConv2D):
+            readers = consumers(model, dw)
+            if len(readers) == 1 and type(readers[0]) is keras.layers.Conv2D:
+                pairs.append((dw, readers[0]))
+    if not pairs:
+        return 0
+    probe = keras.Model(model.inputs, [dw.output for dw, _ in pairs])
+    outs = [probe(x[None], training=False) for x in x_calibration]
+    for i, (dw, reader) in enumerate(pairs):
+        out = np.concatenate([np.asarray(o[i]).reshape(-1, dw.output.shape[-1]) for o in outs])
+        factor = np.minimum(_headroom(out) ** EQUALIZE_POWER, MAX_FACTOR).astype(np.float32)
+        dw.kernel.assign(dw.kernel.numpy() * factor[None, None, :, None])
+        dw.bias.assign(dw.bias.numpy() * factor)
+        _absorb_input_factor(reader, factor)
+    return len(pairs)
