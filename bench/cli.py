@@ -43,8 +43,9 @@ def _check(args: argparse.Namespace) -> None:
         raise DataError(f"--readme {args.readme} not found; pass the README.md that holds the bench markers")
     if args.video and not Path(args.video).is_file():
         raise DataError(f"--video {args.video} not found; pass an existing video file or leave it out")
-    if args.what == "e2e" and not args.data:
-        raise DataError("`bench e2e` builds its video from FER2013 PrivateTest faces: pass --data fer2013.csv.gz")
+    if args.what in ("e2e", "classroom") and not args.data:
+        raise DataError(f"`bench {args.what}` builds its frames from FER2013 PrivateTest faces: "
+                        "pass --data fer2013.csv.gz")
     if args.what in ("accuracy", "all") and not args.data:
         raise DataError("`bench accuracy` needs the labelled images: pass --data fer2013.csv.gz")
 
@@ -103,6 +104,11 @@ def run(args: argparse.Namespace) -> int:
         text = format_estimate(run_estimate(models, with_fer))
         print(text)
         written.append(output.write(out, "estimate.md", text))
+    if args.what == "classroom":
+        from bench.classroom import format_classroom, run_classroom
+
+        res = run_classroom(args.data, args.yunet, seed=args.seed, threads=threads[0])
+        written += _emit(out, "classroom", res, format_classroom, None)
     if args.what == "e2e":
         from bench.e2e_report import format_e2e_truth, plot_e2e_truth, run_e2e_truth
 
@@ -151,10 +157,11 @@ def register(subparsers) -> None:
                     "multi-face video, and an estimate for Raspberry Pi 4/5 and Coral USB. Prints the tables "
                     "and writes them as Markdown under --out; the committed bench/results/ and the README's "
                     "tables change only with --publish.")
-    p.add_argument("what", choices=["accuracy", "speed", "all", "dashboard", "e2e"],
+    p.add_argument("what", choices=["accuracy", "speed", "all", "dashboard", "e2e", "classroom"],
                    help="which benchmark to run (dashboard: a simulated fleet into `fer-edge dashboard`; e2e: "
                         "detection + expression against ground truth on a labelled video of FER2013 PrivateTest "
-                        "faces, per face size, vs fer; neither is in all)")
+                        "faces, per face size, vs fer; classroom: 16 small faces per 1280x720 frame, BlazeFace "
+                        "vs YuNet (--yunet); none of these is in all)")
     p.add_argument("--data", help="FER2013 csv(.gz), image-folder root or .npz (needed for accuracy)")
     p.add_argument("--out", default=str(DEFAULT_OUT),
                    help="folder for the .md/.json/.png results (default: %(default)s, not tracked by git)")

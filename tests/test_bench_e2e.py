@@ -84,3 +84,23 @@ def test_yunet_on_a_file_that_is_no_model_names_the_file(tmp_path):
     bad.write_bytes(b"not an onnx file")
     with pytest.raises(ModelError, match="yunet.onnx cannot be loaded"):
         create_yunet(str(bad))
+
+
+def test_bench_classroom_scores_real_detectors_on_small_faces(tmp_path, astronaut_bgr):
+    """`bench classroom` on frames of a real face (the astronaut's, as a FER2013-style 48x48 crop in a tiny CSV)."""
+    import cv2
+
+    from bench.classroom import BANDS, FACES, format_classroom, run_classroom
+    from tests.conftest import ASTRONAUT_FACE
+
+    x, y, w, h = ASTRONAUT_FACE
+    side = max(w, h)
+    face = cv2.resize(cv2.cvtColor(astronaut_bgr, cv2.COLOR_BGR2GRAY)[y - 10:y - 10 + side, x - 5:x - 5 + side], (48, 48))
+    csv = tmp_path / "fer.csv"
+    csv.write_text("emotion,pixels,Usage\n" + f"3,{' '.join(map(str, face.ravel()))},PrivateTest\n")
+    res = run_classroom(csv, None, n=2, seed=0)
+    assert set(res["rows"]) == {"auto", "auto int8", "classroom", "classroom int8"}
+    auto = res["rows"]["auto"]
+    assert list(auto["recall"]) == [f"{lo}-{hi - 1}" for lo, hi in BANDS] and auto["ms"] > 0
+    assert auto["recall"]["52-64"] >= 0.5  # the biggest of these faces are well within auto's range
+    assert res["faces_per_frame"] == FACES and "| auto int8 |" in format_classroom(res)

@@ -159,3 +159,11 @@ def test_a_model_file_of_the_wrong_shape_is_refused(tmp_path):
     shutil.copy(INT8, shaped_path(tmp_path / INT8.name, (192, 256)))  # a 128x128 file under a 192x256 name
     with pytest.raises(ModelError, match=r"expected \[1, 192, 256, 3\].*convert-detector"):
         BlazeFaceModel("blazeface_short_int8", model_dir=tmp_path, shape=(192, 256))
+
+
+def test_doctor_says_where_each_int8_model_runs():
+    from edge.doctor import check_detector
+
+    row = check_detector(Config.model_validate({"detector": {"precision": "int8"}, "model": {"accelerator": "cpu"}}))
+    assert row.ok and "int8 on cpu" in row.detail
+    assert "short_int8 448x336 on cpu" in row.detail and "short_int8 128x128 on cpu" in row.detail
