@@ -43,7 +43,7 @@ def _check(args: argparse.Namespace) -> None:
         raise DataError(f"--readme {args.readme} not found; pass the README.md that holds the bench markers")
     if args.video and not Path(args.video).is_file():
         raise DataError(f"--video {args.video} not found; pass an existing video file or leave it out")
-    if args.what in ("e2e", "classroom") and not args.data:
+    if args.what in ("e2e", "classroom", "align") and not args.data:
         raise DataError(f"`bench {args.what}` builds its frames from FER2013 PrivateTest faces: "
                         "pass --data fer2013.csv.gz")
     if args.what in ("accuracy", "all") and not args.data:
@@ -104,6 +104,11 @@ def run(args: argparse.Namespace) -> int:
         text = format_estimate(run_estimate(models, with_fer))
         print(text)
         written.append(output.write(out, "estimate.md", text))
+    if args.what == "align":
+        from bench.align import format_align, run_align
+
+        res = run_align(args.data, args.split, n=args.limit or 300, seed=args.seed, threads=threads[0])
+        written += _emit(out, "align", res, format_align, None)
     if args.what == "classroom":
         from bench.classroom import format_classroom, run_classroom
 
@@ -157,11 +162,12 @@ def register(subparsers) -> None:
                     "multi-face video, and an estimate for Raspberry Pi 4/5 and Coral USB. Prints the tables "
                     "and writes them as Markdown under --out; the committed bench/results/ and the README's "
                     "tables change only with --publish.")
-    p.add_argument("what", choices=["accuracy", "speed", "all", "dashboard", "e2e", "classroom"],
+    p.add_argument("what", choices=["accuracy", "speed", "all", "dashboard", "e2e", "classroom", "align"],
                    help="which benchmark to run (dashboard: a simulated fleet into `fer-edge dashboard`; e2e: "
                         "detection + expression against ground truth on a labelled video of FER2013 PrivateTest "
                         "faces, per face size, vs fer; classroom: 16 small faces per 1280x720 frame, BlazeFace "
-                        "vs YuNet (--yunet); none of these is in all)")
+                        "vs YuNet (--yunet); align: accuracy per alignment deadband on --split faces (default: "
+                        "PrivateTest; choose on PublicTest), --limit faces (300); none of these is in all)")
     p.add_argument("--data", help="FER2013 csv(.gz), image-folder root or .npz (needed for accuracy)")
     p.add_argument("--out", default=str(DEFAULT_OUT),
                    help="folder for the .md/.json/.png results (default: %(default)s, not tracked by git)")

@@ -19,15 +19,15 @@ def eye_angle(eyes) -> float:
 
 
 def crop_face(image_bgr: np.ndarray, box: tuple[int, int, int, int], margin: float, eyes=None,
-              lift: float = 0.0) -> np.ndarray:
+              lift: float = 0.0, min_deg: float | None = None) -> np.ndarray:
     """48x48 grayscale crop of ``box`` (x, y, w, h) widened by ``margin`` x size on each side, its centre ``lift`` x
     the box height above the box centre (towards the top of the face when the crop is aligned).
 
     The crop is square (the classifier was trained on square faces, so
     stretching would distort expressions); parts outside the frame repeat the border pixels.
     ``eyes`` ((x, y) right eye, (x, y) left eye, frame pixels): rotate the face upright about the crop
-    centre first, when the eye line tilts by ALIGN_MIN_DEG..ALIGN_MAX_DEG; otherwise the crop is the
-    unrotated one, unchanged.
+    centre first, when the eye line tilts by ``min_deg`` (default ALIGN_MIN_DEG)..ALIGN_MAX_DEG; otherwise the crop
+    is the unrotated one, unchanged.
     """
     import cv2
 
@@ -35,7 +35,7 @@ def crop_face(image_bgr: np.ndarray, box: tuple[int, int, int, int], margin: flo
     side = max(w, h) * (1.0 + 2.0 * margin)
     gray = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2GRAY) if image_bgr.ndim == 3 else image_bgr
     angle = eye_angle(eyes) if eyes is not None else 0.0
-    aligned = ALIGN_MIN_DEG <= abs(angle) <= ALIGN_MAX_DEG
+    aligned = (ALIGN_MIN_DEG if min_deg is None else min_deg) <= abs(angle) <= ALIGN_MAX_DEG
     # The face's "up" in image coordinates (y down): (0, -1) rotated by the eye line's tilt when aligning.
     up = np.radians(angle) if aligned else 0.0
     cx, cy = x + w / 2.0 + lift * h * np.sin(up), y + h / 2.0 - lift * h * np.cos(up)

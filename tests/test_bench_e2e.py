@@ -104,3 +104,39 @@ def test_bench_classroom_scores_real_detectors_on_small_faces(tmp_path, astronau
     assert list(auto["recall"]) == [f"{lo}-{hi - 1}" for lo, hi in BANDS] and auto["ms"] > 0
     assert auto["recall"]["52-64"] >= 0.5  # the biggest of these faces are well within auto's range
     assert res["faces_per_frame"] == FACES and "| auto int8 |" in format_classroom(res)
+
+
+def test_alignment_deadband_picks_the_rotated_crop_only_above_the_deadband():
+    from bench.align import deadband_table
+
+    recs = [{"angle": 0, "tilt": 2.0, "plain": True, "rotated": False},  # keypoint noise: rotating hurts
+            {"angle": 0, "tilt": 6.0, "plain": False, "rotated": True},
+            {"angle": 20, "tilt": 19.0, "plain": False, "rotated": True},
+            {"angle": -20, "tilt": 50.0, "plain": True, "rotated": False}]  # beyond 45 deg: never rotated
+    t = deadband_table(recs, deadbands=(0, 5, 10))
+    assert t["0"] == {"faces": 2, "no align": 0.5, "0": 0.5, "5": 1.0, "10": 0.5}
+    assert t["20"] == {"faces": 2, "no align": 0.5, "0": 1.0, "5": 1.0, "10": 1.0}
+
+
+def test_crop_deadband_is_a_parameter(astronaut_bgr):
+    from edge.crop import crop_face
+
+    eyes = ((200.0, 120.0), (260.0, 126.0))  # a 5.7 degree tilt
+    plain = crop_face(astronaut_bgr, (170, 60, 115, 125), 0.1)
+    assert np.array_equal(crop_face(astronaut_bgr, (170, 60, 115, 125), 0.1, eyes, min_deg=8.0), plain)
+    assert not np.array_equal(crop_face(astronaut_bgr, (170, 60, 115, 125), 0.1, eyes, min_deg=5.0), plain)
+
+
+def test_align_records_measure_the_tilt_of_a_real_face(tmp_path, astronaut_bgr):
+    import cv2
+
+    from bench.align import align_records
+    from tests.conftest import ASTRONAUT_FACE
+
+    x, y, w, h = ASTRONAUT_FACE
+    face = cv2.resize(cv2.cvtColor(astronaut_bgr, cv2.COLOR_BGR2GRAY)[y - 10:y + 115, x - 5:x + 120], (48, 48))
+    csv = tmp_path / "fer.csv"
+    csv.write_text("emotion,pixels,Usage\n" + f"3,{' '.join(map(str, face.ravel()))},PublicTest\n")
+    recs = align_records(str(csv), "PublicTest", n=1, sizes=(200,), angles=(0, 20))
+    assert [r["angle"] for r in recs] == [0, 20]
+    assert recs[0]["tilt"] < 8 and 12 < recs[1]["tilt"] < 28  # the eye line follows the pasted tilt
