@@ -265,7 +265,8 @@ def run(args: argparse.Namespace) -> int:
     if args.data:
         from convert.detector_drift import detector_drift, format_drift
 
-        report["drift"] = detector_drift(args.data, args.faces_per_size, args.seed, args.threads)
+        report["drift"] = detector_drift(args.data, args.faces_per_size, args.seed, args.threads,
+                                         int8_dir=out.resolve())
         text = format_drift(report["drift"])
         print(text)
         (report_dir / "drift.md").write_text(text + "\n")

@@ -15,9 +15,10 @@ MAX_RECALL_DROP = 1.0
 
 
 def detector_drift(data: str | Path, faces_per_size: int = 40, seed: int = 0, threads: int = 1,
-                   detector: str = "auto") -> dict:
+                   detector: str = "auto", int8_dir: str | Path | None = None) -> dict:
     """Run ``detector`` as float and as int8 on bench e2e's video (built or reused from the cache); per size:
-    recall of the box and of the classified region; false positives per face-free frame; FPS and detect ms."""
+    recall of the box and of the classified region; false positives per face-free frame; FPS and detect ms.
+    ``int8_dir``: the folder of the int8 files to measure (default: the shipped ones)."""
     import json
 
     from bench.common import cache_dir, run_worker
@@ -28,8 +29,9 @@ def detector_drift(data: str | Path, faces_per_size: int = 40, seed: int = 0, th
     meta = json.loads(video.with_suffix(".json").read_text())
     out = {"video": video.name, "sizes": meta["sizes"], "detector": detector, "threads": threads, "runs": {}}
     for precision in ("float", "int8"):
+        where = {"model_dir": str(int8_dir)} if precision == "int8" and int8_dir else {}
         r = run_worker("truth_ours", {"video": str(video), "threads": threads, "detector": detector,
-                                      "precision": precision}, timeout=3600)
+                                      "precision": precision, **where}, timeout=3600)
         s = score(meta["frames"], r.pop("frames"), meta["sizes"], r.get("margin", 0.0), r.get("lift", 0.0))
         out["runs"][precision] = {
             "recall": {str(k): b["recall"] for k, b in s["bands"].items()},
