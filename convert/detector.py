@@ -137,30 +137,9 @@ def keras_match(keras_model, tflite_path: Path, x: np.ndarray) -> dict:
 def convert_int8(keras_model, calibration: np.ndarray) -> bytes:
     """Full-integer int8 conversion (int8 input and outputs, static batch-1 shape of ``keras_model``),
     calibrated on ``calibration`` [N, h, w, 3] float inputs."""
-    import shutil
-    import tempfile
+    from convert.quantize import saved_model_to_int8
 
-    import tensorflow as tf
-
-    shape = [1, *keras_model.input_shape[1:]]
-    tmp = tempfile.mkdtemp(prefix="fer-edge-detector-")
-    keras_model.export(tmp, format="tf_saved_model", verbose=False,
-                       input_signature=[tf.TensorSpec(shape, tf.float32, name="image")])
-
-    def representative():
-        for xi in calibration:
-            yield [xi[None]]
-
-    converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
-    try:
-        return converter.convert()
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    return saved_model_to_int8(keras_model, calibration, prefix="fer-edge-detector-")
 
 
 def int8_match(int8_path: Path, tflite_path: Path, frames: list[np.ndarray], shape) -> dict:
