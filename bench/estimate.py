@@ -192,9 +192,9 @@ def _frame_budget(result: dict, clf_name: str = "mini_xception") -> list[list]:
     overhead = _overhead_ms(result)
     configs = []  # (label, [(model row, count, may run on the TPU)])
     if det_float and clf:
-        configs.append((f"expressions, {n} faces, float `auto` detector (before)", [(det_float, 1, False), (clf, n, True)]))
+        configs.append((f"expressions, {n} faces, float `auto` detector (the default)", [(det_float, 1, False), (clf, n, True)]))
     if det_int8 and clf:
-        configs.append((f"expressions, {n} faces, int8 `auto` detector", [(det_int8, 1, True), (clf, n, True)]))
+        configs.append((f"expressions, {n} faces, int8 `auto` detector (`precision = \"int8\"`)", [(det_int8, 1, True), (clf, n, True)]))
     if driver and lms and clf:
         configs.append(("`driver` role: 1 face, int8 detector, landmarks, expression", [(driver, 1, True), (lms, 1, False),
                                                                                        (clf, 1, True)]))
