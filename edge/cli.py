@@ -66,7 +66,8 @@ def camera_source(value: str) -> str | int:
 
 
 RUN_FLAGS = (("--source", "camera.source"), ("--mqtt-host", "mqtt.host"), ("--mqtt-port", "mqtt.port"),
-             ("--device-id", "device.id"), ("--realtime", "camera.realtime"))
+             ("--device-id", "device.id"), ("--realtime", "camera.realtime"), ("--role", "device.role"),
+             ("--workers", "pipeline.workers"))
 
 
 def run_overrides(args: argparse.Namespace) -> list[tuple[str, str, object]]:
@@ -137,6 +138,9 @@ def register(subparsers) -> None:
     g.add_argument("--mqtt-host", metavar="HOST", help="mqtt.host: publish to this broker (empty: stdout)")
     g.add_argument("--mqtt-port", metavar="PORT", help="mqtt.port (default 1883)")
     g.add_argument("--device-id", metavar="ID", help="device.id: topics <mqtt.prefix>/<ID>/...")
+    g.add_argument("--role", metavar="ROLE", help="device.role: general (expressions), driver (landmarks, drowsy/"
+                                                   "distracted/yawning alerts) or classroom (no emotions inferred)")
+    g.add_argument("--workers", metavar="N", help="pipeline.workers: frames detected at once (default: one per core)")
     g.add_argument("--realtime", action=argparse.BooleanOptionalAction, default=None,
                    help="camera.realtime: play a file at its frame rate (default: when publishing to a broker) "
                         "or as fast as it is read")

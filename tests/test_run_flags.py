@@ -54,6 +54,8 @@ def test_flags_override_the_config_file(tmp_path, mqtt_broker):
     (["--mqtt-port", "abc"], ["--mqtt-port: mqtt.port = 'abc'", "integer"]),
     (["--mqtt-port", "70000"], ["--mqtt-port: mqtt.port = '70000'", "65535"]),
     (["--source", "/nonexistent.mp4"], ["/nonexistent.mp4 not found", "--source"]),
+    (["--workers", "0"], ["--workers: pipeline.workers = '0'", "greater than or equal to 1"]),
+    (["--role", "pilot"], ["--role: device.role = 'pilot'", "'general', 'driver' or 'classroom'"]),
 ])
 def test_bad_flag_values_are_one_line_errors(tmp_path, args, needles):
     proc = run_cli("run", *args, "--max-frames", "1", env=state_env(tmp_path))
@@ -128,3 +130,18 @@ def test_run_help_lists_the_flags():
     for flag in ("--source", "--mqtt-host", "--mqtt-port", "--device-id", "--realtime, --no-realtime"):
         assert flag in text
     assert "camera (the Raspberry Pi camera where picamera2 is installed, else the first USB camera)" in text
+
+
+def test_role_and_workers_flags(tmp_path):
+    """`--role classroom --workers 1` without a config: the classroom preset (no expression model, attention on)
+    on the plain one-worker loop, as stats and the summaries on stdout say."""
+    import json
+
+    proc = run_cli("run", "--role", "classroom", "--workers", "1", "--max-frames", "20", env=state_env(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    msgs = [json.loads(line) for line in proc.stdout.splitlines()]
+    stats = [m["payload"] for m in msgs if m["topic"].endswith("/stats")]
+    assert stats[-1]["role"] == "classroom" and stats[-1]["detector"]["workers"] == 1
+    assert not [m for m in msgs if m["topic"].endswith("/expression")]
+    assert all("attention" in m["payload"] and "counts" not in m["payload"]
+               for m in msgs if m["topic"].endswith("/summary"))
