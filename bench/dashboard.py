@@ -18,14 +18,13 @@ import json
 import logging
 import os
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
-from bench.common import REPO_ROOT
 from bench.fleet import Fleet
+from bench.servers import dashboard_process, wait_for
 from convert.report import markdown_table
 
 log = logging.getLogger(__name__)
@@ -77,26 +76,11 @@ def simulate_worker(host: str, port: int, devices: int, duration: float, seed: i
 
 # --- one case -----------------------------------------------------------------------------------
 
-def _dashboard(args: list[str], log_path: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    return subprocess.Popen([sys.executable, "-m", "fer_edge", "dashboard", *args], cwd=REPO_ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=open(log_path, "w"))
-
-
 def _get(url: str) -> tuple[float, object]:
     t = time.perf_counter()
     with urllib.request.urlopen(url, timeout=30) as r:
         data = json.loads(r.read())
     return time.perf_counter() - t, data
-
-
-def _wait(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise RuntimeError(f"bench dashboard: {what} within {timeout:.0f} s")
 
 
 def _page_load_s(url: str, devices: int) -> float | None:
@@ -154,17 +138,17 @@ def run_case(backend: str, workers: int, broker, pg, devices: int, duration: flo
     name = f"{backend}-{workers}w"
     if workers == 1:
         logs.append(work / f"{name}-web.log")
-        procs.append(_dashboard([*common, "--listen", f"127.0.0.1:{port}"], logs[-1]))
+        procs.append(dashboard_process([*common, "--listen", f"127.0.0.1:{port}"], logs[-1]))
     else:
         for i in range(workers):
             logs.append(work / f"{name}-worker{i}.log")
-            procs.append(_dashboard([*common, "--ingest-only", "--share-group", "bench", "--worker-name", f"w{i}"],
+            procs.append(dashboard_process([*common, "--ingest-only", "--share-group", "bench", "--worker-name", f"w{i}"],
                                     logs[-1]))
         logs.append(work / f"{name}-web.log")
-        procs.append(_dashboard([*common, "--no-ingest", "--listen", f"127.0.0.1:{port}"], logs[-1]))
+        procs.append(dashboard_process([*common, "--no-ingest", "--listen", f"127.0.0.1:{port}"], logs[-1]))
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait(lambda: all("subscribed to" in p.read_text() for p in logs), 60, "dashboard processes subscribed")
+        wait_for(lambda: all("subscribed to" in p.read_text() for p in logs), 60, "dashboard processes subscribed")
         from bench.common import run_worker
 
         sim = run_worker("dashboard_sim", {"host": broker.host, "port": broker.port, "devices": devices,
@@ -172,7 +156,7 @@ def run_case(backend: str, workers: int, broker, pg, devices: int, duration: flo
                          timeout=duration + 300)
         want = sim["sent"]["expression"] + sim["sent"]["summary"] + sim["sent"]["stats"]
         t_end = time.monotonic()
-        _wait(lambda: _stored(store) >= want, 300, f"all {want} messages stored")
+        wait_for(lambda: _stored(store) >= want, 300, f"all {want} messages stored")
         drain_s = time.monotonic() - t_end
         lags = np.array(_lags(store))
         api_s, listed = _get(url + "/api/devices")
@@ -232,7 +216,7 @@ def run_dashboard_bench(devices: int = 500, duration: float = 60.0, backends=("s
             "machine": platform.machine(), "logs": str(work)}
 
 
-def format_dashboard(result: dict) -> str:
+def formatdashboard_process(result: dict) -> str:
     """The Markdown table of a ``run_dashboard_bench`` result."""
     rows = []
     for c in result["cases"]:

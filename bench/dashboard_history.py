@@ -1,6 +1,7 @@
 """``fer-edge bench dashboard``'s storage-tier part: days of one fleet's history through the dashboard's store.
 
-A month of traffic cannot be published in real time, so the simulated fleet's messages (``bench.fleet``,
+A month of traffic cannot be published in real time, so the simulated fleet's messages (``bench.fleet``, with
+attention messages every 20 s and attention blocks in the summaries, so every rollup column is filled;
 stamped with their scheduled time) go through ``Store.write`` in batches of 1000, the path the MQTT ingest
 writes (raw rows and their per-minute rollups in one transaction), ending now. After each simulated day the
 store prunes as the running dashboard does (raw rows older than ``raw_days``). Measured per backend:
@@ -85,8 +86,7 @@ def run_history(backend: str, broker, pg, work: Path, days: float = 30.0, device
     storage per device-day once the raw window has passed."""
     import json
 
-    from bench.dashboard import _dashboard, _wait
-    from bench.servers import free_port
+    from bench.servers import dashboard_process, free_port, wait_for
     from dashboard.store import open_store
 
     db = pg.create_database() if backend == "postgresql" else str(work / f"history-{backend}.sqlite")
@@ -95,7 +95,8 @@ def run_history(backend: str, broker, pg, work: Path, days: float = 30.0, device
     store = open_store(db)
     _compact(store)  # the baseline compacted as the end will be (a new PostgreSQL database shrinks too)
     empty = store.size_bytes()
-    fleet = Fleet(devices, seed, name="hist", faces=[4 + d % 2 for d in range(devices)])  # the fleet's mean, 4.5
+    # the fleet's mean faces, 4.5; attention messages and summary blocks, so every rollup column holds a value
+    fleet = Fleet(devices, seed, name="hist", faces=[4 + d % 2 for d in range(devices)], attention=True)
     end = time.time()
     start = end - days * DAY
     w = _write_days(store, fleet, start, days, raw_days, retention_days, empty)
@@ -104,11 +105,11 @@ def run_history(backend: str, broker, pg, work: Path, days: float = 30.0, device
     month_bytes = store.size_bytes() - empty
     port = free_port()
     log_path = work / f"history-{backend}-web.log"
-    proc = _dashboard(["--mqtt-host", broker.host, "--mqtt-port", str(broker.port), "--mqtt-prefix", f"hist-{backend}",
+    proc = dashboard_process(["--mqtt-host", broker.host, "--mqtt-port", str(broker.port), "--mqtt-prefix", f"hist-{backend}",
                        "--db", db, "--no-ingest", "--listen", f"127.0.0.1:{port}", "--raw-days", str(raw_days),
                        "--retention-days", str(retention_days)], log_path)
     try:
-        _wait(lambda: "serving http" in log_path.read_text(), 60, "the history's dashboard serving")
+        wait_for(lambda: "serving http" in log_path.read_text(), 60, "the history's dashboard serving")
         query = f"devices={fleet.names[0]}&since={start:.0f}&until={end:.0f}"
         api_s, body = _timed_get(f"http://127.0.0.1:{port}/api/classroom?{query}")
         view = json.loads(body)
@@ -117,7 +118,8 @@ def run_history(backend: str, broker, pg, work: Path, days: float = 30.0, device
         proc.terminate()
         proc.wait(30)
     store.prune(retention_days, end + raw_days * DAY + 1, raw_days)  # the raw window has passed: rollups only
-    raw_left = sum(store.execute(f"SELECT COUNT(*) FROM {t}")[0][0] for t in ("expressions", "summaries", "stats"))
+    raw_left = sum(store.execute(f"SELECT COUNT(*) FROM {t}")[0][0] for t in ("expressions", "summaries", "stats",
+                                                                               "attention"))
     _compact(store)
     kept = store.size_bytes() - empty
     store.close()

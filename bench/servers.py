@@ -19,6 +19,27 @@ import uuid
 from pathlib import Path
 
 
+def dashboard_process(args: list[str], log_path: Path) -> subprocess.Popen:
+    """``fer-edge dashboard ARGS`` of this checkout in the background, its stderr to ``log_path``."""
+    import sys
+
+    from bench.common import REPO_ROOT
+
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "fer_edge", "dashboard", *args], cwd=REPO_ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=open(log_path, "w"))
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    """Poll ``predicate`` every 0.2 s; a RuntimeError naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"bench dashboard: {what} within {timeout:.0f} s")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -8,15 +8,12 @@ duplicates), else a hash of the payload bytes. Inserts use ``ON CONFLICT DO NOTH
 workers may write the same stream concurrently.
 
 ``attention`` rows (one tracked face's eye, mouth and head-pose signals) are raw events like expressions. The
-device's own alerts (``alert`` messages with ``"source": "device"``: drowsy, distracted, yawning) go into
-``alerts`` beside the dashboard's, marked ``source = 'device'`` and deduplicated by the same key; a cleared
-message closes the raised row it clears.
+device's own alerts (drowsy, distracted, yawning) go into ``alerts`` beside the dashboard's
+(``dashboard.device_alerts``).
 
 Two tiers (``dashboard.rollups``): the raw rows above, pruned after ``raw_days``, and per-minute rollups per
 device (``minutes``), added to in the same transaction as the raw rows they count and kept for the retention.
-``init`` migrates older databases: schema 1 (raw tables only) by backfilling the rollups from its raw rows,
-schema 2 by adding the attention columns (filled from the raw summaries still kept); ``meta.schema`` records
-the version.
+``init`` creates the tables or upgrades an older database (``dashboard.schema``).
 """
 
 from __future__ import annotations
@@ -30,21 +27,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dashboard import rollups
-from edge.errors import ConfigError
+from dashboard import device_alerts as device_alerts_
+from dashboard import rollups, schema
+from dashboard.schema import SCHEMA_VERSION  # noqa: F401 - the version this store writes, for its callers
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3  # 1: raw tables only; 2: + minutes (rollups) and meta; 3: + attention, device alerts
 RAW_TABLES = ("expressions", "summaries", "stats", "attention")  # pruned after raw_days
 KEPT_TABLES = ("statuses", "alerts", "minutes")  # pruned after retention_days
 TABLES_BY_TS = RAW_TABLES + KEPT_TABLES
 # Expression payload keys kept as columns (or implied by the row), not repeated in its stored JSON.
 _EXPR_COLUMNS = frozenset({"v", "ts", "device", "face_id", "expression", "confidence", "seq"})
 _ATTENTION_COLUMNS = frozenset({"v", "ts", "device", "face_id", "perclos", "seq"})
-# Added to ``alerts`` by schema 3 (a table of schema 1 or 2 gets them by ALTER TABLE): who raised the alert
-# (NULL: the dashboard) and the device alert's dedupe key.
-_ALERT_ADDED = (("source", "TEXT"), ("dkey", "TEXT"))
 
 
 @dataclass
@@ -74,39 +68,6 @@ class Message:
         if self.seq is not None:
             return f"{self.seq}:{self.ts:.3f}"
         return "h" + hashlib.blake2b(self.raw, digest_size=10).hexdigest()
-
-
-def _schema(autoinc: str, without_rowid: str = "") -> list[str]:
-    real = "DOUBLE PRECISION"
-    return [
-        "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)",
-        *rollups.schema(real, without_rowid),
-        f"""CREATE TABLE IF NOT EXISTS devices (device TEXT PRIMARY KEY, status TEXT, status_ts {real},
-            last_seen {real}, stats TEXT, stats_ts {real})""",
-        f"""CREATE TABLE IF NOT EXISTS expressions (id {autoinc}, device TEXT NOT NULL, ts {real} NOT NULL,
-            seq BIGINT, face_id INTEGER, expression TEXT, confidence REAL, payload TEXT, received {real},
-            dkey TEXT NOT NULL, UNIQUE (device, dkey))""",
-        "CREATE INDEX IF NOT EXISTS expressions_device_ts ON expressions (device, ts)",
-        f"""CREATE TABLE IF NOT EXISTS summaries (id {autoinc}, device TEXT NOT NULL, ts {real} NOT NULL,
-            seq BIGINT, faces INTEGER, payload TEXT, received {real}, dkey TEXT NOT NULL, UNIQUE (device, dkey))""",
-        "CREATE INDEX IF NOT EXISTS summaries_device_ts ON summaries (device, ts)",
-        f"""CREATE TABLE IF NOT EXISTS stats (id {autoinc}, device TEXT NOT NULL, ts {real} NOT NULL,
-            payload TEXT, received {real}, dkey TEXT NOT NULL, UNIQUE (device, dkey))""",
-        "CREATE INDEX IF NOT EXISTS stats_device_ts ON stats (device, ts)",
-        f"""CREATE TABLE IF NOT EXISTS attention (id {autoinc}, device TEXT NOT NULL, ts {real} NOT NULL,
-            seq BIGINT, face_id INTEGER, perclos REAL, n_events INTEGER NOT NULL DEFAULT 0, payload TEXT,
-            received {real}, dkey TEXT NOT NULL, UNIQUE (device, dkey))""",
-        "CREATE INDEX IF NOT EXISTS attention_device_ts ON attention (device, ts)",
-        f"""CREATE TABLE IF NOT EXISTS statuses (id {autoinc}, device TEXT NOT NULL, ts {real} NOT NULL,
-            status TEXT NOT NULL)""",
-        "CREATE INDEX IF NOT EXISTS statuses_device_ts ON statuses (device, ts)",
-        f"""CREATE TABLE IF NOT EXISTS alerts (id {autoinc}, device TEXT NOT NULL, kind TEXT NOT NULL,
-            state TEXT NOT NULL, since {real} NOT NULL, ts {real} NOT NULL, detail TEXT, cleared_ts {real},
-            acked_ts {real}, acked_by TEXT, source TEXT, dkey TEXT)""",
-        "CREATE INDEX IF NOT EXISTS alerts_device_ts ON alerts (device, ts)",
-        f"""CREATE TABLE IF NOT EXISTS workers (name TEXT PRIMARY KEY, started {real}, beat {real},
-            received BIGINT, stored BIGINT, duplicates BIGINT)""",
-    ]
 
 
 class Store:
@@ -167,39 +128,8 @@ class Store:
         with self._tx(c) as cur:
             if self.postgres:  # workers starting together: CREATE TABLE IF NOT EXISTS races in PostgreSQL
                 cur.execute("SELECT pg_advisory_xact_lock(7262001)")
-            for stmt in _schema(self.AUTOINC, self.WITHOUT_ROWID):
-                cur.execute(stmt)
-            cur.execute("SELECT value FROM meta WHERE key = 'schema'")
-            row = cur.fetchone()
-            version = int(row[0]) if row else 1  # no meta: a fresh database, or one written by schema 1
-            if version > SCHEMA_VERSION:
-                raise ConfigError(f"database {self.url!r} has schema {version}, newer than this fer-edge's "
-                                  f"{SCHEMA_VERSION}: upgrade fer-edge, or use another --db")
-            # Columns added since a table was first created (CREATE TABLE IF NOT EXISTS left an old one as it was).
-            self._add_columns(cur, "alerts", _ALERT_ADDED)
-            self._add_columns(cur, "minutes", [(c, rollups.column_type(c)) for c in rollups.ATTENTION_COLUMNS],
-                              " NOT NULL DEFAULT 0")
-            cur.execute("CREATE UNIQUE INDEX IF NOT EXISTS alerts_device_dkey ON alerts (device, dkey)")
-            if version < 3:
-                t0 = time.monotonic()
-                step = f"schema {version} -> {SCHEMA_VERSION}"
-                read = rollups.backfill(cur, self.sql, attention_only=version == 2,
-                                        progress=lambda t, n: log.info("dashboard: %s: %s: %d rows", step, t, n))
-                if read:
-                    log.info("dashboard: %s: per-minute rollups built from %d raw rows in %.1f s",
-                             step, read, time.monotonic() - t0)
-            if version < SCHEMA_VERSION:
-                cur.execute(self.sql("DELETE FROM meta WHERE key = 'schema'"))
-                cur.execute(self.sql("INSERT INTO meta (key, value) VALUES ('schema', ?)"), (str(SCHEMA_VERSION),))
+            schema.migrate(cur, self.sql, self.AUTOINC, self.WITHOUT_ROWID, self.url)
         return self
-
-    def _add_columns(self, cur, table: str, columns, suffix: str = "") -> None:
-        """``ALTER TABLE ... ADD COLUMN`` each of ``columns`` ((name, type)) that ``table`` does not have yet."""
-        cur.execute(f"SELECT * FROM {table} LIMIT 0")
-        have = {d[0].lower() for d in cur.description}
-        for name, kind in columns:
-            if name not in have:
-                cur.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}{suffix}")
 
     # -- writes ------------------------------------------------------------------------------
     def write(self, batch: list[Message]) -> tuple[int, int]:
@@ -268,7 +198,7 @@ class Store:
                     elif table == "attention":
                         deltas.attention(r[0], r[1], r[4], extra[("a", r[0], r[-1])])
             for m in sorted(device_alerts, key=lambda m: (m.device, m.dkey)):
-                if self._device_alert(cur, m):
+                if device_alerts_.record(cur, self.sql, m.device, m.ts, m.dkey, m.payload):
                     stored += 1
                     if m.payload.get("state") == "raised":
                         deltas.alert(m.device, m.ts)
@@ -321,34 +251,6 @@ class Store:
         cur.execute(self.sql("INSERT INTO statuses (device, ts, status) VALUES (?, ?, ?)"),
                     (m.device, m.received, status))
         return 1
-
-    def _device_alert(self, cur, m: Message) -> bool:
-        """Record a device's alert message: ``raised`` adds a row (``source = 'device'``, ``detail``: its text and
-        face; a redelivered raise conflicts on its key), ``cleared`` closes the raised row of that kind raised at
-        its ``since``, or adds the cycle as cleared when that raise was never stored. A cleared cycle with the
-        clear's time is already there for a redelivered clear. Returns False for a duplicate."""
-        p = m.payload
-        kind, state, since = str(p.get("kind", "")), p.get("state"), _float(p.get("since"))
-        if not kind or state not in ("raised", "cleared") or since is None:
-            return False
-        detail = json.dumps({"text": str(p.get("detail", "")), "face_id": _int(p.get("face_id")), "source": "device"})
-        if state == "cleared":
-            cycle = "device = ? AND kind = ? AND source = 'device' AND ts BETWEEN ? AND ?"
-            near = (m.device, kind, since - 0.01, since + 0.01)
-            cur.execute(self.sql(f"SELECT 1 FROM alerts WHERE {cycle} AND state = 'cleared' AND cleared_ts BETWEEN ? AND ?"),
-                        (*near, m.ts - 0.01, m.ts + 0.01))
-            if cur.fetchone():
-                return False
-            cur.execute(self.sql(f"UPDATE alerts SET state = 'cleared', cleared_ts = ? WHERE {cycle} AND state = 'raised' "
-                                 "RETURNING id"), (m.ts, *near))
-            if cur.fetchall():
-                return True
-        cur.execute(self.sql(
-            "INSERT INTO alerts (device, kind, state, since, ts, detail, cleared_ts, source, dkey) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, 'device', ?) ON CONFLICT (device, dkey) DO NOTHING"),
-            (m.device, kind, state, since, since if state == "cleared" else m.ts, detail,
-             m.ts if state == "cleared" else None, m.dkey))
-        return cur.rowcount > 0
 
     def _insert_new(self, cur, text: str, rows: list[tuple]) -> list[tuple]:  # pragma: no cover - overridden
         """Run the ``ON CONFLICT DO NOTHING`` insert ``text`` for each of ``rows`` (unique (device, dkey), first
