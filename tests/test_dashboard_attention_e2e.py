@@ -39,9 +39,12 @@ def test_driver_page_shows_the_long_closure_and_the_devices_distracted_alert(mqt
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             page.goto(dash.url + "/#/driver/driver")
             page.wait_for_selector("#unknown", timeout=15000)  # not published yet: the page fills in when it does
-            daemon = start_daemon(role_config(tmp_path, mqtt_broker, clip, "driver", attention={"interval_s": 0.5}))
+            # paced as a camera (15 FPS), so the page is watched while the device runs
+            daemon = start_daemon(role_config(tmp_path, mqtt_broker, clip, "driver", attention={"interval_s": 0.5},
+                                              camera={"source": str(clip), "realtime": True}))
             page.wait_for_selector("#att-events tr.event[data-type='long_closure']", timeout=180000)
             page.wait_for_selector("#alerts tr.alert[data-kind='distracted'][data-source='device']", timeout=180000)
+            shot(page, tmp_path, "driver-attention")  # live: the device still online (unless it already ended)
             assert daemon.wait(180) == 0, stderr_of(daemon)
             report = exit_report(stderr_of(daemon))
             assert report["outbox_left"] == 0
@@ -63,7 +66,6 @@ def test_driver_page_shows_the_long_closure_and_the_devices_distracted_alert(mqt
             for chart in ("perclos-chart", "blink-chart", "pose-chart", "minutes-chart"):
                 assert page.locator(f"#{chart} .uplot canvas").count() == 1, chart
             assert "PERCLOS" in page.inner_text("#perclos-chart") and "yaw" in page.inner_text("#pose-chart")
-            shot(page, tmp_path, "driver-attention")
             assert not errors, errors
             browser.close()
         assert dash.stop() == 0, dash.stderr()[-3000:]

@@ -43,6 +43,10 @@ function stream(params, onEvents) {
 
 function debounce(fn, ms) { let t = null; return () => { if (!t) t = setTimeout(() => { t = null; fn(); }, ms); }; }
 
+// An x scale showing at least the last ``seconds`` up to now (one point alone would get a range of years).
+const lastSeconds = (seconds) => ({ time: true, range: (u, lo, hi) => { const now = Date.now() / 1000;
+  return [Math.min(lo ?? now, now - seconds), Math.max(hi ?? now, now)]; } });
+
 function clearCharts() { CHARTS.forEach((c) => c.destroy()); CHARTS = []; }
 
 function chart(el, title, series, data, opts = {}) {
@@ -291,19 +295,20 @@ async function driverAttention(device, alive) {
   const base = `/api/devices/${encodeURIComponent(device)}`;
   const now = Date.now() / 1000;
   const rows = await api(`${base}/attention?since=${now - 300}&limit=3000`);
-  const xs = [], perclos = [], blinks = [], yaw = [], pitch = [], offRoad = [];
-  const add = (a) => { xs.push(a.ts); perclos.push(a.perclos); blinks.push(a.blinks_per_min); yaw.push(a.yaw); pitch.push(a.pitch);
-    offRoad.push(a.off_road_s ?? null); };
+  const xs = [], perclos = [], openness = [], blinks = [], yaw = [], pitch = [], offRoad = [];
+  const mean = (v) => (v && v.length ? v.reduce((x, y) => x + y, 0) / v.length : null);
+  const add = (a) => { xs.push(a.ts); perclos.push(a.perclos); openness.push(mean(a.eye_openness)); blinks.push(a.blinks_per_min);
+    yaw.push(a.yaw); pitch.push(a.pitch); offRoad.push(a.off_road_s ?? null); };
   rows.forEach(add);
-  const pc = chart($("#perclos-chart"), "PERCLOS: share of the last 60 s with the eyes ≥ 80% closed (last 5 min)",
-    [{ label: "PERCLOS", stroke: "#b71c1c", fill: "#b71c1c22" }], [xs, perclos],
-    { height: 200, scales: { y: { range: (u, lo, hi) => [0, Math.max(0.2, hi || 0)] } }, axes: [{}, { label: "share of time" }] });
+  const pc = chart($("#perclos-chart"), "eyes: PERCLOS (share of the last 60 s ≥ 80% closed) and openness (last 5 min)",
+    [{ label: "PERCLOS", stroke: "#b71c1c", fill: "#b71c1c22", width: 2 }, { label: "eye openness", stroke: "#1f77b4", dash: [4, 4] }],
+    [xs, perclos, openness], { height: 200, scales: { x: lastSeconds(60), y: { range: [0, 1] } }, axes: [{}, { label: "0 .. 1" }] });
   const bc = chart($("#blink-chart"), "blinks per minute (last 5 min)", [{ label: "blinks / min", stroke: "#1f77b4" }], [xs, blinks],
-    { height: 200, axes: [{}, { label: "blinks / min" }] });
+    { height: 200, scales: { x: lastSeconds(60) }, axes: [{}, { label: "blinks / min" }] });
   const hc = chart($("#pose-chart"), "head pose and eyes-off-road time (last 5 min)",
     [{ label: "yaw °", stroke: "#ff7f0e" }, { label: "pitch °", stroke: "#2ca02c" },
      { label: "off road s", stroke: "#6a3d9a", scale: "s", width: 2 }], [xs, yaw, pitch, offRoad],
-    { height: 220, scales: { s: { range: [0, 10] } }, axes: [{}, { label: "degrees" }, { side: 1, scale: "s", label: "seconds off road" }] });
+    { height: 220, scales: { x: lastSeconds(60), s: { range: [0, 10] } }, axes: [{}, { label: "degrees" }, { side: 1, scale: "s", label: "seconds off road" }] });
   const loadEvents = async () => {
     if (!alive()) return;
     const since = Date.now() / 1000 - 3600;
@@ -322,7 +327,8 @@ async function driverAttention(device, alive) {
       [dots("blinks", "#1f77b4"), dots("long closures", "#b71c1c"), dots("yawns", "#ff7f0e"), dots("off-road glances", "#6a3d9a"),
        { label: "PERCLOS max", stroke: "#555", scale: "p", dash: [4, 4] }],
       [mx, pick("blinks"), pick("long_closures"), pick("yawns"), pick("off_road_events"), pick("perclos_max")],
-      { height: 220, scales: { p: { range: [0, 1] } }, axes: [{}, { label: "events / min" }, { side: 1, scale: "p", label: "PERCLOS" }] });
+      { height: 220, scales: { x: { time: true, range: () => [since, since + 3660] }, p: { range: [0, 1] } },
+        axes: [{}, { label: "events / min" }, { side: 1, scale: "p", label: "PERCLOS" }] });
   };
   let MINUTE_CHART = null;
   await loadEvents();
@@ -336,8 +342,8 @@ async function driverAttention(device, alive) {
         add(e);
         if (e.events && e.events.length) news = true;
       }
-      while (xs.length > 3000) [xs, perclos, blinks, yaw, pitch, offRoad].forEach((v) => v.shift());
-      pc.setData([xs, perclos]); bc.setData([xs, blinks]); hc.setData([xs, yaw, pitch, offRoad]);
+      while (xs.length > 3000) [xs, perclos, openness, blinks, yaw, pitch, offRoad].forEach((v) => v.shift());
+      pc.setData([xs, perclos, openness]); bc.setData([xs, blinks]); hc.setData([xs, yaw, pitch, offRoad]);
       if (news) reloadEvents();
     },
     render(st, info, a) {  // the cards: nothing current from a device that is offline or stale
@@ -355,7 +361,7 @@ async function driverAttention(device, alive) {
       }
       const open = a.eye_openness || [];
       set("#eyes", a.eyes_closed ? `<span class="alert raised">closed ${fmt(a.closed_s, 1)} s</span>` : "open");
-      $("#eyes-detail").textContent = `openness ${fmt(open[0], 2)} / ${fmt(open[1], 2)} (left / right)`;
+      $("#eyes-detail").textContent = `openness ${fmt(open[0], 2)} / ${fmt(open[1], 2)} (left / right), ${ago(a.ts)}`;
       set("#perclos", `<span class="${a.drowsy ? "alert raised" : ""}">${fmt(a.perclos, 2)}</span>`);
       set("#blinks", fmt(a.blinks_per_min, 0));
       set("#pose", `${fmt(a.yaw, 0)}° / ${fmt(a.pitch, 0)}°`);
