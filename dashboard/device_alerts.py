@@ -19,8 +19,8 @@ _NEAR_S = 0.01  # payload times are rounded to 1 ms: a match within 10 ms is the
 def record(cur, sql: Callable[[str], str], device: str, ts: float, dkey: str, payload: dict) -> bool:
     """Store one device alert message inside the caller's transaction: ``raised`` adds a row (a redelivery
     conflicts on its key), ``cleared`` closes the row raised at its ``since``, or adds the cycle as cleared when
-    that raise was never stored; a redelivered clear finds its cycle cleared. Returns False for a duplicate or a
-    message without kind, state or since."""
+    that raise was not stored (yet: a raise that comes later completes that row); a redelivered clear finds its
+    cycle cleared. Returns False for a duplicate or a message without kind, state or since."""
     kind, state, since = str(payload.get("kind", "")), payload.get("state"), _number(payload.get("since"))
     if not kind or state not in ("raised", "cleared") or since is None:
         return False
@@ -36,6 +36,12 @@ def record(cur, sql: Callable[[str], str], device: str, ts: float, dkey: str, pa
             return False
         cur.execute(sql(f"UPDATE alerts SET state = 'cleared', cleared_ts = ? WHERE {cycle} AND state = 'raised' "
                         "RETURNING id"), (ts, *near))
+        if cur.fetchall():
+            return True
+    else:  # a raise stored after its clear (two ingest workers): the clear's row becomes the whole cycle
+        cur.execute(sql("UPDATE alerts SET since = ?, detail = ?, dkey = ? WHERE device = ? AND kind = ? "
+                        "AND source = 'device' AND state = 'cleared' AND ts BETWEEN ? AND ? AND since = ts "
+                        "AND dkey <> ? RETURNING id"), (since, detail, dkey, device, kind, ts - _NEAR_S, ts + _NEAR_S, dkey))
         if cur.fetchall():
             return True
     cur.execute(sql("INSERT INTO alerts (device, kind, state, since, ts, detail, cleared_ts, source, dkey) "

@@ -85,11 +85,20 @@ def test_attention_and_device_alerts_are_stored_once_with_their_rollups(db_url):
     drowsy = queries.alerts(store, "drv", kind="drowsy")
     assert [(x["state"], x["ts"], x["cleared_ts"]) for x in drowsy] == [("cleared", t0 + 30, t0 + 40)]
 
+    # Two ingest workers: a clear stored before its raise; the raise completes the cycle (once).
+    raise_, clear_ = (device_alert("drv", "yawning", "raised", t0 + 50, t0 + 52, 4, "3 yawns in 5 min"),
+                      device_alert("drv", "yawning", "cleared", t0 + 52, t0 + 58, 5, "no yawn for 5 min"))
+    assert store.write([clear_]) == (1, 0) and store.write([raise_]) == (1, 0)
+    assert store.write([raise_, clear_]) == (0, 2)
+    yawning = queries.alerts(store, "drv", kind="yawning")
+    assert [(x["state"], x["since"], x["ts"], x["cleared_ts"], x["detail"]["text"]) for x in yawning] == \
+        [("cleared", t0 + 50, t0 + 52, t0 + 58, "3 yawns in 5 min")]
+
     # Raw attention rows go with the raw window; their rollups and the alerts stay.
     store.prune(365, now=t0 + 2 * DAY, raw_days=1)
     assert queries.attention(store, "drv") == [] and queries.attention_events(store, "drv") == []
     assert queries.minutes(store, "drv", t0 - 1, t0 + 59)[0]["attention"]["long_closures"] == 1
-    assert len(queries.alerts(store, "drv")) == 2
+    assert len(queries.alerts(store, "drv")) == 3
     store.close()
 
 
