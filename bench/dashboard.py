@@ -142,8 +142,8 @@ def run_case(backend: str, workers: int, broker, pg, devices: int, duration: flo
     else:
         for i in range(workers):
             logs.append(work / f"{name}-worker{i}.log")
-            procs.append(dashboard_process([*common, "--ingest-only", "--share-group", "bench", "--worker-name", f"w{i}"],
-                                    logs[-1]))
+            procs.append(dashboard_process([*common, "--ingest-only", "--share-group", "bench",
+                                            "--worker-name", f"w{i}"], logs[-1]))
         logs.append(work / f"{name}-web.log")
         procs.append(dashboard_process([*common, "--no-ingest", "--listen", f"127.0.0.1:{port}"], logs[-1]))
     url = f"http://127.0.0.1:{port}"
@@ -216,7 +216,7 @@ def run_dashboard_bench(devices: int = 500, duration: float = 60.0, backends=("s
             "machine": platform.machine(), "logs": str(work)}
 
 
-def formatdashboard_process(result: dict) -> str:
+def format_dashboard(result: dict) -> str:
     """The Markdown table of a ``run_dashboard_bench`` result."""
     rows = []
     for c in result["cases"]:

@@ -105,9 +105,10 @@ def run_history(backend: str, broker, pg, work: Path, days: float = 30.0, device
     month_bytes = store.size_bytes() - empty
     port = free_port()
     log_path = work / f"history-{backend}-web.log"
-    proc = dashboard_process(["--mqtt-host", broker.host, "--mqtt-port", str(broker.port), "--mqtt-prefix", f"hist-{backend}",
-                       "--db", db, "--no-ingest", "--listen", f"127.0.0.1:{port}", "--raw-days", str(raw_days),
-                       "--retention-days", str(retention_days)], log_path)
+    proc = dashboard_process(["--mqtt-host", broker.host, "--mqtt-port", str(broker.port),
+                              "--mqtt-prefix", f"hist-{backend}", "--db", db, "--no-ingest",
+                              "--listen", f"127.0.0.1:{port}", "--raw-days", str(raw_days),
+                              "--retention-days", str(retention_days)], log_path)
     try:
         wait_for(lambda: "serving http" in log_path.read_text(), 60, "the history's dashboard serving")
         query = f"devices={fleet.names[0]}&since={start:.0f}&until={end:.0f}"

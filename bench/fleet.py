@@ -4,8 +4,8 @@ Per device (defaults from the daemon's config): 1-8 faces (uniform), each face a
 10 s at most and on changes (exponential gaps, mean 5 s), a summary and a stats message every 30 s. About
 1 message/s per device. With ``attention`` (the history bench: every rollup column filled, as for a driver
 camera) also an attention message every 20 s (PERCLOS, now and then a blink, long closure, yawn or off-road
-glance) and an ``attention`` block in each summary. The live bench publishes ``events`` in real time into a broker; the history bench
-writes days of them through the dashboard's store, stamped with their scheduled time.
+glance) and an ``attention`` block in each summary. The live bench publishes ``events`` in real time into a
+broker; the history bench writes days of them through the dashboard's store, stamped with their scheduled time.
 """
 
 from __future__ import annotations
