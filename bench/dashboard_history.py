@@ -9,7 +9,8 @@ store prunes as the running dashboard does (raw rows older than ``raw_days``). M
 * raw MB per device-day: the database's growth over the first day (raw rows and rollups, nothing pruned);
 * kept MB per device-day after the raw window: every raw row pruned (as ``raw_days`` after the last day),
   the database compacted (SQLite ``VACUUM``, PostgreSQL ``VACUUM FULL``), its growth over the empty
-  database divided by the device-days: what each device-day costs for the rest of the retention;
+  database divided by the device-days: what each device-day costs for the rest of the retention (PostgreSQL:
+  its tables and indexes, ``data_bytes``);
 * the classroom view over the whole history for one device (``GET /api/classroom`` and ``.csv`` of a real
   ``fer-edge dashboard --no-ingest`` process on that database, before the final prune): median and max of 5.
 """
@@ -53,7 +54,7 @@ def _write_days(store, fleet: Fleet, start: float, days: float, raw_days: float,
         t_write += time.perf_counter() - t
         if day == 0:
             store.checkpoint()
-            first_day_bytes = store.size_bytes() - empty
+            first_day_bytes = data_bytes(store) - empty
         store.prune(retention_days, begin + span, raw_days)
     return {"messages": written, "write_s": t_write, "first_day_bytes": first_day_bytes}
 
@@ -66,6 +67,17 @@ def _timed_get(url: str, runs: int = 5) -> tuple[list[float], bytes]:
             body = r.read()
         took.append(time.perf_counter() - t)
     return took, body
+
+
+def data_bytes(store) -> int:
+    """What the dashboard's data takes: the SQLite file (with its WAL), or in PostgreSQL the tables of the
+    database's public schema with their indexes and TOAST. Not ``pg_database_size``: VACUUM FULL moves its
+    system catalogs by 100-250 KB either way from one run to the next (measured), which outweighed the rollups of
+    a short history (``tests/test_dashboard_bench.py`` read -0.5 to -1.3 MB per device-day for 0.05 days)."""
+    if not store.postgres:
+        return store.size_bytes()
+    return int(store.execute("SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0) FROM pg_class c JOIN "
+                             "pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relkind = 'r'")[0][0])
 
 
 def _compact(store) -> None:
@@ -94,7 +106,7 @@ def run_history(backend: str, broker, pg, work: Path, days: float = 30.0, device
         old.unlink()
     store = open_store(db)
     _compact(store)  # the baseline compacted as the end will be (a new PostgreSQL database shrinks too)
-    empty = store.size_bytes()
+    empty = data_bytes(store)
     # the fleet's mean faces, 4.5; attention messages and summary blocks, so every rollup column holds a value
     fleet = Fleet(devices, seed, name="hist", faces=[4 + d % 2 for d in range(devices)], attention=True)
     end = time.time()
@@ -102,7 +114,7 @@ def run_history(backend: str, broker, pg, work: Path, days: float = 30.0, device
     w = _write_days(store, fleet, start, days, raw_days, retention_days, empty)
     minutes = store.execute("SELECT COUNT(*) FROM minutes")[0][0]
     store.checkpoint()
-    month_bytes = store.size_bytes() - empty
+    month_bytes = data_bytes(store) - empty
     port = free_port()
     log_path = work / f"history-{backend}-web.log"
     proc = dashboard_process(["--mqtt-host", broker.host, "--mqtt-port", str(broker.port),
@@ -122,7 +134,7 @@ def run_history(backend: str, broker, pg, work: Path, days: float = 30.0, device
     raw_left = sum(store.execute(f"SELECT COUNT(*) FROM {t}")[0][0] for t in ("expressions", "summaries", "stats",
                                                                                "attention"))
     _compact(store)
-    kept = store.size_bytes() - empty
+    kept = data_bytes(store) - empty
     store.close()
     device_days = devices * days
     return {
