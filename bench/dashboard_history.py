@@ -7,6 +7,9 @@ writes (raw rows and their per-minute rollups in one transaction), ending now. A
 store prunes as the running dashboard does (raw rows older than ``raw_days``). Measured per backend:
 
 * raw MB per device-day: the database's growth over the first day (raw rows and rollups, nothing pruned);
+* the upgrade of a schema-1 database, per device-day: after the first day the rollups and the schema record
+  are dropped, ``Store.init`` and ``Store.backfill_step`` rebuild them from the raw rows, as the first start
+  after an upgrade does next to the ingest (the rebuilt rollups are checked against those the ingest built);
 * kept MB per device-day after the raw window: every raw row pruned (as ``raw_days`` after the last day),
   the database compacted (SQLite ``VACUUM``, PostgreSQL ``VACUUM FULL``), its growth over the empty
   database divided by the device-days: what each device-day costs for the rest of the retention (PostgreSQL:
@@ -36,7 +39,7 @@ def _write_days(store, fleet: Fleet, start: float, days: float, raw_days: float,
     from dashboard.store import Message
     from edge import payloads
 
-    written, first_day_bytes, t_write = 0, None, 0.0
+    written, first_day_bytes, t_write, upgrade_s, upgrade_same = 0, None, 0.0, None, None
     for day in progress(range(int(-(-days // 1))), desc="history days", unit="day"):
         begin = start + day * DAY
         span = min(DAY, start + days * DAY - begin)
@@ -55,8 +58,27 @@ def _write_days(store, fleet: Fleet, start: float, days: float, raw_days: float,
         if day == 0:
             store.checkpoint()
             first_day_bytes = data_bytes(store) - empty
+            upgrade_s, upgrade_same = _time_upgrade(store)
         store.prune(retention_days, begin + span, raw_days)
-    return {"messages": written, "write_s": t_write, "first_day_bytes": first_day_bytes}
+    return {"messages": written, "write_s": t_write, "first_day_bytes": first_day_bytes, "upgrade_s": upgrade_s,
+            "upgrade_same": upgrade_same}
+
+
+def _time_upgrade(store) -> tuple[float, bool]:
+    """Seconds to upgrade ``store``'s database as if schema 1 had written it (no rollups, no schema record),
+    and whether the rebuilt rollups equal the ones the ingest built."""
+    totals = ("SELECT COUNT(*), SUM(events), SUM(n_happy), SUM(scored), SUM(obs), SUM(obs_sad), SUM(faces_sum), "
+              "SUM(counted), SUM(att_obs), SUM(look_obs), SUM(att_msgs), SUM(blinks), SUM(yawns), SUM(off_road), "
+              "SUM(att_faces_max) FROM minutes")
+    before = store.execute(totals)
+    store.execute("DROP TABLE minutes")
+    store.execute("DELETE FROM meta")
+    t = time.perf_counter()
+    store.init()  # schedules the rollups of the stored rows; the ingest then takes steps until none is left
+    while store.backfill_step():
+        pass
+    took = time.perf_counter() - t
+    return took, store.execute(totals) == before
 
 
 def _timed_get(url: str, runs: int = 5) -> tuple[list[float], bytes]:
@@ -142,6 +164,8 @@ def run_history(backend: str, broker, pg, work: Path, days: float = 30.0, device
         "msgs_per_device_s": round(w["messages"] / (device_days * DAY), 3),
         "write_msgs_per_s": round(w["messages"] / w["write_s"], 0),
         "raw_mb_per_device_day": round(w["first_day_bytes"] / min(days, 1.0) / devices / 1e6, 2),
+        "upgrade_s_per_device_day": round(w["upgrade_s"] / min(days, 1.0) / devices, 2),
+        "upgrade_rollups_equal": w["upgrade_same"],
         "db_mb_at_end": round(month_bytes / 1e6, 1),
         "minute_rows_per_device_day": round(minutes / device_days, 0),
         "raw_rows_left": raw_left,

@@ -18,9 +18,11 @@ from convert.report import markdown_table
 VIDEO_SOURCE = "skimage.data.astronaut (NASA, public domain), 4 moving copies, 640x480, 15 fps"
 
 
-def e2e_ours_worker(video: str, model: str, threads: int, detector: str = "auto", full_every: int | None = None) -> dict:
+def e2e_ours_worker(video: str, model: str, threads: int, detector: str = "auto", full_every: int | None = None,
+                    precision: str | None = None, align: bool | None = None) -> dict:
     """Our device pipeline on a video file: decode -> detect -> classify -> track, as fast as it goes
-    (the detector's video schedule on; ``full_every``: override it, 1 = the whole pyramid on every frame).
+    (the detector's video schedule on; ``full_every``: override it, 1 = the whole pyramid on every frame;
+    ``precision``: the detector's, int8 or float, on the CPU).
 
     Setup (opening the file, loading models) is not timed; every frame of the file is.
     """
@@ -32,8 +34,8 @@ def e2e_ours_worker(video: str, model: str, threads: int, detector: str = "auto"
     from edge.track import FaceTracker, TrackerConfig
 
     cv2.setNumThreads(threads)
-    det = create_detector(DetectorConfig(type=detector, threads=threads,
-                                         **({} if full_every is None else {"full_every": full_every})))
+    opts = {k: v for k, v in (("full_every", full_every), ("precision", precision), ("align", align)) if v is not None}
+    det = create_detector(DetectorConfig(type=detector, threads=threads, accelerator="cpu", **opts))
     clf = ExpressionClassifier(ModelConfig(path=model, accelerator="cpu", threads=threads))
     tracker = FaceTracker(TrackerConfig(), clf.labels, clf.manifest.class_prior)
     src = open_source(CameraConfig(source=video))

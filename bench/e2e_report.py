@@ -15,13 +15,22 @@ from edge.manifest import FER_LABELS
 SAMPLE_NOTE = "built-in sample clip (2 smiling real faces per frame, 640x480)"
 
 
-def _ours(video: Path, threads: int, name: str) -> dict:
+def _ours(video: Path, threads: int, name: str, yunet: str | None = None) -> dict:
+    if name.startswith("yunet"):  # "yunet" or "yunet@0.7": the candidate at that score threshold (bench.yunet)
+        if not yunet:
+            from edge.errors import DataError
+
+            raise DataError(f"pipeline {name!r} needs the YuNet model: pass --yunet face_detection_yunet_2023mar.onnx")
+        score = {"score": float(name.split("@", 1)[1])} if "@" in name else {}
+        return run_worker("truth_yunet", {"video": str(video), "threads": threads, "yunet": yunet, **score},
+                          timeout=3600)
     det, opts = detector_options(name)  # "+noalign": aligned crops off; "+every1": the pyramid on every frame
     return run_worker("truth_ours", {"video": str(video), "threads": threads, "detector": det, **opts}, timeout=3600)
 
 
 def run_e2e_truth(data: str | Path, detectors: list[str], threads: int = 1, with_fer: bool = True,
-                  faces_per_size: int = 40, seed: int = 0, video_dir: str | Path | None = None) -> dict:
+                  faces_per_size: int = 40, seed: int = 0, video_dir: str | Path | None = None,
+                  yunet: str | None = None) -> dict:
     """Build (or reuse) the labelled video, run every pipeline on it and on the sample clip, score them."""
     from bench.common import progress
     from bench.e2e_video import build_truth_video
@@ -43,8 +52,8 @@ def run_e2e_truth(data: str | Path, detectors: list[str], threads: int = 1, with
                                         "threads": threads}, timeout=3600)
             s = None
         else:
-            r = _ours(video, threads, name)
-            s = _ours(sample, threads, name)
+            r = _ours(video, threads, name, yunet)
+            s = _ours(sample, threads, name, yunet)
         res = score(truth, r.pop("frames"), sizes, r.get("margin", 0.0), r.get("lift", 0.0))
         res.update({k: v for k, v in r.items()})
         if s is not None:

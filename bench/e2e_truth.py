@@ -32,17 +32,20 @@ def _iou(a, b) -> float:
 
 
 def truth_ours_worker(video: str, threads: int, detector: str, align: bool | None = None, model: str | None = None,
-                      full_every: int | None = None) -> dict:
+                      full_every: int | None = None, precision: str | None = None,
+                      model_dir: str | None = None) -> dict:
     """fer-edge on ``video`` as a video stream (``detect_frame``: the preset's schedule): per frame the found
-    boxes and labels; FPS over decode + detect + classify. ``full_every``: override the schedule."""
+    boxes and labels; FPS over decode + detect + classify. ``full_every``: override the schedule; ``precision``:
+    the detector's (int8 or float), on the CPU; ``model_dir``: BlazeFace files from there (a fresh conversion)."""
     import cv2
 
     from edge.classify import ExpressionClassifier, ModelConfig
-    from edge.detect import DetectorConfig, create_detector
+    from edge.detect import BlazeFaceDetector, DetectorConfig, create_detector
 
     cv2.setNumThreads(threads)
-    opts = {k: v for k, v in (("align", align), ("full_every", full_every)) if v is not None}
-    det = create_detector(DetectorConfig(type=detector, threads=threads, **opts))
+    opts = {k: v for k, v in (("align", align), ("full_every", full_every), ("precision", precision)) if v is not None}
+    cfg = DetectorConfig(type=detector, threads=threads, accelerator="cpu", **opts)
+    det = BlazeFaceDetector(cfg, Path(model_dir)) if model_dir else create_detector(cfg)
     clf = ExpressionClassifier(ModelConfig(path=model, accelerator="cpu", threads=threads))
     cap = cv2.VideoCapture(video)
     frames, stages, det_s = [], Counter(), 0.0

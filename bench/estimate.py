@@ -82,26 +82,63 @@ def run_estimate(models: list[str], with_fer: bool = True) -> dict:
         rows.append({"model": name, "macs": m["total"], "ops": n_ops, "int8": int8,
                      **estimate_latency(m["total"], n_ops, int8=int8)})
     rows += _auto_detector_rows(MODELS_DIR)
-    return {"rows": rows, "anchors": ANCHORS, "faces_per_frame": FACES_PER_FRAME}
+    rows += _auto_detector_rows(MODELS_DIR, int8=True)
+    rows += _landmark_rows(MODELS_DIR)
+    return {"rows": rows, "anchors": ANCHORS, "faces_per_frame": FACES_PER_FRAME, "pipeline": measured_pipeline()}
 
 
-def _auto_detector_rows(models_dir: Path) -> list[dict]:
+def measured_pipeline(path: Path | None = None) -> dict | None:
+    """The daemon's measured FPS ratio at 2 vs 1 workers (``bench/results/pipeline.json``, ``fer-edge bench
+    pipeline``) and the serial share it implies by Amdahl's law: r2 = 1 / (s + (1 - s) / 2), s = 2 / r2 - 1."""
+    import json
+
+    from bench.output import PUBLISHED
+
+    path = path or PUBLISHED / "pipeline.json"
+    try:
+        rows = {r["workers"]: r for r in json.loads(Path(path).read_text())["rows"]}
+        r2 = rows[2]["fps"] / rows[1]["fps"]
+    except (OSError, ValueError, KeyError, ZeroDivisionError):
+        return None
+    serial = min(1.0, max(0.0, 2.0 / r2 - 1.0))
+    model_ms = rows[1].get("model_ms_per_frame")
+    return {"r2": r2, "serial": serial, "s4": 1.0 / (serial + (1.0 - serial) / 4.0), "source": str(path),
+            "overhead_ms": 1000.0 / rows[1]["fps"] - model_ms if model_ms else None}
+
+
+def _landmark_rows(models_dir: Path) -> list[dict]:
+    """The attention stage per face: the face landmark model twice (the detector's crop, then its own) and the
+    iris model once per eye, all float (no int8 source model exists)."""
+    face, iris = models_dir / "face_landmark.tflite", models_dir / "iris_landmark.tflite"
+    if not (face.is_file() and iris.is_file()):
+        return []
+    mf, mi = count_macs(face), count_macs(iris)
+    macs = 2 * mf["total"] + 2 * mi["total"]
+    ops = int(sum(2 * v for k, v in (*mf["ops"].items(), *mi["ops"].items()) if k != "DEQUANTIZE"))
+    return [{"model": "landmarks per face (face mesh x2 + iris x2, float)", "macs": macs, "ops": ops,
+             "int8": False, **estimate_latency(macs, ops, int8=False)}]
+
+
+def _auto_detector_rows(models_dir: Path, int8: bool = False) -> list[dict]:
     """The default detector (``auto``): short-range run at each pass's input size on a 640x480 frame.
-    Its convolutions scale with the input's pixels, so MACs = the 128x128 model's x (pixels / 128^2)."""
+    Its convolutions scale with the input's pixels, so MACs = the 128x128 model's x (pixels / 128^2).
+    int8: the full-integer conversion (``fer-edge convert-detector``; rows only when it is shipped), which can
+    also run on the Edge TPU: one invoke per pass and per window."""
     from edge.detect import PRESETS
 
-    short = models_dir / "face_detection_short_range.tflite"
+    short = models_dir / ("face_detection_short_range_int8.tflite" if int8 else "face_detection_short_range.tflite")
     if not short.is_file():
         return []
+    kind = "int8" if int8 else "float"
     m = count_macs(short)
     n_ops = int(sum(v for k, v in m["ops"].items() if k != "DEQUANTIZE"))
     preset = PRESETS["auto"]
     passes = preset.passes
     pixels = sum(h * w for h, w in ((p.shape(640, 480) or (128, 128)) for p in passes))
     macs = m["total"] * pixels / (128 * 128)
-    rows = [{"model": f"BlazeFace auto detector (short-range, {len(passes)} scales, float, per 640x480 frame)",
-             "macs": macs, "ops": n_ops * len(passes), "int8": False,
-             **estimate_latency(macs, n_ops * len(passes), int8=False)}]
+    rows = [{"model": f"BlazeFace auto detector (short-range, {len(passes)} scales, {kind}, per 640x480 frame)",
+             "macs": macs, "ops": n_ops * len(passes), "int8": int8, "invokes": len(passes),
+             **_with_invokes(estimate_latency(macs, n_ops * len(passes), int8=int8), len(passes))}]
     if preset.full_every > 1:
         # On video the pyramid runs on one frame in full_every; the others run one 128x128 window per
         # followed face (edge/schedule.py). Mean per frame with FACES_PER_FRAME faces followed; the
@@ -109,28 +146,76 @@ def _auto_detector_rows(models_dir: Path) -> list[dict]:
         k, n = preset.full_every, FACES_PER_FRAME
         sched = (macs + (k - 1) * n * m["total"]) / k
         ops = round((n_ops * len(passes) + (k - 1) * n * n_ops) / k)
-        rows.append({"model": f"BlazeFace auto detector on video (pyramid every {k} frames, a window per face "
-                              f"between; mean per frame, {n} faces)", "macs": sched, "ops": ops,
-                     "int8": False, **estimate_latency(sched, ops, int8=False)})
+        invokes = (len(passes) + (k - 1) * n) / k
+        rows.append({"model": f"BlazeFace auto detector on video, {kind} (pyramid every {k} frames, a window per "
+                              f"face between; mean per frame, {n} faces)", "macs": sched, "ops": ops,
+                     "int8": int8, "invokes": invokes, **_with_invokes(estimate_latency(sched, ops, int8=int8), invokes)})
+    if int8:  # the driver role's detector: one short-range pass on the whole frame
+        rows.append({"model": "BlazeFace driver detector (short-range, 1 pass, int8, per frame)", "macs": m["total"],
+                     "ops": n_ops, "int8": True, "invokes": 1, **estimate_latency(m["total"], n_ops, int8=True)})
     return rows
 
 
-def _frame_budget(result: dict, models: tuple[str, ...] = ("mini_xception", "standard")) -> list[list]:
-    """Per-frame ESTIMATE rows: detector once + classifier once per face, CPU-only and with Coral."""
-    det = next((r for r in result["rows"] if r["model"].startswith("BlazeFace auto detector on video")), None) or next(
-        (r for r in result["rows"] if r["model"].startswith("BlazeFace")), None)
-    n = result["faces_per_frame"]
-    rows = []
-    for model in models:
-        clf = next((r for r in result["rows"] if r["model"] == model), None)
-        if det is None or clf is None:
-            continue
+def _with_invokes(est: dict, invokes: float) -> dict:
+    """``estimate_latency`` counts one Edge TPU invoke; a detector makes ``invokes`` (each with its USB round trip)."""
+    if est.get("coral_usb") is not None:
+        lo, hi = est["coral_usb"]
+        est = {**est, "coral_usb": (lo + (invokes - 1) * 0.5, hi + (invokes - 1) * ANCHORS["coral_usb_tiny_ms"])}
+    return est
+
+
+# Per-frame work outside the models (decode, resizing, box decoding and NMS, crops, tracking, JSON, outbox),
+# measured on this machine by `fer-edge bench pipeline` (ms per frame at 1 worker minus the ms inside the models'
+# invoke), then scaled to the Pis: ASSUMED 4-8x (Pi 4) and 1.5-3x (Pi 5) slower than an x86 server core on Python
+# and OpenCV code (no published anchor; the range is wide on purpose). Without a measurement: 5 ms.
+PYTHON_SLOWDOWN = {"pi4_1t": (4.0, 8.0), "pi5_1t": (1.5, 3.0)}
+
+
+def _overhead_ms(result: dict) -> float:
+    pipe = result.get("pipeline") or {}
+    return pipe.get("overhead_ms") or 5.0
+
+
+def _frame_budget(result: dict, clf_name: str = "mini_xception") -> list[list]:
+    """Per-frame ESTIMATE rows: (configuration, target, ms per frame at 1 worker, FPS at 1 worker, FPS at 4 workers).
+
+    1 worker: the models in turn on one core plus the per-frame overhead. 4 workers (a Pi has 4 cores): the CPU
+    part divided by the speed-up that the measured 2-worker ratio implies (low: that ratio, no gain past 2
+    workers; high: Amdahl's law with the serial share it implies, at 4); the Edge TPU is one device, so its
+    invokes stay serial: ms per frame >= the TPU's share."""
+    rows_by = {r["model"]: r for r in result["rows"]}
+    find = lambda prefix: next((r for name, r in rows_by.items() if name.startswith(prefix)), None)  # noqa: E731
+    clf, n = rows_by.get(clf_name), result["faces_per_frame"]
+    det_float, det_int8 = find("BlazeFace auto detector on video, float"), find("BlazeFace auto detector on video, int8")
+    driver, lms = find("BlazeFace driver detector"), find("landmarks per face")
+    pipe = result.get("pipeline")
+    overhead = _overhead_ms(result)
+    configs = []  # (label, [(model row, count, may run on the TPU)])
+    if det_float and clf:
+        configs.append((f"expressions, {n} faces, float `auto` detector (the default)", [(det_float, 1, False), (clf, n, True)]))
+    if det_int8 and clf:
+        configs.append((f"expressions, {n} faces, int8 `auto` detector (`precision = \"int8\"`)", [(det_int8, 1, True), (clf, n, True)]))
+    if driver and lms and clf:
+        configs.append(("`driver` role: 1 face, int8 detector, landmarks, expression", [(driver, 1, True), (lms, 1, False),
+                                                                                       (clf, 1, True)]))
+    out = []
+    for label, parts in configs:
         for board, key in (("Pi 4", "pi4_1t"), ("Pi 5", "pi5_1t")):
-            for accel, ck in (("CPU only", key), ("+ Coral USB", "coral_usb")):
-                lo = det[key][0] + n * clf[ck][0]
-                hi = det[key][1] + n * clf[ck][1]
-                rows.append([model, f"{board} {accel}", f"{lo:.0f}-{hi:.0f}", f"{1000 / hi:.0f}-{1000 / lo:.0f}"])
-    return rows
+            for accel in ("CPU only", "+ Coral USB"):
+                tpu = accel != "CPU only"
+                cpu_ms = [sum(k * (r[key][i] if not (tpu and on_tpu) else 0.0) for r, k, on_tpu in parts)
+                          + overhead * PYTHON_SLOWDOWN[key][i] for i in (0, 1)]
+                tpu_ms = [sum(k * r["coral_usb"][i] for r, k, on_tpu in parts if tpu and on_tpu) for i in (0, 1)]
+                one = [cpu_ms[i] + tpu_ms[i] for i in (0, 1)]
+                row = [label, f"{board} {accel}", f"{one[0]:.0f}-{one[1]:.0f}", f"{1000 / one[1]:.0f}-{1000 / one[0]:.0f}"]
+                if pipe:
+                    lo = max(cpu_ms[1] / pipe["r2"], tpu_ms[1])  # slow end: the worse ms, the smaller speed-up
+                    hi = max(cpu_ms[0] / pipe["s4"], tpu_ms[0])
+                    row.append(f"{1000 / lo:.0f}-{1000 / hi:.0f}")
+                else:
+                    row.append("run `fer-edge bench pipeline`")
+                out.append(row)
+    return out
 
 
 def format_estimate(result: dict) -> str:
@@ -149,11 +234,19 @@ def format_estimate(result: dict) -> str:
         markdown_table(["model", "MACs", "ops", "Pi 4 CPU 1 thread, ms", "Pi 5 CPU 1 thread, ms",
                         "Coral USB (USB 3), ms"], rows), ""]
     if budget:
-        lines += [f"Per video frame with {n} faces (the default detector, BlazeFace auto on its video schedule, on the "
-                  f"CPU, the classifier {n} times), 1 thread, ESTIMATE; a still image runs the whole pyramid "
-                  "(the row above):", "",
-                  markdown_table(["classifier", "target", "ms per frame", "frames per second"], budget,
-                                 align=["l", "l", "r", "r"]), ""]
+        pipe = result.get("pipeline")
+        scaling = (f"4 workers: the CPU part sped up {pipe['r2']:.2f}x (the 2-worker ratio measured by `fer-edge bench "
+                   f"pipeline`, {Path(pipe['source']).name}) to {pipe['s4']:.2f}x (Amdahl's law at 4 cores with the "
+                   f"serial share {pipe['serial']:.0%} that ratio implies), the Edge TPU's invokes kept serial"
+                   if pipe else "4 workers: not estimated (no bench/results/pipeline.json)")
+        lines += [f"Per video frame (the detector on its video schedule; the `{budget[0][0].split(',')[0]}` rows with "
+                  "mini_xception), ESTIMATE: 1 worker = every model in turn on one core, plus the per-frame work "
+                  f"outside the models ({_overhead_ms(result):.1f} ms per frame here, "
+                  f"{'measured by `fer-edge bench pipeline`' if (result.get('pipeline') or {}).get('overhead_ms') else 'assumed'}"
+                  f"; x4-8 on a Pi 4, x1.5-3 on a Pi 5, assumed); {scaling}. With the Coral the int8 detector and the classifier run on it, the "
+                  "float landmark models on the CPU:", "",
+                  markdown_table(["configuration", "target", "ms per frame, 1 worker", "FPS, 1 worker",
+                                  "FPS, 4 workers"], budget, align=["l", "l", "r", "r", "r"]), ""]
     lines += [
         "These are estimates from MAC counts and published throughput, not measurements; replace them with "
         "`fer-edge bench speed` run on the device. Ranges are low-high.", "",
@@ -178,8 +271,11 @@ def format_estimate(result: dict) -> str:
         "repository: 5.0 ms on a Pi 3 over USB 2). All our models (<= 1.3 MB) fit the Edge TPU's 8 MB on-chip "
         "memory, so weights stay cached after the first invoke. The offline Edge TPU check (reports/<name>/"
         "edgetpu.md) maps every op to the TPU (one subgraph), so nothing falls back to the CPU.",
-        "- **Per frame**, the detector runs on the CPU in every configuration and dominates with the "
-        "58k-parameter classifiers: the Coral saves a few ms per face on a Pi 4 and about nothing on a Pi 5. It "
-        "pays off for the 1.1M-parameter `standard` model (4 faces: ~3x faster frames on either Pi). More "
-        "threads (both Pis have 4 cores) are the lever for the detector.", ""]
+        "- **Per frame**, with the float detector the detector runs on the CPU and dominates: the Coral saves a few ms "
+        "per face. The int8 detector (`[detector] precision = \"int8\"`, `fer-edge convert-detector`; an option, "
+        "not the default: docs/detection.md) runs on the Edge TPU as well, one invoke per pass and per window (its "
+        "448x336 input, 450 KB, adds ~1.5 ms of USB 3 transfer on the frames that run the pyramid, ~0.3 ms per frame "
+        "on average, not counted). The landmark models are float (no int8 source model), so the `driver` role's cost "
+        "stays on the CPU, where the workers (4 cores) are the lever. The per-frame work outside the models is "
+        "measured here and scaled by an assumed factor: it is the least certain term.", ""]
     return "\n".join(lines)

@@ -20,18 +20,17 @@ from pathlib import Path
 
 
 def dashboard_process(args: list[str], log_path: Path) -> subprocess.Popen:
-    """``fer-edge dashboard ARGS`` of this checkout in the background, its stderr to ``log_path``."""
+    """``fer-edge dashboard ARGS`` of this checkout as a subprocess, its log (stderr) into ``log_path``."""
     import sys
 
-    from bench.common import REPO_ROOT
-
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    return subprocess.Popen([sys.executable, "-m", "fer_edge", "dashboard", *args], cwd=REPO_ROOT, env=env,
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    return subprocess.Popen([sys.executable, "-m", "fer_edge", "dashboard", *args], cwd=root, env=env,
                             stdout=subprocess.DEVNULL, stderr=open(log_path, "w"))
 
 
 def wait_for(predicate, timeout: float, what: str) -> None:
-    """Poll ``predicate`` every 0.2 s; a RuntimeError naming ``what`` after ``timeout`` s."""
+    """Poll ``predicate`` until true; a RuntimeError naming ``what`` after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():

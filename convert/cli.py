@@ -1,4 +1,4 @@
-"""Workstation subcommands: ``train``, ``convert``, ``drift``, ``edgetpu``.
+"""Workstation subcommands: ``train``, ``convert``, ``convert-detector``, ``drift``, ``edgetpu``.
 
 Registration imports nothing heavy; TensorFlow loads only when a command runs. ``train``, ``convert``
 and ``drift`` need TensorFlow and Keras (the ``[convert]`` extra); where they are not installed
@@ -49,7 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     missing = missing_convert_module()
     needs = f" [needs the convert extra: {INSTALL_CONVERT}]" if missing else ""
 
-    p = sub.add_parser("train", help="train an expression model on FER2013 (Training; PublicTest for early stopping)" + needs,
+    p = sub.add_parser("train",
+                       help="train an expression model on FER2013 (Training; PublicTest for early stopping)" + needs,
                        description="Train a named recipe. Checkpoints every epoch into --out; --resume continues "
                                    "an interrupted run. PrivateTest is never used.")
     p.add_argument("--data", required=True, help="fer2013.csv[.gz], an image-folder root (train/, test/), or a pre-parsed .npz")
@@ -71,8 +72,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     if missing:
         _needs_convert_extra(p, "train", missing)
 
-    for module_name, command in (("convert.quantize", "convert"), ("convert.drift", "drift"),
-                                 ("convert.edgetpu", "edgetpu")):
+    for module_name, command in (("convert.quantize", "convert"), ("convert.detector", "convert-detector"),
+                                 ("convert.drift", "drift"), ("convert.edgetpu", "edgetpu")):
         try:
             module = __import__(module_name, fromlist=["add_arguments", "run"])
         except ModuleNotFoundError:

@@ -54,26 +54,25 @@ INT8_STD = 128.0
 EXPAND_MAX_WEIGHTS = 1_000_000
 
 
-def convert_to_int8(keras_model, calibration_uint8: np.ndarray, mean: float = INT8_MEAN, std: float = INT8_STD) -> bytes:
-    """Full-integer int8 conversion of ``keras_model`` with a static batch of 1.
-
-    ``calibration_uint8``: [N,48,48] uint8 images for the representative dataset. Input and output
-    tensors are int8, so no float QUANTIZE/DEQUANTIZE op is left for the CPU.
-    """
-    import tensorflow as tf
-
+def saved_model_to_int8(keras_model, inputs, prefix: str = "fer-edge-export-") -> bytes:
+    """Full-integer int8 conversion of ``keras_model`` with a static batch of 1: int8 input and outputs, so no
+    float QUANTIZE/DEQUANTIZE op is left for the CPU. ``inputs``: an iterable of float32 input arrays of the
+    model's shape (batch 1), the representative dataset the activations are calibrated on."""
+    import shutil
     import tempfile
 
+    import tensorflow as tf
+
     shape = [1, *keras_model.input_shape[1:]]
-    tmp = tempfile.mkdtemp(prefix="fer-edge-export-")
-    # Export with a fixed [1, 48, 48, 1] signature: the Edge TPU compiler needs static shapes, and a
-    # SavedModel (not a traced tf.function) keeps Keras 3 variables convertible to constants.
+    tmp = tempfile.mkdtemp(prefix=prefix)
+    # Export with a fixed [1, ...] signature: the Edge TPU compiler needs static shapes, and a SavedModel (not a
+    # traced tf.function) keeps Keras 3 variables convertible to constants.
     keras_model.export(tmp, format="tf_saved_model", verbose=False,
                        input_signature=[tf.TensorSpec(shape, tf.float32, name="image")])
 
     def representative():
-        for img in calibration_uint8:
-            yield [((img.astype(np.float32) - mean) / std).reshape(shape)]
+        for x in inputs:
+            yield [np.asarray(x, np.float32).reshape(shape)]
 
     converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -84,9 +83,16 @@ def convert_to_int8(keras_model, calibration_uint8: np.ndarray, mean: float = IN
     try:
         return converter.convert()
     finally:
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def convert_to_int8(keras_model, calibration_uint8: np.ndarray, mean: float = INT8_MEAN, std: float = INT8_STD) -> bytes:
+    """Full-integer int8 conversion of ``keras_model`` with a static batch of 1.
+
+    ``calibration_uint8``: [N,48,48] uint8 images for the representative dataset, normalised as the model
+    contract says (``(pixel - mean) / std``).
+    """
+    return saved_model_to_int8(keras_model, ((img.astype(np.float32) - mean) / std for img in calibration_uint8))
 
 
 def check_input_quantization(tflite_path: Path) -> None:

@@ -3,7 +3,9 @@
 paho's network thread only queues ``(topic, payload, retain)``; the writer thread parses, stores in
 batches (one transaction per batch, at most every ``_FLUSH_S``) and then hands the batch to listeners
 (the live feed and the alert engine). ``received`` on stored rows is the time the batch was written, so
-``received - ts`` is the ingest lag.
+``received - ts`` is the ingest lag. Between batches a storing feed also prunes (hourly: raw rows after
+``raw_days``, rollups after ``retention_days``) and, after an upgrade, builds the rollups of the rows stored
+before it, a chunk per step (``Store.backfill_step``).
 
 Scale-out: ingest workers subscribe ``$share/<group>/<prefix>/+/#`` over MQTT 5, and the broker hands each
 message to one of them. Retained messages are never delivered to shared subscriptions, so the web process
@@ -34,6 +36,7 @@ _FLUSH_S = 0.05
 _BATCH = 1000
 _BEAT_S = 5.0
 _PRUNE_S = 3600.0
+_BACKFILL_CHUNK = 5000  # rows rolled up per step of an upgrade's backfill (~0.1 s between two batches)
 SESSION_EXPIRY_S = 24 * 3600  # how long the broker keeps a named feed's messages while it is away
 
 
@@ -153,11 +156,20 @@ class Feed:
     # writer thread
     def _run(self) -> None:
         last_beat = last_prune = 0.0
+        backfill_at, backfilled = 0.0, 0  # an upgrade's rollups: when to take the next step, rows done
         while True:
             batch = self._drain()
             if batch:
                 self._handle(batch)
             now = time.time()
+            if self.store is not None and not self.retained_only and backfill_at is not None and now >= backfill_at:
+                n = self._safe(self.store.backfill_step, _BACKFILL_CHUNK)
+                backfill_at = now + 60.0 if n is None else (None if n == 0 else now)  # an error: retry in a minute
+                backfilled += n or 0
+                if n == 0 and backfilled:
+                    log.info("dashboard: the upgrade's per-minute rollups are built (%d rows)", backfilled)
+                elif n and backfilled % 100_000 < n:
+                    log.info("dashboard: upgrade: per-minute rollups of %d stored rows built so far", backfilled)
             if self.store is not None and not self.retained_only:
                 if now - last_beat >= _BEAT_S or (self._stop.is_set() and self._q.empty()):
                     self._safe(self.store.worker_beat, self.name, self.started, self.received, self.stored,

@@ -18,9 +18,10 @@ need from the raw rows of that minute:
 * ``alerts``: alerts raised in that minute (the dashboard's own and the device's).
 
 Counts and sums only, so a minute is the sum of its rows' contributions: the store adds the contribution of
-each row it actually inserted, in the same transaction (``deltas``, ``upsert``). A duplicate delivery inserts
-no raw row, so it adds nothing; a crash loses both or neither. ``backfill`` builds the rollups of a database
-written before this tier existed from its raw rows, with the same arithmetic.
+each row it actually inserted, in the same transaction (``Deltas``, ``upsert_sql``). A duplicate delivery
+inserts no raw row, so it adds nothing; a crash loses both or neither. ``start_backfill`` / ``backfill_step``
+build the rollups of the rows a database held before this tier existed, with the same arithmetic, a chunk per
+transaction next to the ingest.
 """
 
 from __future__ import annotations
@@ -160,45 +161,69 @@ def _summary_attention_row(d: Deltas, r) -> None:
     d.summary_attention(r[0], r[1], p.get("attention"))
 
 
-def backfill(cur, sql: Callable[[str], str], chunk: int = 20000,
-             progress: Callable[[str, int], None] | None = None, attention_only: bool = False) -> int:
-    """Rebuild ``minutes`` from the raw ``expressions``, ``summaries``, ``attention`` and ``alerts`` rows (an
-    upgrade: their rollups did not exist yet); returns the raw rows read. Runs inside the caller's transaction,
-    reading ``chunk`` rows at a time in id order; ``progress(table, rows so far)`` after each chunk.
+SUMMARIES_V3 = "summaries_v3"  # the schema 2 -> 3 job
+# Backfill jobs: name (meta key ``backfill:<name>``), raw table, its columns read, how a row adds to the rollups.
+_JOBS = (
+    ("expressions", "expressions", "device, ts, expression, payload",
+     lambda d, r: d.expression(r[0], r[1], r[2], _json(r[3]).get("scores"))),
+    ("summaries", "summaries", "device, ts, faces, payload", _summary_row),
+    ("attention", "attention", "device, ts, perclos, payload",
+     lambda d, r: d.attention(r[0], r[1], r[2], _json(r[3]).get("events"))),
+    ("alerts", "alerts", "device, ts", lambda d, r: d.alert(r[0], r[1])),
+    # schema 2 -> 3: only the columns schema 3 added, of the summaries whose schema-2 rollups exist
+    (SUMMARIES_V3, "summaries", "device, ts, faces, payload", _summary_attention_row),
+)
+BACKFILL = "backfill:"  # meta keys ``backfill:<job>`` = ``<last id done>:<last id to do>``
 
-    ``attention_only`` (schema 2 -> 3): keep the minutes and add what schema 3 added from the raw summaries
-    still kept (older minutes count every summary as one with expression counts, as schema 2 assumed).
-    """
-    if attention_only:
+
+def start_backfill(cur, sql: Callable[[str], str], from_version: int = 1) -> int:
+    """Schedule the rollups of the raw rows already stored (an upgrade: their rollups do not exist yet): one
+    ``meta`` entry per job with rows, up to its table's current highest id (rows stored from now on are rolled
+    up at ingest). From schema 1: every rollup column, from every raw table. From schema 2 (``minutes`` kept):
+    ``counted = summaries`` on every minute (one statement: schema 2 counted every summary as one with
+    expression counts) and the ``summaries_v3`` job, the schema-3 columns of the raw summaries still there
+    (a summary without counts takes its 1 back), up to the last summary schema 2 rolled up (a 1 -> 2 backfill
+    still pending goes on with every column). Runs inside the caller's transaction; returns the rows to do."""
+    cur.execute(sql("SELECT key, value FROM meta WHERE key LIKE ?"), (BACKFILL + "%",))
+    pending = {k[len(BACKFILL):]: int(v.split(":")[0]) for k, v in cur.fetchall()}
+    if from_version >= 2:
         cur.execute("UPDATE minutes SET counted = summaries")
-        tables = (("summaries", "device, ts, faces, payload", _summary_attention_row),)
-    else:
-        cur.execute("DELETE FROM minutes")
-        tables = (
-            ("expressions", "device, ts, expression, payload",
-             lambda d, r: d.expression(r[0], r[1], r[2], _json(r[3]).get("scores"))),
-            ("summaries", "device, ts, faces, payload", _summary_row),
-            ("attention", "device, ts, perclos, payload",
-             lambda d, r: d.attention(r[0], r[1], r[2], _json(r[3]).get("events"))),
-            ("alerts", "device, ts", lambda d, r: d.alert(r[0], r[1])),
-        )
-    read = 0
-    for table, cols, add in tables:
-        last, done = -1, 0
-        while True:
-            cur.execute(sql(f"SELECT id, {cols} FROM {table} WHERE id > ? ORDER BY id LIMIT ?"), (last, chunk))
-            rows = cur.fetchall()
-            if not rows:
-                break
-            deltas = Deltas()
-            for r in rows:
-                add(deltas, r[1:])
+    todo = 0
+    for job, table, _, _ in _JOBS:
+        if (job == SUMMARIES_V3) != (from_version >= 2) or job in pending:
+            continue
+        bound = sql(" WHERE id <= ?") if job == SUMMARIES_V3 and table in pending else ""
+        cur.execute(f"SELECT MIN(id), MAX(id), COUNT(*) FROM {table}{bound}", (pending[table],) if bound else ())
+        low, high, n = cur.fetchone()
+        if n:
+            cur.execute(sql("INSERT INTO meta (key, value) VALUES (?, ?)"), (BACKFILL + job, f"{low - 1}:{high}"))
+            todo += n
+    return todo
+
+
+def backfill_step(cur, sql: Callable[[str], str], chunk: int = 20000) -> int:
+    """Roll up the next ``chunk`` raw rows scheduled by ``start_backfill`` and record how far it got, in the
+    caller's transaction (so a crash repeats the whole step or none of it). Returns the rows done; 0 when
+    nothing is left."""
+    cur.execute(sql("SELECT key, value FROM meta WHERE key LIKE ? ORDER BY key"), (BACKFILL + "%",))
+    pending = dict(cur.fetchall())
+    for job, table, cols, add in _JOBS:
+        if BACKFILL + job not in pending:
+            continue
+        done, upto = (int(x) for x in pending[BACKFILL + job].split(":"))
+        cur.execute(sql(f"SELECT id, {cols} FROM {table} WHERE id > ? AND id <= ? ORDER BY id LIMIT ?"),
+                    (done, upto, chunk))
+        rows = cur.fetchall()
+        deltas = Deltas()
+        for r in rows:
+            add(deltas, r[1:])
+        if deltas.rows:
             cur.executemany(sql(upsert_sql()), deltas.sorted_rows())
-            last, done = rows[-1][0], done + len(rows)
-            if progress:
-                progress(table, done)
-        read += done
-    return read
+        cur.execute(sql("DELETE FROM meta WHERE key = ?"), (BACKFILL + job,))
+        if len(rows) == chunk and rows[-1][0] < upto:
+            cur.execute(sql("INSERT INTO meta (key, value) VALUES (?, ?)"), (BACKFILL + job, f"{rows[-1][0]}:{upto}"))
+        return max(len(rows), 1)  # a table found empty (pruned meanwhile) still counts as a step taken
+    return 0
 
 
 def _num(v) -> bool:

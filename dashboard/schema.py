@@ -3,14 +3,23 @@
 Versions (``meta.schema``): 1: raw tables only; 2: + ``minutes`` (per-minute rollups) and ``meta``; 3: +
 ``attention`` (raw), the devices' own alerts in ``alerts`` (``source``, ``dkey``) and the rollups' attention
 columns. ``CREATE TABLE IF NOT EXISTS`` leaves an older table as it was, so the columns added since are added
-with ``ALTER TABLE``; rollups the older version did not keep are built from the raw rows still there
-(``rollups.backfill``).
+with ``ALTER TABLE``.
+
+An upgrade does not hold up the start: ``migrate`` records the new version and schedules the rollups the older
+version did not keep (``rollups.start_backfill``: ``meta`` rows ``backfill:<job>`` = last id done : last id to
+do), and the ingest builds them from the raw rows still there a chunk per transaction between its batches
+(``Store.backfill_step``: restart-safe, workers take turns under a lock); no raw row is pruned until every job
+is done. From schema 1: every rollup column from every raw table. From schema 2: one ``UPDATE minutes SET
+counted = summaries`` here, in the upgrade's transaction (SQL only, no raw row read: schema 2 counted every
+summary as one with expression counts), then the ``summaries_v3`` job adds the attention columns of the raw
+summaries still kept and takes ``counted``'s 1 back for each without counts. Minutes whose raw summaries were
+already pruned keep schema 2's assumption and no attention from summaries; attention messages did not exist
+before schema 3 (its ingest rolls them up).
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from typing import Callable
 
 from dashboard import rollups
@@ -73,13 +82,10 @@ def migrate(cur, sql: Callable[[str], str], autoinc: str, without_rowid: str, ur
     add_columns(cur, "minutes", [(c, rollups.column_type(c)) for c in rollups.ATTENTION_COLUMNS], " NOT NULL DEFAULT 0")
     cur.execute("CREATE UNIQUE INDEX IF NOT EXISTS alerts_device_dkey ON alerts (device, dkey)")
     if version < SCHEMA_VERSION:
-        t0 = time.monotonic()
         step = f"schema {version} -> {SCHEMA_VERSION}"
-        read = rollups.backfill(cur, sql, attention_only=version == 2,
-                                progress=lambda t, n: log.info("dashboard: %s: %s: %d rows", step, t, n))
-        if read:
-            log.info("dashboard: %s: per-minute rollups built from %d raw rows in %.1f s", step, read,
-                     time.monotonic() - t0)
+        if todo := rollups.start_backfill(cur, sql, from_version=version):
+            log.info("dashboard: %s: the per-minute rollups of %d stored rows are built next to the ingest; raw "
+                     "rows are kept until then", step, todo)
         cur.execute(sql("DELETE FROM meta WHERE key = 'schema'"))
         cur.execute(sql("INSERT INTO meta (key, value) VALUES ('schema', ?)"), (str(SCHEMA_VERSION),))
 

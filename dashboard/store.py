@@ -13,22 +13,23 @@ device's own alerts (drowsy, distracted, yawning) go into ``alerts`` beside the 
 
 Two tiers (``dashboard.rollups``): the raw rows above, pruned after ``raw_days``, and per-minute rollups per
 device (``minutes``), added to in the same transaction as the raw rows they count and kept for the retention.
-``init`` creates the tables or upgrades an older database (``dashboard.schema``).
+``init`` creates the tables or upgrades an older database (``dashboard.schema``): the rollups of the raw rows
+stored before the upgrade are built by the ingest a chunk at a time (``backfill_step``), and until then the
+raw rows are kept.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dashboard import device_alerts as device_alerts_
 from dashboard import rollups, schema
+from dashboard.message import Message  # noqa: F401 - callers take it from here
 from dashboard.schema import SCHEMA_VERSION  # noqa: F401 - the version this store writes, for its callers
 
 log = logging.getLogger(__name__)
@@ -39,35 +40,6 @@ TABLES_BY_TS = RAW_TABLES + KEPT_TABLES
 # Expression payload keys kept as columns (or implied by the row), not repeated in its stored JSON.
 _EXPR_COLUMNS = frozenset({"v", "ts", "device", "face_id", "expression", "confidence", "seq"})
 _ATTENTION_COLUMNS = frozenset({"v", "ts", "device", "face_id", "perclos", "seq"})
-
-
-@dataclass
-class Message:
-    """One MQTT message as the ingest parsed it (``payload`` is a dict, or the status string)."""
-
-    device: str
-    kind: str  # expression | summary | stats | status | attention | alert (the device's)
-    payload: Any
-    raw: bytes
-    received: float = field(default_factory=time.time)
-    retained: bool = False
-
-    @property
-    def ts(self) -> float:
-        if isinstance(self.payload, dict) and isinstance(self.payload.get("ts"), (int, float)):
-            return float(self.payload["ts"])
-        return self.received
-
-    @property
-    def seq(self) -> int | None:
-        s = self.payload.get("seq") if isinstance(self.payload, dict) else None
-        return s if isinstance(s, int) and not isinstance(s, bool) else None
-
-    @property
-    def dkey(self) -> str:
-        if self.seq is not None:
-            return f"{self.seq}:{self.ts:.3f}"
-        return "h" + hashlib.blake2b(self.raw, digest_size=10).hexdigest()
 
 
 class Store:
@@ -266,11 +238,22 @@ class Store:
         n = 0
         c = self.conn()
         with self._tx(c) as cur:
+            cur.execute(self.sql("SELECT COUNT(*) FROM meta WHERE key LIKE ?"), (rollups.BACKFILL + "%",))
+            if cur.fetchone()[0]:  # an upgrade's raw rows not rolled up yet stay until they are
+                raw_cutoff = cutoff
             for table in TABLES_BY_TS:
                 cur.execute(self.sql(f"DELETE FROM {table} WHERE ts < ?"), (raw_cutoff if table in RAW_TABLES else cutoff,))
                 n += max(cur.rowcount, 0)
             cur.execute(self.sql("DELETE FROM devices WHERE COALESCE(last_seen, status_ts, 0) < ?"), (cutoff,))
         return n
+
+    def backfill_step(self, chunk: int = 20000) -> int:
+        """Roll up the next ``chunk`` rows an upgrade scheduled (one transaction; workers take turns); returns
+        the rows done, 0 when none are left."""
+        with self._tx(self.conn()) as cur:
+            if self.postgres:
+                cur.execute("SELECT pg_advisory_xact_lock(7262002)")
+            return rollups.backfill_step(cur, self.sql, chunk)
 
     def worker_beat(self, name: str, started: float, received: int, stored: int, duplicates: int) -> None:
         self.execute("INSERT INTO workers (name, started, beat, received, stored, duplicates) VALUES (?, ?, ?, ?, ?, ?) "

@@ -15,7 +15,8 @@ API (all JSON unless noted; times are unix seconds):
   ``GET /api/devices/<id>/attention/events?since=&until=&limit=``: their events (blink, long_closure, yawn,
   off_road), newest first
 * ``GET /api/classroom?devices=a,b&since=&until=`` (or ``window=<s>``): faces, expression mix, engagement
-  index per point; ``GET /api/classroom.csv`` the same as CSV
+  index per point, ``tier`` (``raw`` or ``minutes``, see ``queries.tier_for``); ``GET /api/classroom.csv`` the
+  same as CSV (header ``X-Fer-Tier``)
 * ``GET /api/devices/<id>/driver``: the device, current faces and attention (none while offline or stale),
   alerts grouped per kind (count, unacknowledged, active, the last ``ALERT_HISTORY``; ``source``: ``device``
   for the device's drowsy/distracted/yawning), thresholds

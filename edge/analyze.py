@@ -57,6 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--detector", choices=DETECTOR_CHOICES, default="auto",
                         help="face detector preset or model (default: auto, faces ~50 px to frame-filling; classroom: "
                              "many small faces; driver: one near face; see docs/detection.md)")
+    parser.add_argument("--precision", choices=("int8", "float"), default=None,
+                        help="the detector's short-range passes as the int8 model (Edge TPU when --accelerator finds "
+                             "one, else the CPU) or the float one (default: [detector] precision's default, float)")
     parser.add_argument("--no-align", action="store_true",
                         help="crop faces as found, without rotating them upright from the eye keypoints")
     # None: the [detector] defaults of DetectorConfig, kept in one place.
@@ -283,9 +286,11 @@ def run(args: argparse.Namespace) -> int:
     if args.every < 1:
         raise DataError(f"--every must be 1 or more, got {args.every}")
     files = collect_inputs(args.paths)
-    overrides = {k: getattr(args, k) for k in ("min_score", "min_size", "margin") if getattr(args, k) is not None}
+    overrides = {k: getattr(args, k) for k in ("min_score", "min_size", "margin", "precision")
+                 if getattr(args, k, None) is not None}
     try:
-        det_cfg = DetectorConfig(type=args.detector, threads=args.threads, align=not args.no_align, **overrides)
+        det_cfg = DetectorConfig(type=args.detector, threads=args.threads, align=not args.no_align,
+                                 accelerator=args.accelerator, device=args.device, **overrides)
     except ValueError as exc:  # pydantic ValidationError: a range check failed
         err = exc.errors()[0] if hasattr(exc, "errors") else {"loc": ("?",), "msg": str(exc)}
         opt = "--" + str(err["loc"][0]).replace("_", "-")

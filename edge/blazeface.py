@@ -2,6 +2,11 @@
 weighted NMS, and one model run on a whole frame (letterboxed into its square input, or with the input
 resized to a scaled copy of the frame). ``edge.detect`` builds the detectors from these parts.
 
+The int8 short-range model (``fer-edge convert-detector``, convert/detector.py) has int8 input and four
+int8 outputs, the detection heads (scores and regressors at strides 8 and 16), flattened here; it ships once
+per input shape the ``auto`` preset uses at 640x480 (``<name>_<h>x<w>.tflite``: the Edge TPU needs static
+shapes), and other shapes resize the 128x128 file on the CPU.
+
 OpenCV is imported by the functions that use it.
 """
 
@@ -13,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.errors import ModelError
-from edge.int8 import invoke, make_interpreter
+from edge.int8 import dequantize, invoke, make_interpreter, quantize_input
 from edge.manifest import MODELS_DIR
 
 
@@ -30,11 +35,15 @@ class BlazeFaceSpec:
     anchor_offset: float = 0.5
     score_clipping_thresh: float = 100.0
     min_suppression_threshold: float = 0.3
+    int8: bool = False  # full-integer model: int8 input, int8 heads as outputs; may run on the Edge TPU
 
 
 BLAZEFACE_SPECS = {
     "blazeface_full": BlazeFaceSpec("face_detection_full_range.tflite", 192, (4,), 0.0, 0.6),
     "blazeface_short": BlazeFaceSpec("face_detection_short_range.tflite", 128, (8, 16, 16, 16), 1.0, 0.5),
+    # The same model converted to full-integer int8 (convert/detector.py; edge/models/PROVENANCE.md).
+    "blazeface_short_int8": BlazeFaceSpec("face_detection_short_range_int8.tflite", 128, (8, 16, 16, 16), 1.0, 0.5,
+                                          int8=True),
     # The back-camera model (face_detection_back_desktop_live.pbtxt): 256x256, smaller faces than short-range.
     "blazeface_back": BlazeFaceSpec("face_detection_back.tflite", 256, (16, 32, 32, 32), 1.0, 0.5),
 }
@@ -91,6 +100,31 @@ def decode_keypoints(raw: np.ndarray, anchors: np.ndarray, input_size: int | tup
     kx = raw[:, 4::2] / iw + anchors[:, :1]
     ky = raw[:, 5::2] / ih + anchors[:, 1:2]
     return np.stack([kx, ky], axis=-1)
+
+
+def shaped_path(path: Path, shape: tuple[int, int]) -> Path:
+    """``foo.tflite`` -> ``foo_<h>x<w>.tflite``: the int8 model converted for that static input (height, width)."""
+    return path.with_name(f"{path.stem}_{shape[0]}x{shape[1]}{path.suffix}")
+
+
+def flatten_heads(heads: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Detection heads (score maps, then regressor maps, each [1, h, w, anchors * channels], finest stride
+    first) -> (regressors [N, 16], logits [N]) in the anchor order of ``ssd_anchor_centers`` (each cell's
+    anchors together, stride 8 cells first): what the float model's reshape and concatenation give."""
+    half = len(heads) // 2
+    logits = np.concatenate([np.asarray(x).reshape(-1) for x in heads[:half]])
+    raw = np.concatenate([np.asarray(x).reshape(-1, 16) for x in heads[half:]])
+    return raw, logits
+
+
+def order_heads(details: list[dict]) -> list[dict]:
+    """The int8 model's output details as ``flatten_heads`` wants them: score maps (last axis = anchors per
+    cell, < 16) then regressor maps (16 per anchor), each finest stride (largest map) first."""
+    def area(d):
+        return -int(d["shape"][1]) * int(d["shape"][2])
+    scores = sorted((d for d in details if int(d["shape"][-1]) < 16), key=area)
+    regs = sorted((d for d in details if int(d["shape"][-1]) >= 16), key=area)
+    return scores + regs
 
 
 def iou_one_to_many(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
@@ -188,34 +222,57 @@ def merge_detections(boxes: np.ndarray, scores: np.ndarray, keypoints: np.ndarra
 
 
 class BlazeFaceModel:
-    """One BlazeFace model on the TFLite runtime (CPU): ``run(image)`` -> boxes, scores, keypoints.
+    """One BlazeFace model on the TFLite runtime: ``run(image)`` -> boxes, scores, keypoints.
 
-    ``shape`` (height, width): resize the model's input to run it on a whole frame scaled to that size
-    (the short-range and back models are fully convolutional; anchors follow the feature maps).
-    None: its own square input, the frame letterboxed into it.
+    ``shape`` (height, width): run it on a whole frame scaled to that size (the short-range and back models
+    are fully convolutional; anchors follow the feature maps): an int8 model's ``<name>_<h>x<w>.tflite`` when
+    it ships, else the model's input resized (CPU only). None: its own square input, the frame letterboxed
+    into it. ``accelerator`` (``"cpu"``, ``"tpu"``, ``"auto"``; ``device`` as ``[model] device``): an int8
+    model at a static shape may run on the Edge TPU; float models and resized inputs run on the CPU.
+    ``backend`` says where it runs.
     """
 
-    def __init__(self, name: str, threads: int = 1, model_dir: Path = MODELS_DIR, shape: tuple[int, int] | None = None):
+    def __init__(self, name: str, threads: int = 1, model_dir: Path = MODELS_DIR, shape: tuple[int, int] | None = None,
+                 accelerator: str = "cpu", device: str | None = None):
         self.name, self.spec, self.shape = name, BLAZEFACE_SPECS[name], shape
         path = Path(model_dir) / self.spec.filename
-        # Float model: it gains nothing from the Edge TPU, which is kept for the classifier.
-        self.interpreter, self.backend, _ = make_interpreter(path, "cpu", None, threads)
+        resize = shape is not None
+        if resize and self.spec.int8 and shaped_path(path, shape).is_file():
+            path, resize = shaped_path(path, shape), False
+        # A float model gains nothing from the Edge TPU, and the TPU cannot resize a compiled model's input.
+        on_tpu = accelerator if self.spec.int8 and not resize else "cpu"
+        self.interpreter, self.backend, self.path = make_interpreter(path, on_tpu, device, threads)
         inp = self.interpreter.get_input_details()[0]
-        if [int(v) for v in inp["shape"]] != [1, self.spec.input_size, self.spec.input_size, 3]:
-            raise ModelError(f"{path} has input shape {[int(v) for v in inp['shape']]}, expected a BlazeFace model: reinstall fer-edge")
-        self._input = inp["index"]
-        if shape is not None:
+        want = [1, *(shape if shape is not None and not resize else (self.spec.input_size,) * 2), 3]
+        if [int(v) for v in inp["shape"]] != want:
+            raise ModelError(f"{path} has input shape {[int(v) for v in inp['shape']]}, expected {want} (a BlazeFace "
+                             "model): reinstall fer-edge or re-run `fer-edge convert-detector`")
+        self._input, self._in_dtype = inp["index"], inp["dtype"]
+        self._in_quant = inp["quantization"]
+        if resize:
             try:
                 self.interpreter.resize_tensor_input(self._input, [1, shape[0], shape[1], 3])
                 self.interpreter.allocate_tensors()
             except (RuntimeError, ValueError) as exc:
                 raise ModelError(f"{path.name} cannot run at {shape[1]}x{shape[0]} ({exc}); use it at its own size") from None
-        outs = sorted(self.interpreter.get_output_details(), key=lambda d: int(d["shape"][-1]), reverse=True)
-        self._regressors, self._classifiers = outs[0]["index"], outs[1]["index"]
+        details = self.interpreter.get_output_details()
+        if len(details) == 4:  # int8: the heads, flattened in numpy
+            self._heads = order_heads(details)
+        else:
+            outs = sorted(details, key=lambda d: int(d["shape"][-1]), reverse=True)
+            self._heads = None
+            self._regressors, self._classifiers = outs[0]["index"], outs[1]["index"]
         self.anchors = ssd_anchor_centers(self.spec, shape)
-        n_out = int(self.interpreter.get_tensor(outs[0]["index"]).shape[1]) if shape else int(outs[0]["shape"][1])
+        self.interpreter.invoke()  # sizes every output (a resized input), and the first frame is not slower
+        n_out = len(self._outputs()[1])
         if len(self.anchors) != n_out:
             raise ModelError(f"{path} has {n_out} anchors, expected {len(self.anchors)}: reinstall fer-edge")
+
+    def _outputs(self) -> tuple[np.ndarray, np.ndarray]:
+        """(regressors [N, 16], logits [N]) of the last invoke, float32."""
+        if self._heads is None:
+            return self.interpreter.get_tensor(self._regressors)[0], self.interpreter.get_tensor(self._classifiers)[0, :, 0]
+        return flatten_heads([dequantize(self.interpreter.get_tensor(d["index"]), d) for d in self._heads])
 
     def _input_tensor(self, image_bgr: np.ndarray) -> tuple[np.ndarray, float, float, int, int]:
         """(tensor, x scale, y scale, pad x, pad y): image pixel = (input pixel - pad) / scale."""
@@ -235,10 +292,12 @@ class BlazeFaceModel:
         Returns (boxes [K, 4] as x0, y0, x1, y1 in image pixels, unclipped; scores [K]; keypoints [K, 6, 2]).
         """
         canvas, sx, sy, pad_x, pad_y = self._input_tensor(image_bgr)
-        tensor = (canvas.astype(np.float32) * (1 / 127.5) - 1.0)[None]  # the graphs feed RGB in [-1, 1]
+        if self._in_dtype == np.float32:
+            tensor = (canvas.astype(np.float32) * (1 / 127.5) - 1.0)[None]  # the graphs feed RGB in [-1, 1]
+        else:  # the same [-1, 1] input, quantized as the int8 model's QUANTIZE would
+            tensor = quantize_input(canvas[None], 127.5, 127.5, *self._in_quant, self._in_dtype)
         invoke(self.interpreter, tensor, self._input)
-        raw = self.interpreter.get_tensor(self._regressors)[0]
-        logits = self.interpreter.get_tensor(self._classifiers)[0, :, 0]
+        raw, logits = self._outputs()
         # Threshold in logit space (sigmoid is monotonic): only the kept anchors need exp().
         keep = logits >= np.log(min_score / (1.0 - min_score)) if 0 < min_score < 1 else logits > -np.inf
         if not keep.any():

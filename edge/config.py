@@ -159,6 +159,11 @@ class Config(BaseModel):
         if not self.outbox.path and self.mqtt.host:
             path = default_outbox_path(self.device.id, self.mqtt.host, self.mqtt.port)
             self.outbox = self.outbox.model_copy(update={"path": str(path)})
+        # The int8 detector shares the classifier's Edge TPU: [detector] accelerator/device unset -> [model]'s.
+        if self.detector.accelerator is None:
+            self.detector.accelerator = self.model.accelerator
+        if self.detector.device is None:
+            self.detector.device = self.model.device
         return self
 
 

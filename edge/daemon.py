@@ -75,6 +75,11 @@ class Pipeline:
             from edge.attention import FaceLandmarker
 
             self.landmarkers = [FaceLandmarker(threads=cfg.detector.threads) for _ in range(self.workers)]
+        # On the CPU each worker classifies its own frame's faces too (an interpreter per thread); an Edge TPU is one
+        # device, so there the one classifier runs in the in-order stage.
+        self.classifiers = [self.classifier]
+        if self.classifier and self.classifier.backend == "cpu" and self.workers > 1:
+            self.classifiers += [ExpressionClassifier(cfg.model) for _ in range(self.workers - 1)]
         self.labels = self.classifier.labels if self.classifier else []
         self.backend = self.classifier.backend if self.classifier else "cpu"  # then only the CPU runs models
         self.tracker = FaceTracker(cfg.tracker, self.labels,
@@ -94,13 +99,16 @@ class Pipeline:
 
 def read_attention(landmarker, image, faces: list, att) -> dict:
     """Landmarks of the largest ``att.max_faces`` faces (all when None) -> {index in faces: FaceSignals}; faces
-    whose landmarks score under ``att.min_face_score`` (the model sees no face in the crop) are left out."""
+    whose landmarks score under ``att.min_face_score`` (the model sees no face in the crop) are left out. The same
+    two-pass crop as ``analyze --attention`` and ``bench attention`` (the figures in docs/attention.md)."""
+    from edge.attention.landmarks import face_landmarks
+
     order = sorted(range(len(faces)), key=lambda i: -faces[i].box[2] * faces[i].box[3])[:att.max_faces]
     height, width = image.shape[:2]
     out = {}
     for i in order:
-        lm = landmarker.landmarks(image, faces[i].box, faces[i].eyes)
-        if lm.score >= att.min_face_score:
+        lm = face_landmarks(landmarker, image, faces[i], min_score=att.min_face_score)
+        if lm is not None:
             out[i] = measure(lm.points, (width, height))
     return out
 
@@ -221,26 +229,35 @@ def run_daemon(cfg: Config, max_frames: int | None = None, stop: threading.Event
         taken[0] += 1
         return frame, time.perf_counter() - t0
 
+    def classify(classifier, faces) -> np.ndarray:
+        if classifier is None:
+            return np.zeros((len(faces), 0), np.float32)
+        return classifier.classify_batch([f.crop for f in faces])
+
     def detect(worker: int, item):
-        """Detection on this worker's own detector (its schedule follows the frames this worker sees)."""
+        """Detection on this worker's own detector (its schedule follows the frames this worker sees), then the
+        landmarks and, with one classifier per worker (CPU), the expressions of its faces."""
         frame, _capture_s = item
         detector = pipe.detectors[worker]
         t0 = time.perf_counter()
         faces = detector.detect_frame(frame.image)  # a video: the preset's schedule
         t1 = time.perf_counter()
         signals = read_attention(pipe.landmarkers[worker], frame.image, faces, cfg.attention) if pipe.landmarkers else None
-        return faces, t1 - t0, dict(detector.timings_ms), signals, time.perf_counter() - t1
+        t2 = time.perf_counter()
+        scores = classify(pipe.classifiers[worker], faces) if len(pipe.classifiers) > 1 else None
+        return faces, t1 - t0, dict(detector.timings_ms), signals, t2 - t1, scores, time.perf_counter() - t2
 
     def finish(item, detected) -> None:
         """Classify, track and publish one frame: one frame at a time, in capture order."""
         nonlocal live_faces, window_frames
-        (frame, capture_s), (faces, detect_s, pass_ms, signals, landmarks_s) = item, detected
+        (frame, capture_s), (faces, detect_s, pass_ms, signals, landmarks_s, scores, classify_s) = item, detected
         health.tick()
         for stage, ms in pass_ms.items():
             detector_ms[stage] = detector_ms.get(stage, 0.0) + ms
         t2 = time.perf_counter()
-        scores = (pipe.classifier.classify_batch([f.crop for f in faces]) if pipe.classifier
-                  else np.zeros((len(faces), 0), np.float32))
+        if scores is None:  # one classifier (the Edge TPU, or one worker): here, in order
+            scores = classify(pipe.classifier, faces)
+            classify_s = time.perf_counter() - t2
         t3 = time.perf_counter()
         tracks = pipe.tracker.update(faces, scores, frame.ts)
         seen = [t for t in tracks if t.last_seen >= frame.ts]  # matched in this very frame
@@ -258,7 +275,7 @@ def run_daemon(cfg: Config, max_frames: int | None = None, stop: threading.Event
             timer.add("landmarks", landmarks_s)
         t5 = time.perf_counter()
         for stage, seconds in zip(("capture", "detect", "classify", "track", "publish"),
-                                  (capture_s, detect_s, t3 - t2, t4 - t3, t5 - t4)):
+                                  (capture_s, detect_s, classify_s, t4 - t3, t5 - t4)):
             timer.add(stage, seconds)
         timer.frame_done()
         result.frames += 1

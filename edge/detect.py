@@ -11,6 +11,7 @@ does not load it.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,14 +28,16 @@ from edge.blazeface import (  # noqa: F401  (re-exported: the detector's buildin
     suppress_contained,
     weighted_nms,
 )
+from edge.crop import ALIGN_MAX_DEG, ALIGN_MIN_DEG, CROP_SIZE, crop_face, eye_angle  # noqa: F401  (re-exported)
 from edge.errors import ModelError
+from edge.int8 import load_edgetpu_delegate
 from edge.manifest import MODELS_DIR
 from edge.presets import (  # noqa: F401  (re-exported)
     MIN_INPUT_PX, MIN_SIZE, PRESETS, SURE, VERIFY_MEAN, VERIFY_PX, Pass, Preset,
 )
 from edge.schedule import DetectionSchedule, verify
 
-CROP_SIZE = 48
+log = logging.getLogger(__name__)
 # FER2013's crop centre sits a median 0.095 (quartiles 0.05-0.13) of BlazeFace's box height above the box centre
 # (3,558 PublicTest faces pasted at 90-320 px, `auto`); lifting the crop by 0.1 took mini_xception on them from
 # 63.86% to 64.87% (the 48x48 images themselves: 66.17%). docs/detection.md.
@@ -51,7 +54,8 @@ class DetectorConfig(BaseModel):
     ``classroom``: many small faces; ``driver``: one near face) or a single model
     (``blazeface_full``, ``blazeface_short``, ``blazeface_back``, ``haar``). ``full_every``: how often a
     video frame gets every pass of a multi-pass preset (windows around the followed faces between).
-    See docs/detection.md.
+    ``precision``: the short-range passes run the int8 model or the float one; ``accelerator``: where the int8
+    model runs. See docs/detection.md.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -81,6 +85,13 @@ class DetectorConfig(BaseModel):
     # in a window around each face of the previous frame (edge.schedule). 1: every pass on every frame. None:
     # the preset's (auto: 5, about 2x its frame rate at the same recall, docs/detection.md; classroom: 1).
     full_every: int | None = Field(None, ge=1)
+    # The short-range passes (every preset's) as the full-integer int8 model (`fer-edge convert-detector`; runs on
+    # the Edge TPU or XNNPACK's int8 kernels) or MediaPipe's float model. Full-range and back stay float.
+    precision: Literal["int8", "float"] = "float"
+    # Where the int8 model runs: "auto" (the Edge TPU when one is found, else the CPU), "tpu" or "cpu". None: as
+    # [model] accelerator in a config file, "auto" for a detector built alone. Float models always run on the CPU.
+    accelerator: Literal["auto", "tpu", "cpu"] | None = None
+    device: str | None = None  # Edge TPU selector as [model] device (None: as [model], or the first found)
 
 
 @dataclass
@@ -95,67 +106,7 @@ class Face:
     eyes: tuple[tuple[float, float], tuple[float, float]] | None = None
 
 
-# --------------------------------------------------------------------------- crops and boxes
-
-
-ALIGN_MIN_DEG = 5.0  # eye-line tilts below this are keypoint noise: the crop is left as it is
-ALIGN_MAX_DEG = 45.0  # beyond this the keypoints are more likely wrong than the face that tilted
-
-
-def eye_angle(eyes) -> float:
-    """Tilt of the eye line in degrees (positive: the subject's left eye, on the image's right, is lower)."""
-    (rx, ry), (lx, ly) = eyes
-    return float(np.degrees(np.arctan2(ly - ry, lx - rx)))
-
-
-def crop_face(image_bgr: np.ndarray, box: tuple[int, int, int, int], margin: float, eyes=None,
-              lift: float = 0.0) -> np.ndarray:
-    """48x48 grayscale crop of ``box`` (x, y, w, h) widened by ``margin`` x size on each side, its centre ``lift`` x
-    the box height above the box centre (towards the top of the face when the crop is aligned).
-
-    The crop is square (the classifier was trained on square faces, so
-    stretching would distort expressions); parts outside the frame repeat the border pixels.
-    ``eyes`` ((x, y) right eye, (x, y) left eye, frame pixels): rotate the face upright about the crop
-    centre first, when the eye line tilts by ALIGN_MIN_DEG..ALIGN_MAX_DEG; otherwise the crop is the
-    unrotated one, unchanged.
-    """
-    import cv2
-
-    x, y, w, h = box
-    side = max(w, h) * (1.0 + 2.0 * margin)
-    gray = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2GRAY) if image_bgr.ndim == 3 else image_bgr
-    angle = eye_angle(eyes) if eyes is not None else 0.0
-    aligned = ALIGN_MIN_DEG <= abs(angle) <= ALIGN_MAX_DEG
-    # The face's "up" in image coordinates (y down): (0, -1) rotated by the eye line's tilt when aligning.
-    up = np.radians(angle) if aligned else 0.0
-    cx, cy = x + w / 2.0 + lift * h * np.sin(up), y + h / 2.0 - lift * h * np.cos(up)
-    if aligned:
-        # Cut a square big enough for any rotation, shrink it so the face side becomes 48 px
-        # (area averaging, as below), rotate about its centre, keep the middle 48x48.
-        big = int(np.ceil(side * np.sqrt(2.0))) + 2
-        patch = _square_patch(gray, cx, cy, big)
-        out = int(np.ceil(CROP_SIZE * big / side))
-        interp = cv2.INTER_AREA if big > out else cv2.INTER_LINEAR
-        small = cv2.resize(patch, (out, out), interpolation=interp)
-        rot = cv2.getRotationMatrix2D((out / 2.0, out / 2.0), angle, 1.0)
-        rot[:, 2] += CROP_SIZE / 2.0 - out / 2.0
-        return cv2.warpAffine(small, rot, (CROP_SIZE, CROP_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    patch = _square_patch(gray, cx, cy, side)
-    interp = cv2.INTER_AREA if patch.shape[0] > CROP_SIZE else cv2.INTER_LINEAR
-    return cv2.resize(patch, (CROP_SIZE, CROP_SIZE), interpolation=interp)
-
-
-def _square_patch(gray: np.ndarray, cx: float, cy: float, side: float) -> np.ndarray:
-    """The ``side`` x ``side`` square centred on (cx, cy); outside the frame repeats the border."""
-    import cv2
-
-    x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))
-    x1, y1 = x0 + max(1, int(round(side))), y0 + max(1, int(round(side)))
-    ih, iw = gray.shape[:2]
-    pad = max(0, -x0, -y0, x1 - iw, y1 - ih)
-    if pad:
-        gray = cv2.copyMakeBorder(gray, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-    return gray[y0 + pad : y1 + pad, x0 + pad : x1 + pad]
+# --------------------------------------------------------------------------- boxes
 
 
 def _clip_box(x0: float, y0: float, x1: float, y1: float, width: int, height: int) -> tuple[int, int, int, int]:
@@ -239,7 +190,7 @@ class BlazeFaceDetector(FaceDetector):
         # A threshold set in the config is the threshold: no second look below it.
         self.verify_from = self.preset.verify_from if cfg.min_score is None else None
         self.model_dir = Path(model_dir)
-        self.backend = "cpu"
+        self.accelerator = self._accelerator() if cfg.precision == "int8" else "cpu"
         self._models: dict[tuple, BlazeFaceModel] = {}
         for p in self.preset.passes:  # load now: a missing file fails at start, not on the first frame
             self._model(p, 640, 480)
@@ -248,18 +199,44 @@ class BlazeFaceDetector(FaceDetector):
         self.schedule = (DetectionSchedule(every, self._model(Pass("blazeface_short"), 640, 480), self.min_score)
                          if len(self.preset.passes) > 1 and every > 1 else None)
 
+    def _accelerator(self) -> str:
+        """"tpu" or "cpu" for the int8 models: "auto" looks for an Edge TPU once (not once per pass)."""
+        acc = self.cfg.accelerator or "auto"
+        if acc != "auto":
+            return acc
+        try:
+            load_edgetpu_delegate(self.cfg.device)
+        except ModelError as exc:
+            log.info("int8 detector on the CPU: %s", str(exc).split(";")[0])
+            return "cpu"
+        return "tpu"
+
     def _model(self, p: Pass, width: int, height: int) -> BlazeFaceModel:
         shape = p.shape(width, height)
-        key = (p.model, shape)
+        name = p.model
+        if self.cfg.precision == "int8" and f"{name}_int8" in BLAZEFACE_SPECS:
+            name = f"{name}_int8"
+        key = (name, shape)
         if key not in self._models:
-            self._models[key] = BlazeFaceModel(p.model, self.cfg.threads, self.model_dir, shape)
+            self._models[key] = BlazeFaceModel(name, self.cfg.threads, self.model_dir, shape, self.accelerator,
+                                               self.cfg.device)
         return self._models[key]
+
+    def backends(self) -> dict[str, str]:
+        """Where each loaded model runs: {"<model> <w>x<h>": "edgetpu" | "cpu"} (for doctor and stats)."""
+        out = {}
+        for (name, shape), m in self._models.items():
+            h, w = shape or (m.spec.input_size,) * 2
+            out[f"{name.replace('blazeface_', '')} {w}x{h}"] = m.backend
+        return out
 
     def describe(self) -> str:
         passes = " + ".join(p.label() for p in self.preset.passes)
         every = f"; pyramid every {self.schedule.full_every} frames, windows between" if self.schedule else ""
         second = f"; second look from {self.verify_from:g}" if self.verify_from is not None else ""
-        return f"{self.cfg.type} ({passes}; min_score {self.min_score:g}{second}{every})"
+        where = sorted(set(self.backends().values()))
+        runs = f"; {self.cfg.precision} on {'+'.join(where)}"
+        return f"{self.cfg.type} ({passes}; min_score {self.min_score:g}{second}{every}{runs})"
 
     def detect(self, image_bgr: np.ndarray) -> list[Face]:
         """Faces in a BGR uint8 frame: every pass (resize, run, decode, NMS), merged, uncertain finds verified,
@@ -415,7 +392,7 @@ class HaarDetector(FaceDetector):
 
 
 DETECTORS: dict[str, Callable[[DetectorConfig], FaceDetector]] = {
-    **{name: BlazeFaceDetector for name in (*PRESETS, *BLAZEFACE_SPECS)},
+    **{name: BlazeFaceDetector for name in (*PRESETS, *(n for n, s in BLAZEFACE_SPECS.items() if not s.int8))},
     "haar": HaarDetector,
 }
 

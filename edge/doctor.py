@@ -177,7 +177,8 @@ def check_daemon(cfg: Config, wait_s: float = 1.5) -> Check:
 
 
 def check_detector(cfg: Config) -> Check:
-    """Load the configured face detector and time it on one 640x480 frame: its passes and ms per pass."""
+    """Load the configured face detector and time it on one 640x480 frame: its passes, where each model runs
+    (Edge TPU or CPU) and ms per pass."""
     import numpy as np
 
     from edge.detect import create_detector
@@ -194,7 +195,10 @@ def check_detector(cfg: Config) -> Check:
         return Check("detector", False, _first_line(exc), MODEL)
     ms, stages = min(runs, key=lambda r: r[0])
     per = ", ".join(f"{k} {v:.1f}" for k, v in stages.items())
-    return Check("detector", True, f"{det.describe()}: {ms:.1f} ms per 640x480 frame on cpu" + (f" ({per})" if per else ""))
+    where = getattr(det, "backends", dict)()
+    models = "; models: " + ", ".join(f"{k} on {v}" for k, v in where.items()) if where else " on cpu"
+    return Check("detector", True, f"{det.describe()}: {ms:.1f} ms per 640x480 frame" + (f" ({per})" if per else "")
+                 + models)
 
 
 CHECKS: dict[str, Callable[[Config], Check]] = {

@@ -22,6 +22,8 @@ from __future__ import annotations
 import ctypes
 import logging
 import platform
+import threading
+import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -207,10 +209,34 @@ def quantize_input(pixels: np.ndarray, mean: float, std: float, scale: float, ze
     return np.clip(q, info.min, info.max).astype(dtype)
 
 
+class InvokeClock:
+    """Seconds spent inside ``interpreter.invoke()`` by this thread while the clock is on (``with InvokeClock() as
+    c: ...; c.seconds``): a benchmark's split between model time and everything around it. Off: nothing is timed."""
+
+    _local = threading.local()
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def __enter__(self) -> "InvokeClock":
+        self._outer = getattr(self._local, "clock", None)
+        self._local.clock = self
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._local.clock = self._outer
+
+
 def invoke(interpreter: Any, x: np.ndarray, index: int | None = None) -> None:
     """Set the input tensor (``index``, default the first input) to ``x`` and run the model once."""
     interpreter.set_tensor(input_detail(interpreter)["index"] if index is None else index, x)
+    clock = getattr(InvokeClock._local, "clock", None)
+    if clock is None:
+        interpreter.invoke()
+        return
+    t0 = time.perf_counter()
     interpreter.invoke()
+    clock.seconds += time.perf_counter() - t0
 
 
 def dequantize(q: np.ndarray, detail: dict) -> np.ndarray:

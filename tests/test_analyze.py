@@ -70,6 +70,17 @@ def test_video_every_second_frame_as_csv(media, standin_model, tmp_path):
         assert abs(sum(float(r[k]) for k in FER_LABELS) - 1) < 1e-3
 
 
+def test_video_with_the_int8_detector_follows_the_face(media, standin_model, tmp_path):
+    out = tmp_path / "out.jsonl"
+    rc = analyze.run(parse(media / "astronaut.mp4", "--precision", "int8", "--model", standin_model,
+                           "--accelerator", "cpu", "-o", out))
+    assert rc == 0
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["frame"] for r in recs] == list(range(6))
+    for i, r in enumerate(recs):
+        assert box_iou(r["box"], (ASTRONAUT_FACE[0] + 4 * i, *ASTRONAUT_FACE[1:])) > 0.5
+
+
 def test_folder_is_expanded_and_unreadable_files_are_reported(media, standin_model, tmp_path, capsys):
     folder = tmp_path / "mixed"
     folder.mkdir()

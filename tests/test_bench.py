@@ -239,13 +239,27 @@ def test_estimate_latency_ranges_and_float_models():
     assert flt["coral_usb"] is None and flt["pi4_1t"][0] > small["pi4_1t"][0]  # no int8 kernels
 
 
-def test_frame_budget_adds_detector_and_faces():
+def test_frame_budget_adds_detector_faces_overhead_and_workers(tmp_path):
+    import json
+
+    (tmp_path / "pipeline.json").write_text(json.dumps({"rows": [
+        {"workers": 1, "fps": 100.0, "model_ms_per_frame": 8.0}, {"workers": 2, "fps": 160.0}]}))
+    pipe = estimate.measured_pipeline(tmp_path / "pipeline.json")
+    # r2 = 1.6 -> serial share 2 / 1.6 - 1 = 0.25 -> at 4 workers 1 / (0.25 + 0.75 / 4) = 2.2857; overhead 10 - 8 ms
+    assert pipe["r2"] == 1.6 and pipe["serial"] == 0.25 and abs(pipe["s4"] - 2.2857) < 1e-4 and pipe["overhead_ms"] == 2.0
     rows = [{"model": "mini_xception", "pi4_1t": (2.0, 4.0), "pi5_1t": (0.5, 1.0), "coral_usb": (0.5, 1.5)},
-            {"model": "BlazeFace full-range detector", "pi4_1t": (50.0, 100.0), "pi5_1t": (10.0, 30.0),
+            {"model": "BlazeFace auto detector on video, float (...)", "pi4_1t": (50.0, 100.0), "pi5_1t": (10.0, 30.0),
              "coral_usb": None}]
-    budget = estimate._frame_budget({"rows": rows, "faces_per_frame": 4}, models=("mini_xception",))
-    assert budget[0] == ["mini_xception", "Pi 4 CPU only", "58-116", "9-17"]
-    assert budget[1] == ["mini_xception", "Pi 4 + Coral USB", "52-106", "9-19"]
+    budget = estimate._frame_budget({"rows": rows, "faces_per_frame": 4, "pipeline": pipe})
+    # Pi 4 overhead: 2 ms x 4-8 = 8-16 ms. CPU only: 50 + 4 x 2 + 8 = 66 .. 100 + 4 x 4 + 16 = 132 ms per frame;
+    # 4 workers: 132 / 1.6 = 82.5 ms (12 FPS) .. 66 / 2.2857 = 28.9 ms (35 FPS).
+    assert budget[0][1:] == ["Pi 4 CPU only", "66-132", "8-15", "12-35"]
+    # With the Coral only the classifier leaves the CPU: 58-116 ms CPU + 2-6 ms TPU; 4 workers: 116 / 1.6 = 72.5
+    # (14 FPS) .. 58 / 2.2857 = 25.4 ms (39 FPS), the TPU's 2-6 ms never the bound.
+    assert budget[1][1:] == ["Pi 4 + Coral USB", "60-122", "8-17", "14-39"]
+    assert len(budget) == 4 and budget[0][0].startswith("expressions, 4 faces, float")
+    no_pipe = estimate._frame_budget({"rows": rows, "faces_per_frame": 4, "pipeline": None})
+    assert no_pipe[0][4] == "run `fer-edge bench pipeline`" and no_pipe[0][2] == "78-156"  # 5 ms assumed overhead, x 4-8
 
 
 def test_update_readme_replaces_only_the_marked_section(tmp_path):

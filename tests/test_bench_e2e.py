@@ -65,3 +65,78 @@ def test_paste_face_upright_and_tilted():
     paste_face(tilted, face48, 300, 200, 96, 20.0)
     ys, xs = np.nonzero(tilted[..., 0])
     assert xs.min() < 300 and xs.max() > 300 + 96 - 1  # a rotated square reaches past the upright one
+
+
+def test_yunet_pipeline_without_its_model_is_a_clear_error(tmp_path):
+    from bench.e2e_report import _ours
+    from edge.errors import DataError
+
+    with pytest.raises(DataError, match="--yunet"):
+        _ours(tmp_path / "v.mp4", 1, "yunet@0.7")
+
+
+def test_yunet_on_a_file_that_is_no_model_names_the_file(tmp_path):
+    pytest.importorskip("cv2")
+    from bench.yunet import create_yunet
+    from edge.errors import ModelError
+
+    bad = tmp_path / "yunet.onnx"
+    bad.write_bytes(b"not an onnx file")
+    with pytest.raises(ModelError, match="yunet.onnx cannot be loaded"):
+        create_yunet(str(bad))
+
+
+def test_bench_classroom_scores_real_detectors_on_small_faces(tmp_path, astronaut_bgr):
+    """`bench classroom` on frames of a real face (the astronaut's, as a FER2013-style 48x48 crop in a tiny CSV)."""
+    import cv2
+
+    from bench.classroom import BANDS, FACES, format_classroom, run_classroom
+    from tests.conftest import ASTRONAUT_FACE
+
+    x, y, w, h = ASTRONAUT_FACE
+    side = max(w, h)
+    face = cv2.resize(cv2.cvtColor(astronaut_bgr, cv2.COLOR_BGR2GRAY)[y - 10:y - 10 + side, x - 5:x - 5 + side], (48, 48))
+    csv = tmp_path / "fer.csv"
+    csv.write_text("emotion,pixels,Usage\n" + f"3,{' '.join(map(str, face.ravel()))},PrivateTest\n")
+    res = run_classroom(csv, None, n=2, seed=0)
+    assert set(res["rows"]) == {"auto", "auto int8", "classroom", "classroom int8"}
+    auto = res["rows"]["auto"]
+    assert list(auto["recall"]) == [f"{lo}-{hi - 1}" for lo, hi in BANDS] and auto["ms"] > 0
+    assert auto["recall"]["52-64"] >= 0.5  # the biggest of these faces are well within auto's range
+    assert res["faces_per_frame"] == FACES and "| auto int8 |" in format_classroom(res)
+
+
+def test_alignment_deadband_picks_the_rotated_crop_only_above_the_deadband():
+    from bench.align import deadband_table
+
+    recs = [{"angle": 0, "tilt": 2.0, "plain": True, "rotated": False},  # keypoint noise: rotating hurts
+            {"angle": 0, "tilt": 6.0, "plain": False, "rotated": True},
+            {"angle": 20, "tilt": 19.0, "plain": False, "rotated": True},
+            {"angle": -20, "tilt": 50.0, "plain": True, "rotated": False}]  # beyond 45 deg: never rotated
+    t = deadband_table(recs, deadbands=(0, 5, 10))
+    assert t["0"] == {"faces": 2, "no align": 0.5, "0": 0.5, "5": 1.0, "10": 0.5}
+    assert t["20"] == {"faces": 2, "no align": 0.5, "0": 1.0, "5": 1.0, "10": 1.0}
+
+
+def test_crop_deadband_is_a_parameter(astronaut_bgr):
+    from edge.crop import crop_face
+
+    eyes = ((200.0, 120.0), (260.0, 126.0))  # a 5.7 degree tilt
+    plain = crop_face(astronaut_bgr, (170, 60, 115, 125), 0.1)
+    assert np.array_equal(crop_face(astronaut_bgr, (170, 60, 115, 125), 0.1, eyes, min_deg=8.0), plain)
+    assert not np.array_equal(crop_face(astronaut_bgr, (170, 60, 115, 125), 0.1, eyes, min_deg=5.0), plain)
+
+
+def test_align_records_measure_the_tilt_of_a_real_face(tmp_path, astronaut_bgr):
+    import cv2
+
+    from bench.align import align_records
+    from tests.conftest import ASTRONAUT_FACE
+
+    x, y, w, h = ASTRONAUT_FACE
+    face = cv2.resize(cv2.cvtColor(astronaut_bgr, cv2.COLOR_BGR2GRAY)[y - 10:y + 115, x - 5:x + 120], (48, 48))
+    csv = tmp_path / "fer.csv"
+    csv.write_text("emotion,pixels,Usage\n" + f"3,{' '.join(map(str, face.ravel()))},PublicTest\n")
+    recs = align_records(str(csv), "PublicTest", n=1, sizes=(200,), angles=(0, 20))
+    assert [r["angle"] for r in recs] == [0, 20]
+    assert recs[0]["tilt"] < 8 and 12 < recs[1]["tilt"] < 28  # the eye line follows the pasted tilt

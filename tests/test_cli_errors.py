@@ -170,7 +170,7 @@ def test_help_is_complete():
     assert "8 broker" in run_cli("doctor", "--help").stdout
 
 
-@pytest.mark.parametrize("command", ["convert", "drift", "edgetpu"])
+@pytest.mark.parametrize("command", ["convert", "convert-detector", "drift", "edgetpu"])
 def test_workstation_help_is_plain_text(command, capsys):
     """`--help` is for users: no reStructuredText markup, no internal function or module names."""
     from fer_edge.cli import build_parser

@@ -152,12 +152,20 @@ def test_classroom_with_emotions_keeps_its_mix_and_adds_the_attention_columns(db
     store.close()
 
 
-def test_a_schema_2_database_gets_the_attention_columns_from_its_raw_summaries(db_url):
-    """A database as schema 2 left it: this store's tables without what schema 3 added (dropped here), meta 2."""
+def test_a_schema_2_database_gets_the_attention_columns_from_its_raw_summaries(db_url, tmp_path):
+    """A database as schema 2 left it (this store's tables without what schema 3 added, dropped here; meta 2):
+    the upgrade sets ``counted`` at start and schedules the rest, which steps add (a restart in the middle, two
+    stores taking turns, a summary stored meanwhile) to equal the same messages stored by schema 3; no raw row
+    is pruned before. A minute whose raw summaries were pruned under schema 2 keeps its assumption."""
+    from tests.test_dashboard_tiers import _same
+
     t0 = minute_of(time.time()) - 1800
+    old = t0 - 3 * DAY  # its raw summary is pruned under schema 2, its minute is kept
+    msgs = [no_emotion_summary("room", t0 + 5 + 10 * i, 3 + i % 2, 0.5, 30, 1 + i) for i in range(8)]
+    msgs += [msg("summary", payloads.summary_event("mix", t0 + 5, 1, {"happy": 2}, {}, t0, t0 + 5, 2, seq=1)),
+             no_emotion_summary("room", old + 5, 2, 1.0, 10, 99)]
     store = open_store(db_url)
-    store.write([no_emotion_summary("room", t0 + 5, 3, 0.5, 30, 1),
-                 msg("summary", payloads.summary_event("mix", t0 + 5, 1, {"happy": 2}, {}, t0, t0 + 5, 2, seq=1))])
+    store.write(msgs)
     for c in ATTENTION_COLUMNS:
         store.execute(f"ALTER TABLE minutes DROP COLUMN {c}")
     store.execute("DROP INDEX alerts_device_dkey")
@@ -165,17 +173,44 @@ def test_a_schema_2_database_gets_the_attention_columns_from_its_raw_summaries(d
         store.execute(f"ALTER TABLE alerts DROP COLUMN {c}")
     store.execute("DROP TABLE attention")
     store.execute("UPDATE meta SET value = '2' WHERE key = 'schema'")
+    store.execute("DELETE FROM summaries WHERE ts < ?", (t0 - DAY,))
     store.close()
-    store = open_store(db_url)
+
+    store = open_store(db_url)  # the upgrade: counted = summaries, the raw summaries' columns scheduled
     assert store.execute("SELECT value FROM meta WHERE key = 'schema'") == [(str(SCHEMA_VERSION),)]
-    room = queries.minutes(store, "room", t0, t0 + 59)[0]
-    assert room["emotion_summaries"] == 0 and room["attention"]["looking_share"] == 0.5
-    assert room["attention"]["faces_read"] == 3 and room["faces_max"] == 3
-    assert queries.minutes(store, "mix", t0, t0 + 59)[0]["emotion_summaries"] == 1
-    assert queries.classroom(store, ["room"], t0, t0 + 600, tier="minutes")["emotions"] is False
+    assert store.execute("SELECT key FROM meta WHERE key LIKE ?", ("backfill:%",)) == [("backfill:summaries_v3",)]
+    assert queries.minutes(store, "room", t0, t0 + 59)[0]["emotion_summaries"] == 6  # not stepped yet
+    store.prune(365, time.time() + DAY, raw_days=0.5)  # pending: no raw row may go
+    assert store.execute("SELECT COUNT(*) FROM summaries") == [(9,)]
+    late = no_emotion_summary("room", t0 + 50, 4, 0.25, 20, 100)  # the ingest goes on meanwhile
+    assert store.write([late]) == (1, 0)
+    assert store.backfill_step(chunk=3) == 3
+    store.close()  # a restart in the middle
+    worker_a, worker_b = open_store(db_url), open_store(db_url)
+    while worker_a.backfill_step(chunk=1) + worker_b.backfill_step(chunk=1):
+        pass
+    assert worker_a.execute("SELECT COUNT(*) FROM meta WHERE key LIKE ?", ("backfill:%",)) == [(0,)]
+
+    ref = open_store(str(tmp_path / "reference.sqlite"))  # the same messages stored by schema 3
+    ref.write([*msgs[:-1], late])
+    for d in ("room", "mix"):
+        got, want = queries.minutes(worker_a, d, t0, t0 + 3600), queries.minutes(ref, d, t0, t0 + 3600)
+        assert len(got) == len(want) >= 1
+        _same(got, want)
+    room = queries.minutes(worker_a, "room", t0, t0 + 60)
+    assert [m["emotion_summaries"] for m in room] == [0, 0] and room[0]["attention"]["faces_read"] == 4
+    assert [m["attention"]["looking_share"] for m in room] == [0.475, 0.5]
+    kept = queries.minutes(worker_a, "room", old - 60, old + 60)  # schema 2 counted it as a summary with counts
+    assert [(m["summaries"], m["emotion_summaries"], m["attention"]) for m in kept] == [(1, 1, None)]
+    assert queries.classroom(worker_a, ["room"], t0, t0 + 600, tier="minutes")["emotions"] is False
     t1 = time.time()
-    assert store.write([attention("room", t1, 1), device_alert("room", "yawning", "raised", t1 - 60, t1, 1)]) == (2, 0)
-    store.close()
+    assert worker_a.write([attention("room", t1, 1), device_alert("room", "yawning", "raised", t1 - 60, t1, 1)]) == (2, 0)
+    assert worker_a.prune(365, time.time() + DAY, raw_days=0.5) > 0  # done: raw rows go again
+    for s in (worker_a, worker_b, ref):
+        s.close()
+    again = open_store(db_url)  # opening again schedules nothing
+    assert again.backfill_step() == 0
+    again.close()
 
 
 def test_api_routes_for_attention(tmp_path):
@@ -208,3 +243,42 @@ def test_api_routes_for_attention(tmp_path):
         assert r.status_code == 404 and "no device 'nope'" in r.json()["detail"]
     stored = json.loads(store.execute("SELECT detail FROM alerts")[0][0])
     assert stored["source"] == "device"
+
+
+def test_a_schema_2_database_with_its_1_to_2_backfill_pending_counts_each_summary_once(db_url, tmp_path):
+    """Schema 2 left with the summaries of its upgrade from 1 not all rolled up (``backfill:summaries``): that
+    job goes on with every column and the 2 -> 3 job takes only the summaries schema 2 had rolled up."""
+    from tests.test_dashboard_tiers import _same
+
+    t0 = minute_of(time.time()) - 1800
+    msgs = [no_emotion_summary("room", t0 + 5 + 7 * i, 2 + i % 3, 0.5 if i % 2 else 1.0, 10 + i, 1 + i) for i in range(12)]
+    msgs.append(msg("summary", payloads.summary_event("room", t0 + 9, 1, {"sad": 2}, {}, t0, t0 + 9, 2, seq=50)))
+    ref = open_store(str(tmp_path / "reference.sqlite"))
+    ref.write(msgs)
+    store = open_store(db_url)
+    store.write(msgs[:6])  # rolled up by schema 2 (at ingest, or by its backfill's steps done)
+    cols = "device, ts, seq, faces, payload, received, dkey"
+    low, done = store.execute("SELECT MIN(id), MAX(id) FROM summaries")[0]
+    have = {r[0] for r in store.execute("SELECT dkey FROM summaries")}
+    pending = [r for r in ref.execute(f"SELECT {cols} FROM summaries ORDER BY id") if r[-1] not in have]
+    assert len(pending) == 7
+    for row in pending:  # stored before the 1 -> 2 upgrade, not rolled up yet
+        store.execute(f"INSERT INTO summaries ({cols}) VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+    high = store.execute("SELECT MAX(id) FROM summaries")[0][0]
+    store.execute("INSERT INTO meta (key, value) VALUES (?, ?)", ("backfill:summaries", f"{done}:{high}"))
+    for c in ATTENTION_COLUMNS:
+        store.execute(f"ALTER TABLE minutes DROP COLUMN {c}")
+    store.execute("UPDATE meta SET value = '2' WHERE key = 'schema'")
+    store.close()
+
+    store = open_store(db_url)
+    assert sorted(store.execute("SELECT key, value FROM meta WHERE key LIKE ?", ("backfill:%",))) == \
+        [("backfill:summaries", f"{done}:{high}"), ("backfill:summaries_v3", f"{low - 1}:{done}")]
+    while store.backfill_step(chunk=4):
+        pass
+    got, want = queries.minutes(store, "room", t0, t0 + 3600), queries.minutes(ref, "room", t0, t0 + 3600)
+    assert len(got) == len(want) == 2 and sum(m["summaries"] for m in got) == 13
+    _same(got, want)
+    assert sum(m["emotion_summaries"] for m in got) == 1
+    store.close()
+    ref.close()

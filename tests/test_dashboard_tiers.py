@@ -160,38 +160,81 @@ def v1_history(v1, now):
     return msgs
 
 
-def test_a_schema_1_database_is_migrated_with_its_history(db_url, tmp_path):
+def schema_1_database(db_url, now):
+    """A database written by the schema-1 store (``tests/dashboard_store_v1.py``): its messages and, per
+    device, its classroom series over the whole history."""
     from tests import dashboard_store_v1 as v1
 
-    now = time.time()
     msgs = v1_history(v1, now)
     old = v1.open_store(db_url)  # the store as it is on main today, writing its own tables
     assert old.write(msgs)[0] == len(msgs)
     old.add_alert("bus", "no_face", now - 11 * DAY, now - 11 * DAY, {"faces": 0})
     before = {d: queries.classroom(old, [d], now - 13 * DAY, now, tier="raw") for d in ("room", "bus")}
     old.close()
+    return msgs, before
 
-    store = open_store(db_url)  # the upgrade: rollups backfilled from the raw rows, schema recorded
+
+def test_a_schema_1_database_is_migrated_with_its_history(db_url, tmp_path):
+    now = time.time()
+    msgs, before = schema_1_database(db_url, now)
+    raw_rows = len(msgs) + 1
+
+    store = open_store(db_url)  # the upgrade: schema recorded, the rollups of the stored rows scheduled
     assert store.execute("SELECT value FROM meta WHERE key = 'schema'") == [(str(SCHEMA_VERSION),)]
+    assert store.execute("SELECT COUNT(*) FROM minutes") == [(0,)]
+    summaries = store.execute("SELECT COUNT(*) FROM summaries")[0][0]
+    store.prune(365, now, raw_days=7)  # not rolled up yet: no raw row may go
+    assert store.execute("SELECT COUNT(*) FROM summaries")[0][0] == summaries
+    assert store.backfill_step(chunk=100) == 100
+    store.close()  # a restart in the middle of the backfill
+    worker_a, worker_b = open_store(db_url), open_store(db_url)  # two workers take turns
+    done = 100
+    while True:
+        n = worker_a.backfill_step(chunk=300) + worker_b.backfill_step(chunk=300)
+        if not n:
+            break
+        done += n
+    assert done >= raw_rows and worker_a.backfill_step() == 0
     ref = open_store(str(tmp_path / "reference.sqlite"))  # the same messages ingested by today's store
     ref.write([Message(m.device, m.kind, m.payload, m.raw) for m in msgs])
     ref.add_alert("bus", "no_face", now - 11 * DAY, now - 11 * DAY, {"faces": 0})
     for d in ("room", "bus"):
-        got, want = queries.minutes(store, d, limit=100000), queries.minutes(ref, d, limit=100000)
+        got, want = queries.minutes(worker_a, d, limit=100000), queries.minutes(ref, d, limit=100000)
         assert len(got) == len(want) >= 12 * 20  # 20 minutes a day (and the alert's)
         _same(got, want)
-    assert store.prune(365, now, raw_days=7) > 0  # the first prune of the new code drops 5 days of raw rows
-    assert store.execute("SELECT MIN(ts) FROM summaries")[0][0] > now - 7 * DAY
+    assert worker_a.prune(365, now, raw_days=7) > 0  # rolled up: 5 days of raw rows go
+    assert worker_a.execute("SELECT MIN(ts) FROM summaries")[0][0] > now - 7 * DAY
     for d in ("room", "bus"):
-        after = queries.classroom(store, [d], now - 13 * DAY, now, raw_since=now - 7 * DAY)
+        after = queries.classroom(worker_a, [d], now - 13 * DAY, now, raw_since=now - 7 * DAY)
         assert after["tier"] == "minutes" and after["engagement"] == before[d]["engagement"] is not None
         assert sum(p["observations"] for p in after["points"]) == sum(p["observations"] for p in before[d]["points"])
-    assert sum(m["alerts"] for m in queries.minutes(store, "bus", limit=100000)) == 1
-    store.close()
+    assert sum(m["alerts"] for m in queries.minutes(worker_a, "bus", limit=100000)) == 1
+    worker_a.close()
+    worker_b.close()
     again = open_store(db_url)  # opening again migrates nothing more
+    assert again.backfill_step() == 0
     assert sum(m["events"] for m in queries.minutes(again, "room", limit=100000)) == 12 * 30
     again.close()
     ref.close()
+
+
+def test_a_dashboard_started_on_a_schema_1_database_builds_its_rollups_while_it_ingests(tmp_path, mqtt_broker):
+    from tests.dashboard_run import Dashboard
+    from tests.daemon_run import wait_until
+
+    db = str(tmp_path / "dash.sqlite")
+    now = time.time()
+    msgs, before = schema_1_database(db, now)
+    dash = Dashboard(tmp_path, mqtt_broker, db).wait_ready()
+    try:
+        assert wait_until(lambda: "per-minute rollups are built" in dash.stderr(), 60), dash.stderr()[-2000:]
+        for d in ("room", "bus"):
+            got = dash.get(f"/api/classroom?devices={d}&since={now - 13 * DAY}&until={now}")
+            assert got["tier"] == "minutes" and got["engagement"] == before[d]["engagement"]
+        assert sum(m["events"] for m in dash.get(f"/api/devices/room/minutes?since={now - 13 * DAY}&limit=100000")) == 360
+    finally:
+        assert dash.stop() == 0, dash.stderr()[-2000:]
+    assert f"schema 1 -> {SCHEMA_VERSION}" in dash.stderr()
 
 
 def _same(got: list[dict], want: list[dict]) -> None:
@@ -253,9 +296,9 @@ def test_the_classroom_page_says_which_tier_it_shows(tmp_path, mqtt_broker):
             browser = launch_chromium(pw)
             page = browser.new_page()
             page.goto(dash.url + "/#/classroom/room")
-            page.wait_for_function("document.querySelector('#tier').textContent === 'raw summaries'", timeout=15000)
+            page.wait_for_function("document.querySelector('#tier')?.textContent === 'raw summaries'", timeout=15000)
             page.select_option("#window", "month")
-            page.wait_for_function("document.querySelector('#tier').textContent.startsWith('per-minute rollups')",
+            page.wait_for_function("document.querySelector('#tier')?.textContent.startsWith('per-minute rollups')",
                                    timeout=15000)
             assert "a point per 108 min" in page.inner_text("#tier") or "a point per 109 min" in page.inner_text("#tier")
             assert page.evaluate("document.querySelectorAll('#view .uplot').length") >= 3

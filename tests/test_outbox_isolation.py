@@ -41,7 +41,7 @@ def test_lab_a_events_never_leave_through_lab_b(tmp_path, mqtt_broker):
     assert first["outbox_left"] == len(stranded) > 0
 
     heard_by_b = Collector(mqtt_broker, "#")
-    proc, second = run_device(tmp_path, "lab-b", mqtt_broker.port, 20)
+    _, second = run_device(tmp_path, "lab-b", mqtt_broker.port, 20)
     assert second["outbox_left"] == 0
     assert heard_by_b.wait_for(lambda c: (c.on("fer/lab-b/status") or [(0, b"")])[-1][1] == b"offline")
     assert seqs_of(heard_by_b.messages, "lab-b", "expression")  # lab-b itself was heard

@@ -30,11 +30,13 @@ def test_flags_publish_under_the_device_id_without_a_config(tmp_path, mqtt_broke
     topics = {t for t, _, _ in col.messages}
     assert topics == {"fer/X/status", "fer/X/expression", "fer/X/summary", "fer/X/stats"}, topics
     assert len(col.on("fer/X/expression")) == report["events"]["expression"] > 0
+    assert {s["role"] for s in col.json_on("fer/X/stats")} == {"general"}  # the default role, stated in stats
     col.close()
 
 
 def test_flags_override_the_config_file(tmp_path, mqtt_broker):
-    cfg = write_config(tmp_path / "c.toml", {"device": {"id": "from-file"}, "camera": {"source": "/nonexistent.mp4"},
+    cfg = write_config(tmp_path / "c.toml", {"device": {"id": "from-file", "role": "driver"},
+                                             "camera": {"source": "/nonexistent.mp4"},
                                              "mqtt": {"host": "127.0.0.1", "port": free_port()}})
     col = Collector(mqtt_broker, "#")
     proc = run_cli("run", "--config", str(cfg), "--source", "sample", "--mqtt-port", str(mqtt_broker.port),
@@ -42,6 +44,8 @@ def test_flags_override_the_config_file(tmp_path, mqtt_broker):
     assert proc.returncode == 0, proc.stderr
     assert col.wait_for(lambda c: (c.on("fer/from-flag/status") or [(0, b"")])[-1][1] == b"offline")
     assert {t.split("/")[1] for t, _, _ in col.messages} == {"from-flag"}
+    stats = col.json_on("fer/from-flag/stats")
+    assert stats and {s["role"] for s in stats} == {"driver"}  # the file's other keys still apply
     col.close()
 
 

@@ -127,5 +127,6 @@ def test_window_geometry(astronaut_bgr):
 def test_bench_detector_names():
     assert detector_options("auto") == ("auto", {})
     assert detector_options("auto+every1+noalign") == ("auto", {"full_every": 1, "align": False})
+    assert detector_options("auto+int8") == ("auto", {"precision": "int8"})
     with pytest.raises(ValueError, match="unknown detector flag"):
         detector_options("auto+fast")
