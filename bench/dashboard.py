@@ -24,6 +24,7 @@ import urllib.request
 from pathlib import Path
 
 from bench.fleet import Fleet
+from bench.servers import dashboard_process, wait_for
 from convert.report import markdown_table
 
 log = logging.getLogger(__name__)
@@ -121,9 +122,7 @@ def run_case(backend: str, workers: int, broker, pg, devices: int, duration: flo
     """One backend x worker-count case; returns its measurements."""
     import numpy as np
 
-    from bench.servers import dashboard_process as _dashboard
     from bench.servers import free_port
-    from bench.servers import wait_for as _wait
     from dashboard.store import open_store
 
     db = pg.create_database() if backend == "postgresql" else str(work / f"bench-{backend}-{workers}.sqlite")
@@ -139,17 +138,17 @@ def run_case(backend: str, workers: int, broker, pg, devices: int, duration: flo
     name = f"{backend}-{workers}w"
     if workers == 1:
         logs.append(work / f"{name}-web.log")
-        procs.append(_dashboard([*common, "--listen", f"127.0.0.1:{port}"], logs[-1]))
+        procs.append(dashboard_process([*common, "--listen", f"127.0.0.1:{port}"], logs[-1]))
     else:
         for i in range(workers):
             logs.append(work / f"{name}-worker{i}.log")
-            procs.append(_dashboard([*common, "--ingest-only", "--share-group", "bench", "--worker-name", f"w{i}"],
-                                    logs[-1]))
+            procs.append(dashboard_process([*common, "--ingest-only", "--share-group", "bench",
+                                            "--worker-name", f"w{i}"], logs[-1]))
         logs.append(work / f"{name}-web.log")
-        procs.append(_dashboard([*common, "--no-ingest", "--listen", f"127.0.0.1:{port}"], logs[-1]))
+        procs.append(dashboard_process([*common, "--no-ingest", "--listen", f"127.0.0.1:{port}"], logs[-1]))
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait(lambda: all("subscribed to" in p.read_text() for p in logs), 60, "dashboard processes subscribed")
+        wait_for(lambda: all("subscribed to" in p.read_text() for p in logs), 60, "dashboard processes subscribed")
         from bench.common import run_worker
 
         sim = run_worker("dashboard_sim", {"host": broker.host, "port": broker.port, "devices": devices,
@@ -157,7 +156,7 @@ def run_case(backend: str, workers: int, broker, pg, devices: int, duration: flo
                          timeout=duration + 300)
         want = sim["sent"]["expression"] + sim["sent"]["summary"] + sim["sent"]["stats"]
         t_end = time.monotonic()
-        _wait(lambda: _stored(store) >= want, 300, f"all {want} messages stored")
+        wait_for(lambda: _stored(store) >= want, 300, f"all {want} messages stored")
         drain_s = time.monotonic() - t_end
         lags = np.array(_lags(store))
         api_s, listed = _get(url + "/api/devices")

@@ -1,6 +1,7 @@
 """``fer-edge bench dashboard``'s storage-tier part: days of one fleet's history through the dashboard's store.
 
-A month of traffic cannot be published in real time, so the simulated fleet's messages (``bench.fleet``,
+A month of traffic cannot be published in real time, so the simulated fleet's messages (``bench.fleet``, with
+attention messages every 20 s and attention blocks in the summaries, so every rollup column is filled;
 stamped with their scheduled time) go through ``Store.write`` in batches of 1000, the path the MQTT ingest
 writes (raw rows and their per-minute rollups in one transaction), ending now. After each simulated day the
 store prunes as the running dashboard does (raw rows older than ``raw_days``). Measured per backend:
@@ -11,7 +12,8 @@ store prunes as the running dashboard does (raw rows older than ``raw_days``). M
   after an upgrade does next to the ingest (the rebuilt rollups are checked against those the ingest built);
 * kept MB per device-day after the raw window: every raw row pruned (as ``raw_days`` after the last day),
   the database compacted (SQLite ``VACUUM``, PostgreSQL ``VACUUM FULL``), its growth over the empty
-  database divided by the device-days: what each device-day costs for the rest of the retention;
+  database divided by the device-days: what each device-day costs for the rest of the retention (PostgreSQL:
+  its tables and indexes, ``data_bytes``);
 * the classroom view over the whole history for one device (``GET /api/classroom`` and ``.csv`` of a real
   ``fer-edge dashboard --no-ingest`` process on that database, before the final prune): median and max of 5.
 """
@@ -55,7 +57,7 @@ def _write_days(store, fleet: Fleet, start: float, days: float, raw_days: float,
         t_write += time.perf_counter() - t
         if day == 0:
             store.checkpoint()
-            first_day_bytes = store.size_bytes() - empty
+            first_day_bytes = data_bytes(store) - empty
             upgrade_s, upgrade_same = _time_upgrade(store)
         store.prune(retention_days, begin + span, raw_days)
     return {"messages": written, "write_s": t_write, "first_day_bytes": first_day_bytes, "upgrade_s": upgrade_s,
@@ -65,7 +67,9 @@ def _write_days(store, fleet: Fleet, start: float, days: float, raw_days: float,
 def _time_upgrade(store) -> tuple[float, bool]:
     """Seconds to upgrade ``store``'s database as if schema 1 had written it (no rollups, no schema record),
     and whether the rebuilt rollups equal the ones the ingest built."""
-    totals = "SELECT COUNT(*), SUM(events), SUM(n_happy), SUM(scored), SUM(obs), SUM(obs_sad), SUM(faces_sum) FROM minutes"
+    totals = ("SELECT COUNT(*), SUM(events), SUM(n_happy), SUM(scored), SUM(obs), SUM(obs_sad), SUM(faces_sum), "
+              "SUM(counted), SUM(att_obs), SUM(look_obs), SUM(att_msgs), SUM(blinks), SUM(yawns), SUM(off_road), "
+              "SUM(att_faces_max) FROM minutes")
     before = store.execute(totals)
     store.execute("DROP TABLE minutes")
     store.execute("DELETE FROM meta")
@@ -85,6 +89,17 @@ def _timed_get(url: str, runs: int = 5) -> tuple[list[float], bytes]:
             body = r.read()
         took.append(time.perf_counter() - t)
     return took, body
+
+
+def data_bytes(store) -> int:
+    """What the dashboard's data takes: the SQLite file (with its WAL), or in PostgreSQL the tables of the
+    database's public schema with their indexes and TOAST. Not ``pg_database_size``: VACUUM FULL moves its
+    system catalogs by 100-250 KB either way from one run to the next (measured), which outweighed the rollups of
+    a short history (``tests/test_dashboard_bench.py`` read -0.5 to -1.3 MB per device-day for 0.05 days)."""
+    if not store.postgres:
+        return store.size_bytes()
+    return int(store.execute("SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0) FROM pg_class c JOIN "
+                             "pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relkind = 'r'")[0][0])
 
 
 def _compact(store) -> None:
@@ -113,19 +128,21 @@ def run_history(backend: str, broker, pg, work: Path, days: float = 30.0, device
         old.unlink()
     store = open_store(db)
     _compact(store)  # the baseline compacted as the end will be (a new PostgreSQL database shrinks too)
-    empty = store.size_bytes()
-    fleet = Fleet(devices, seed, name="hist", faces=[4 + d % 2 for d in range(devices)])  # the fleet's mean, 4.5
+    empty = data_bytes(store)
+    # the fleet's mean faces, 4.5; attention messages and summary blocks, so every rollup column holds a value
+    fleet = Fleet(devices, seed, name="hist", faces=[4 + d % 2 for d in range(devices)], attention=True)
     end = time.time()
     start = end - days * DAY
     w = _write_days(store, fleet, start, days, raw_days, retention_days, empty)
     minutes = store.execute("SELECT COUNT(*) FROM minutes")[0][0]
     store.checkpoint()
-    month_bytes = store.size_bytes() - empty
+    month_bytes = data_bytes(store) - empty
     port = free_port()
     log_path = work / f"history-{backend}-web.log"
-    proc = dashboard_process(["--mqtt-host", broker.host, "--mqtt-port", str(broker.port), "--mqtt-prefix", f"hist-{backend}",
-                       "--db", db, "--no-ingest", "--listen", f"127.0.0.1:{port}", "--raw-days", str(raw_days),
-                       "--retention-days", str(retention_days)], log_path)
+    proc = dashboard_process(["--mqtt-host", broker.host, "--mqtt-port", str(broker.port),
+                              "--mqtt-prefix", f"hist-{backend}", "--db", db, "--no-ingest",
+                              "--listen", f"127.0.0.1:{port}", "--raw-days", str(raw_days),
+                              "--retention-days", str(retention_days)], log_path)
     try:
         wait_for(lambda: "serving http" in log_path.read_text(), 60, "the history's dashboard serving")
         query = f"devices={fleet.names[0]}&since={start:.0f}&until={end:.0f}"
@@ -136,9 +153,10 @@ def run_history(backend: str, broker, pg, work: Path, days: float = 30.0, device
         proc.terminate()
         proc.wait(30)
     store.prune(retention_days, end + raw_days * DAY + 1, raw_days)  # the raw window has passed: rollups only
-    raw_left = sum(store.execute(f"SELECT COUNT(*) FROM {t}")[0][0] for t in ("expressions", "summaries", "stats"))
+    raw_left = sum(store.execute(f"SELECT COUNT(*) FROM {t}")[0][0] for t in ("expressions", "summaries", "stats",
+                                                                               "attention"))
     _compact(store)
-    kept = store.size_bytes() - empty
+    kept = data_bytes(store) - empty
     store.close()
     device_days = devices * days
     return {

@@ -9,8 +9,12 @@ payloads' ``ts``); ``tick`` takes wall-clock time and converts it with the devic
   least ``negative_s`` (from its first negative event, as long as the face stays in view: an event at least
   every ``face_timeout_s``). Cleared when no face has such a run any more.
 * ``no_face``: no face seen for ``no_face_s`` while the device is online. A face is seen by an expression
-  event, a summary with ``faces > 0`` (until its window end) or stats with ``faces > 0``. Cleared by the next
-  face. An ``offline`` status clears the device's alerts and pauses its checks.
+  event, an attention message, a summary with ``faces > 0`` (until its window end) or stats with
+  ``faces > 0``. Cleared by the next face. An ``offline`` status clears the device's alerts and pauses its
+  checks.
+
+The device's own alerts (drowsy, distracted, yawning: ``alert`` messages with ``"source": "device"``) are
+not this engine's: the store keeps them and the driver view shows them beside these.
 
 Which devices: each states its ``role`` in its ``stats`` (``queries.role_of``: none is ``general``).
 ``driver`` cameras are always watched; ``classroom`` cameras never (a room without faces at break time is
@@ -98,6 +102,8 @@ class AlertEngine:
             return self._unwatch(device, payload.get("ts") if isinstance(payload, dict) else None, received)
         if kind == "status":
             return self._status(device, str(payload), received)
+        if kind == "alert":  # the device's own alert: stored and shown as it is, not a rule's input
+            return []
         if not isinstance(payload, dict) or not isinstance(payload.get("ts"), (int, float)):
             return []
         ts = float(payload["ts"])
@@ -117,6 +123,8 @@ class AlertEngine:
                     face.neg_since = ts
             else:
                 face.neg_since = None
+            self._saw_face(d, ts)
+        elif kind == "attention":  # a face whose landmarks were read
             self._saw_face(d, ts)
         elif kind == "summary" and (payload.get("faces") or 0) > 0:
             window = payload.get("window") or {}

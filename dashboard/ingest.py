@@ -31,7 +31,7 @@ from edge.publish import make_client
 
 log = logging.getLogger(__name__)
 
-KINDS = ("expression", "summary", "stats", "status")  # stored; alerts are the dashboard's own
+KINDS = ("expression", "summary", "stats", "status", "attention", "alert")  # stored (alert: the device's only)
 _FLUSH_S = 0.05
 _BATCH = 1000
 _BEAT_S = 5.0
@@ -41,8 +41,9 @@ SESSION_EXPIRY_S = 24 * 3600  # how long the broker keeps a named feed's message
 
 
 def parse_message(prefix: str, topic: str, raw: bytes, retained: bool, received: float) -> Message | None:
-    """A stored kind's message under ``prefix`` as a ``Message``; None for anything else (alerts, bad JSON,
-    a payload version this dashboard does not know)."""
+    """A stored kind's message under ``prefix`` as a ``Message``; None for anything else (bad JSON, a payload
+    version this dashboard does not know, an alert that is not ``"source": "device"``: the dashboards' own
+    alerts, this one's included, come back on the same topic and are not taken in again)."""
     where = payloads.parse_topic(topic, prefix)
     if where is None or where[2] not in KINDS:
         return None
@@ -51,6 +52,8 @@ def parse_message(prefix: str, topic: str, raw: bytes, retained: bool, received:
     if payload is None:
         return None
     if isinstance(payload, dict) and payload.get("v", payloads.PAYLOAD_VERSION) != payloads.PAYLOAD_VERSION:
+        return None
+    if kind == "alert" and payload.get("source") != "device":
         return None
     return Message(device, kind, payload.strip() if isinstance(payload, str) else payload, bytes(raw), received, retained)
 

@@ -42,6 +42,12 @@ def describe(a: Alert) -> str:
     return text + (f"; cleared: {d['reason']}" if a.state == "cleared" and d.get("reason") else "")
 
 
+# What the driver page's live charts take from an attention message.
+ATTENTION_EVENT_KEYS = ("ts", "face_id", "perclos", "eyes_closed", "closed_s", "eye_openness", "blinks_per_min",
+                        "long_closures_per_min", "yawns", "yaw", "pitch", "off_road_s", "looking", "drowsy",
+                        "distracted", "yawning", "events")
+
+
 def _event(m: Message) -> dict | None:
     p = m.payload
     if m.kind == "status":
@@ -52,6 +58,12 @@ def _event(m: Message) -> dict | None:
     if m.kind == "summary":
         return {"type": "summary", "device": m.device, "ts": p.get("ts"), "faces": p.get("faces"),
                 "counts": p.get("counts")}
+    if m.kind == "attention":
+        return {"type": "attention", "device": m.device, **{k: p.get(k) for k in ATTENTION_EVENT_KEYS}}
+    if m.kind == "alert":  # the device's own (ingest keeps no other)
+        return {"type": "alert", "device": m.device, "id": None, "source": "device",
+                **{k: p.get(k) for k in ("ts", "kind", "state", "since", "face_id")},
+                "detail": {"text": p.get("detail"), "face_id": p.get("face_id"), "source": "device"}}
     if m.kind == "stats":
         return {"type": "stats", "device": m.device, "ts": p.get("ts"), "fps": p.get("fps"),
                 "backend": p.get("backend"), "outbox_depth": (p.get("outbox") or {}).get("depth"),

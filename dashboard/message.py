@@ -13,7 +13,7 @@ class Message:
     """One MQTT message as the ingest parsed it (``payload`` is a dict, or the status string)."""
 
     device: str
-    kind: str  # expression | summary | stats | status
+    kind: str  # expression | summary | stats | status | attention | alert (the device's)
     payload: Any
     raw: bytes
     received: float = field(default_factory=time.time)

@@ -5,6 +5,11 @@ frame, as counted by the device's ``summary``), ``E = 100 * (happy + surprise + 
 observations. 0 = every face negative (angry, disgust, fear, sad), 100 = every face happy or surprised.
 It is a proxy for how a room reacts, not a measure of attention.
 
+Devices that infer no emotions (``[model] emotions = false``, the classroom role's default: the EU AI Act
+forbids emotion inference in schools) send summaries without ``counts``: the classroom series then says
+``emotions: false`` and carries presence (faces) and the attention share (the summaries' ``attention``
+block: faces whose landmarks were read, the share of observations looking toward the front) only.
+
 Tiers: the classroom view and its CSV read the raw summaries when the window starts inside the raw window
 (``raw_since``) and spans at most ``max_points`` minutes (6 h 40 min: up to there a point can be finer than a
 minute); otherwise the per-minute rollups (``dashboard.rollups``), bucketed into whole minutes in SQL.
@@ -99,7 +104,12 @@ def tier_for(since: float, until: float, raw_since: float | None, max_points: in
 
 def classroom(store: Store, devices_: list[str], since: float, until: float, max_points: int = 400,
               raw_since: float | None = None, tier: str | None = None) -> dict:
-    """Faces present, the expression mix (shares per label) and the engagement index over time.
+    """Faces present, the expression mix (shares per label) and the engagement index over time; with landmarks,
+    the faces read and the share of them looking toward the front (``faces_read``, ``looking_share``).
+
+    ``emotions``: False when no summary of the window carried expression counts (devices with
+    ``[model] emotions = false``): then no point has ``counts``, ``shares``, ``observations`` or
+    ``engagement``, and the answer no ``labels``, ``formula`` or ``engagement``; None without summaries.
 
     Raw tier: one point per stored ``summary`` (per device window); with several devices (a group), or more
     summaries than ``max_points``, summaries are merged into time buckets so the curve stays one line.
@@ -110,22 +120,40 @@ def classroom(store: Store, devices_: list[str], since: float, until: float, max
     head = {"devices": devices_, "since": since, "until": until, "labels": list(LABELS), "tier": tier,
             "formula": ENGAGEMENT_FORMULA}
     if not devices_:
-        return {**head, "points": [], "engagement": None, "resolution_s": None}
+        return {**head, "points": [], "engagement": None, "resolution_s": None, "emotions": None,
+                "looking_share": None}
     if tier == "raw":
         points, resolution = _raw_points(store, devices_, since, until, max_points)
     else:
         points, resolution = _minute_points(store, devices_, since, until, max_points)
+    summaries = sum(pt.pop("summaries") for pt in points)
+    counted = sum(pt.pop("counted") for pt in points)
+    # None: no summary in the window; False: none of them carried expression counts (no emotions inferred)
+    emotions = None if not summaries else counted > 0
+    look_obs_all = look_sum_all = 0.0
     for pt in points:
         n = sum(pt["counts"].values())
         pt["faces"] = sum(pt.pop("faces_by_device").values())
+        pt["faces_read"] = sum(pt.pop("read_by_device").values())
+        look_obs, look_sum = pt.pop("look")
+        look_obs_all, look_sum_all = look_obs_all + look_obs, look_sum_all + look_sum
+        pt["looking_share"] = round(look_sum / look_obs, 4) if look_obs else None
+        if emotions is False:  # no expression field at all, not empty ones
+            del pt["counts"]
+            continue
         pt["observations"] = n
         pt["shares"] = {k: (round(v / n, 4) if n else 0.0) for k, v in pt["counts"].items()}
         pt["engagement"] = engagement(pt["counts"])
     total: dict[str, int] = {}
     for p in points:
-        for label, n in p["counts"].items():
+        for label, n in p.get("counts", {}).items():
             total[label] = total.get(label, 0) + n
-    return {**head, "points": points, "engagement": engagement(total), "resolution_s": resolution}
+    out = {**head, "points": points, "emotions": emotions, "resolution_s": resolution,
+           "looking_share": round(look_sum_all / look_obs_all, 4) if look_obs_all else None}
+    if emotions is False:
+        del out["labels"], out["formula"]
+        return out
+    return {**out, "engagement": engagement(total)}
 
 
 def _raw_points(store: Store, devices_: list[str], since: float, until: float, max_points: int):
@@ -136,18 +164,33 @@ def _raw_points(store: Store, devices_: list[str], since: float, until: float, m
     bucket = span / max_points if len(rows) > max_points or len(devices_) > 1 else 0.0
     points: list[dict] = []
     for device, ts, faces, payload in rows:
-        counts = (json.loads(payload) or {}).get("counts") or {}
+        p = json.loads(payload) or {}
+        counts = p.get("counts")
+        att = p.get("attention") if isinstance(p.get("attention"), dict) else {}
         key = ts if not bucket else since + bucket * int((ts - since) // bucket)
         if points and points[-1]["ts"] == key:
             pt = points[-1]
             pt["faces_by_device"][device] = max(pt["faces_by_device"].get(device, 0), faces or 0)
         else:
-            pt = {"ts": key, "counts": {label: 0 for label in LABELS}, "faces_by_device": {device: faces or 0}}
+            pt = _point(key)
+            pt["faces_by_device"][device] = faces or 0
             points.append(pt)
-        for label, n in counts.items():
+        pt["summaries"] += 1
+        pt["counted"] += isinstance(counts, dict)
+        pt["read_by_device"][device] = max(pt["read_by_device"].get(device, 0), int(att.get("faces") or 0))
+        if isinstance(att.get("looking_share"), (int, float)) and att.get("observations"):
+            pt["look"][0] += att["observations"]
+            pt["look"][1] += att["looking_share"] * att["observations"]
+        for label, n in (counts or {}).items():
             if isinstance(n, (int, float)):
                 pt["counts"][label] = pt["counts"].get(label, 0) + int(n)
     return points, (bucket or None)
+
+
+def _point(ts: float) -> dict:
+    """An empty classroom point being merged (``look``: observations with a learnt pose, looking ones)."""
+    return {"ts": ts, "counts": {label: 0 for label in LABELS}, "faces_by_device": {}, "read_by_device": {},
+            "summaries": 0, "counted": 0, "look": [0.0, 0.0]}
 
 
 def _minute_points(store: Store, devices_: list[str], since: float, until: float, max_points: int):
@@ -156,15 +199,21 @@ def _minute_points(store: Store, devices_: list[str], since: float, until: float
     marks = ", ".join("?" * len(devices_))
     obs = ", ".join(f"SUM(obs_{x})" for x in LABELS)
     rows = store.execute(
-        f"SELECT (CAST(ts AS BIGINT) - ?) / ? AS b, device, MAX(faces_max), SUM(obs), {obs} FROM minutes "
+        f"SELECT (CAST(ts AS BIGINT) - ?) / ? AS b, device, SUM(summaries), SUM(counted), MAX(att_faces_max), "
+        f"SUM(look_obs), SUM(look_sum), MAX(faces_max), SUM(obs), {obs} FROM minutes "
         f"WHERE device IN ({marks}) AND ts >= ? AND ts <= ? AND summaries > 0 GROUP BY b, device ORDER BY b, device",
         (origin, width, *devices_, float(origin), until))
     points: list[dict] = []
-    for b, device, faces, n_obs, *per_label in rows:
+    for b, device, summaries, counted, read, look_obs, look_sum, faces, n_obs, *per_label in rows:
         key = float(origin + int(b) * width)
         if not points or points[-1]["ts"] != key:
-            points.append({"ts": key, "counts": {label: 0 for label in LABELS}, "faces_by_device": {}})
+            points.append(_point(key))
         pt = points[-1]
+        pt["summaries"] += int(summaries or 0)
+        pt["counted"] += int(counted or 0)
+        pt["read_by_device"][device] = int(read or 0)
+        pt["look"][0] += float(look_obs or 0)
+        pt["look"][1] += float(look_sum or 0)
         pt["faces_by_device"][device] = int(faces or 0)
         for label, n in zip(LABELS, per_label):
             pt["counts"][label] += int(n or 0)
@@ -177,7 +226,8 @@ def _minute_points(store: Store, devices_: list[str], since: float, until: float
 def minutes(store: Store, device: str, since: float | None = None, until: float | None = None,
             limit: int = 1440) -> list[dict]:
     """The per-minute rollups of one device, oldest first (the latest ``limit`` of the window): expression
-    events per label and their mean scores, summaries' face observations per label, faces, alerts."""
+    events per label and their mean scores, summaries' face observations per label, faces, alerts, and the
+    ``attention`` of the minute (None when the device sent no attention figures in it)."""
     cols = ", ".join(rollups.COLUMNS)
     rows = store.execute(f"SELECT ts, {cols} FROM minutes WHERE device = ? AND ts >= ? AND ts <= ? "
                          "ORDER BY ts DESC LIMIT ?", (device, since or 0.0, until or 1e12, int(limit)))
@@ -192,29 +242,68 @@ def minutes(store: Store, device: str, since: float | None = None, until: float 
             "summaries": summaries, "faces_max": v["faces_max"],
             "faces_mean": round(v["faces_sum"] / summaries, 2) if summaries else None,
             "observations": v["obs"], "counts": {x: v[f"obs_{x}"] for x in LABELS}, "alerts": v["alerts"],
+            "emotion_summaries": v["counted"], "attention": _minute_attention(v),
         })
     return out
 
 
+def _minute_attention(v: dict) -> dict | None:
+    """The attention figures of one rollup row (``minutes``)."""
+    if not v["att_msgs"] and not v["att_obs"]:
+        return None
+    n = v["att_msgs"]
+    return {"messages": n, "perclos_max": round(v["perclos_max"], 4) if n else None,
+            "perclos_mean": round(v["perclos_sum"] / n, 4) if n else None,
+            "blinks": v["blinks"], "long_closures": v["long_closures"], "yawns": v["yawns"],
+            "off_road_events": v["off_road"], "faces_read": v["att_faces_max"], "observations": v["att_obs"],
+            "looking_share": round(v["look_sum"] / v["look_obs"], 4) if v["look_obs"] else None}
+
+
+def attention(store: Store, device: str, since: float | None = None, until: float | None = None,
+              limit: int = 1000, events_only: bool = False) -> list[dict]:
+    """Stored attention messages of one device, oldest first (the latest ``limit`` of the window; raw tier);
+    ``events_only``: only those reporting events (blink, long_closure, yawn, off_road)."""
+    rows = store.execute(
+        "SELECT ts, seq, face_id, perclos, payload FROM attention WHERE device = ? AND ts >= ? AND ts <= ?"
+        + (" AND n_events > 0" if events_only else "") + " ORDER BY ts DESC, id DESC LIMIT ?",
+        (device, since or 0.0, until or 1e12, int(limit)))
+    return [{"device": device, "ts": ts, "seq": seq, "face_id": face_id, "perclos": perclos,
+             **(json.loads(payload) if payload else {})} for ts, seq, face_id, perclos, payload in reversed(rows)]
+
+
+def attention_events(store: Store, device: str, since: float | None = None, until: float | None = None,
+                     limit: int = 200) -> list[dict]:
+    """The events (blink, long_closure, yawn, off_road) of one device's stored attention messages, newest first:
+    ``{type, start, duration, face_id, ts}`` (``ts``: the message that reported it)."""
+    out = [{**e, "face_id": a["face_id"], "ts": a["ts"]}
+           for a in attention(store, device, since, until, limit, events_only=True) for e in a.get("events") or []]
+    return sorted(out, key=lambda e: -e["start"])[:limit]
+
+
 def classroom_csv(data: dict) -> str:
-    """The classroom series as CSV: one row per point."""
-    labels = data["labels"]
-    lines = ["ts_iso,ts,faces,observations,engagement," + ",".join(f"share_{x}" for x in labels)]
+    """The classroom series as CSV: one row per point (without expression columns when ``emotions`` is False)."""
+    labels = data.get("labels") if data.get("emotions") is not False else None
+    head = "ts_iso,ts,faces,"
+    head += "observations,engagement," + ",".join(f"share_{x}" for x in labels) + "," if labels else ""
+    lines = [head + "faces_read,looking_share"]
     for p in data["points"]:
         iso = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(p["ts"]))
-        eng = "" if p["engagement"] is None else p["engagement"]
-        lines.append(f"{iso},{p['ts']:.3f},{p['faces']},{p['observations']},{eng},"
-                     + ",".join(str(p["shares"][x]) for x in labels))
+        row = f"{iso},{p['ts']:.3f},{p['faces']},"
+        if labels:
+            eng = "" if p["engagement"] is None else p["engagement"]
+            row += f"{p['observations']},{eng}," + ",".join(str(p["shares"][x]) for x in labels) + ","
+        share = "" if p["looking_share"] is None else p["looking_share"]
+        lines.append(row + f"{p['faces_read']},{share}")
     return "\n".join(lines) + "\n"
 
 
 def _alert(r) -> dict:
     return {"id": r[0], "device": r[1], "kind": r[2], "state": r[3], "since": r[4], "ts": r[5],
             "detail": json.loads(r[6]) if r[6] else {}, "cleared_ts": r[7], "acked_ts": r[8],
-            "acked_by": r[9], "acked": r[8] is not None}
+            "acked_by": r[9], "acked": r[8] is not None, "source": r[10] or "dashboard"}
 
 
-_ALERT_COLUMNS = "id, device, kind, state, since, ts, detail, cleared_ts, acked_ts, acked_by"
+_ALERT_COLUMNS = "id, device, kind, state, since, ts, detail, cleared_ts, acked_ts, acked_by, source"
 
 
 def alerts(store: Store, device: str | None = None, active: bool = False, limit: int = 200,
@@ -244,7 +333,8 @@ def alert_groups(store: Store, device: str, history: int = 10) -> list[dict]:
             "WHERE device = ? GROUP BY kind ORDER BY kind", (device,)):
         recent = alerts(store, device, kind=kind, limit=history)
         active = next((a for a in recent if a["state"] == "raised"), None)
-        out.append({"kind": kind, "count": int(count), "unacked": int(unacked or 0), "first": first,
+        out.append({"kind": kind, "source": recent[0]["source"] if recent else "dashboard",
+                    "count": int(count), "unacked": int(unacked or 0), "first": first,
                     "active": active, "last": recent[0] if recent else None, "history": recent})
     return out
 

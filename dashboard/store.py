@@ -7,11 +7,15 @@ One schema, written once with ``?`` placeholders and translated for psycopg. Tim
 duplicates), else a hash of the payload bytes. Inserts use ``ON CONFLICT DO NOTHING``, so several ingest
 workers may write the same stream concurrently.
 
+``attention`` rows (one tracked face's eye, mouth and head-pose signals) are raw events like expressions. The
+device's own alerts (drowsy, distracted, yawning) go into ``alerts`` beside the dashboard's
+(``dashboard.device_alerts``).
+
 Two tiers (``dashboard.rollups``): the raw rows above, pruned after ``raw_days``, and per-minute rollups per
 device (``minutes``), added to in the same transaction as the raw rows they count and kept for the retention.
-``init`` migrates a database written before the rollups existed (schema 1): it schedules the rollups of the
-raw rows already there, which the ingest builds a chunk at a time (``backfill_step``), and until then the raw
-rows are kept; ``meta.schema`` records the version.
+``init`` creates the tables or upgrades an older database (``dashboard.schema``): the rollups of the raw rows
+stored before the upgrade are built by the ingest a chunk at a time (``backfill_step``), and until then the
+raw rows are kept.
 """
 
 from __future__ import annotations
@@ -23,47 +27,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dashboard import rollups
+from dashboard import device_alerts as device_alerts_
+from dashboard import rollups, schema
 from dashboard.message import Message  # noqa: F401 - callers take it from here
-from edge.errors import ConfigError
+from dashboard.schema import SCHEMA_VERSION  # noqa: F401 - the version this store writes, for its callers
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2  # 1: raw tables only; 2: + minutes (rollups) and meta
-RAW_TABLES = ("expressions", "summaries", "stats")  # pruned after raw_days
+RAW_TABLES = ("expressions", "summaries", "stats", "attention")  # pruned after raw_days
 KEPT_TABLES = ("statuses", "alerts", "minutes")  # pruned after retention_days
 TABLES_BY_TS = RAW_TABLES + KEPT_TABLES
 # Expression payload keys kept as columns (or implied by the row), not repeated in its stored JSON.
 _EXPR_COLUMNS = frozenset({"v", "ts", "device", "face_id", "expression", "confidence", "seq"})
-
-
-def _schema(autoinc: str, without_rowid: str = "") -> list[str]:
-    real = "DOUBLE PRECISION"
-    return [
-        "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)",
-        *rollups.schema(real, without_rowid),
-        f"""CREATE TABLE IF NOT EXISTS devices (device TEXT PRIMARY KEY, status TEXT, status_ts {real},
-            last_seen {real}, stats TEXT, stats_ts {real})""",
-        f"""CREATE TABLE IF NOT EXISTS expressions (id {autoinc}, device TEXT NOT NULL, ts {real} NOT NULL,
-            seq BIGINT, face_id INTEGER, expression TEXT, confidence REAL, payload TEXT, received {real},
-            dkey TEXT NOT NULL, UNIQUE (device, dkey))""",
-        "CREATE INDEX IF NOT EXISTS expressions_device_ts ON expressions (device, ts)",
-        f"""CREATE TABLE IF NOT EXISTS summaries (id {autoinc}, device TEXT NOT NULL, ts {real} NOT NULL,
-            seq BIGINT, faces INTEGER, payload TEXT, received {real}, dkey TEXT NOT NULL, UNIQUE (device, dkey))""",
-        "CREATE INDEX IF NOT EXISTS summaries_device_ts ON summaries (device, ts)",
-        f"""CREATE TABLE IF NOT EXISTS stats (id {autoinc}, device TEXT NOT NULL, ts {real} NOT NULL,
-            payload TEXT, received {real}, dkey TEXT NOT NULL, UNIQUE (device, dkey))""",
-        "CREATE INDEX IF NOT EXISTS stats_device_ts ON stats (device, ts)",
-        f"""CREATE TABLE IF NOT EXISTS statuses (id {autoinc}, device TEXT NOT NULL, ts {real} NOT NULL,
-            status TEXT NOT NULL)""",
-        "CREATE INDEX IF NOT EXISTS statuses_device_ts ON statuses (device, ts)",
-        f"""CREATE TABLE IF NOT EXISTS alerts (id {autoinc}, device TEXT NOT NULL, kind TEXT NOT NULL,
-            state TEXT NOT NULL, since {real} NOT NULL, ts {real} NOT NULL, detail TEXT, cleared_ts {real},
-            acked_ts {real}, acked_by TEXT)""",
-        "CREATE INDEX IF NOT EXISTS alerts_device_ts ON alerts (device, ts)",
-        f"""CREATE TABLE IF NOT EXISTS workers (name TEXT PRIMARY KEY, started {real}, beat {real},
-            received BIGINT, stored BIGINT, duplicates BIGINT)""",
-    ]
+_ATTENTION_COLUMNS = frozenset({"v", "ts", "device", "face_id", "perclos", "seq"})
 
 
 class Store:
@@ -124,20 +100,7 @@ class Store:
         with self._tx(c) as cur:
             if self.postgres:  # workers starting together: CREATE TABLE IF NOT EXISTS races in PostgreSQL
                 cur.execute("SELECT pg_advisory_xact_lock(7262001)")
-            for stmt in _schema(self.AUTOINC, self.WITHOUT_ROWID):
-                cur.execute(stmt)
-            cur.execute("SELECT value FROM meta WHERE key = 'schema'")
-            row = cur.fetchone()
-            version = int(row[0]) if row else 1  # no meta: a fresh database, or one written by schema 1
-            if version > SCHEMA_VERSION:
-                raise ConfigError(f"database {self.url!r} has schema {version}, newer than this fer-edge's "
-                                  f"{SCHEMA_VERSION}: upgrade fer-edge, or use another --db")
-            if version < 2 and (todo := rollups.start_backfill(cur, self.sql)):
-                log.info("dashboard: schema 1 -> 2: the per-minute rollups of %d stored rows are built next to the "
-                         "ingest; raw rows are kept until then", todo)
-            if version < SCHEMA_VERSION:
-                cur.execute(self.sql("DELETE FROM meta WHERE key = 'schema'"))
-                cur.execute(self.sql("INSERT INTO meta (key, value) VALUES ('schema', ?)"), (str(SCHEMA_VERSION),))
+            schema.migrate(cur, self.sql, self.AUTOINC, self.WITHOUT_ROWID, self.url)
         return self
 
     # -- writes ------------------------------------------------------------------------------
@@ -148,7 +111,7 @@ class Store:
         Rows, rollups and device updates are written in (device, key) order, so concurrent workers take their
         row locks in the same order and cannot deadlock each other.
         """
-        expr, summ, stats, statuses = [], [], [], []
+        expr, summ, stats, att, statuses, device_alerts = [], [], [], [], [], []
         extra: dict[tuple, Any] = {}  # (kind, device, dkey) -> scores / counts, for the rollups
         devices: dict[str, list] = {}  # device -> [last_seen, stats payload, stats ts]
         for m in batch:
@@ -165,7 +128,15 @@ class Store:
                 extra[("e", m.device, m.dkey)] = p.get("scores")
             elif m.kind == "summary":
                 summ.append((m.device, m.ts, m.seq, _int(p.get("faces")), m.raw.decode(), m.received, m.dkey))
-                extra[("s", m.device, m.dkey)] = p.get("counts")
+                extra[("s", m.device, m.dkey)] = (p.get("counts"), p.get("attention"))
+            elif m.kind == "attention":
+                events = p.get("events") if isinstance(p.get("events"), list) else []
+                rest = json.dumps({k: v for k, v in p.items() if k not in _ATTENTION_COLUMNS}, separators=(",", ":"))
+                att.append((m.device, m.ts, m.seq, _int(p.get("face_id")), _float(p.get("perclos")), len(events),
+                            rest, m.received, m.dkey))
+                extra[("a", m.device, m.dkey)] = events
+            elif m.kind == "alert":
+                device_alerts.append(m)
             elif m.kind == "stats":
                 stats.append((m.device, m.ts, m.raw.decode(), m.received, m.dkey))
             else:
@@ -182,6 +153,7 @@ class Store:
                 ("expressions", "device, ts, seq, face_id, expression, confidence, payload, received, dkey", expr),
                 ("summaries", "device, ts, seq, faces, payload, received, dkey", summ),
                 ("stats", "device, ts, payload, received, dkey", stats),
+                ("attention", "device, ts, seq, face_id, perclos, n_events, payload, received, dkey", att),
             ):
                 if not rows:
                     continue
@@ -194,7 +166,14 @@ class Store:
                     if table == "expressions":
                         deltas.expression(r[0], r[1], r[4], extra[("e", r[0], r[-1])])
                     elif table == "summaries":
-                        deltas.summary(r[0], r[1], r[3], extra[("s", r[0], r[-1])])
+                        deltas.summary(r[0], r[1], r[3], *extra[("s", r[0], r[-1])])
+                    elif table == "attention":
+                        deltas.attention(r[0], r[1], r[4], extra[("a", r[0], r[-1])])
+            for m in sorted(device_alerts, key=lambda m: (m.device, m.dkey)):
+                if device_alerts_.record(cur, self.sql, m.device, m.ts, m.dkey, m.payload):
+                    stored += 1
+                    if m.payload.get("state") == "raised":
+                        deltas.alert(m.device, m.ts)
             if deltas.rows:
                 self._many(cur, rollups.upsert_sql(), deltas.sorted_rows())
             if devices:
@@ -208,7 +187,7 @@ class Store:
                     [(dev, *vals) for dev, vals in sorted(devices.items())])
             for m in sorted(statuses, key=lambda m: m.device):
                 stored += self._status(cur, m)
-        dups = len(expr) + len(summ) + len(stats) + len(statuses) - stored
+        dups = len(expr) + len(summ) + len(stats) + len(att) + len(device_alerts) + len(statuses) - stored
         return stored, dups
 
     def _many(self, cur, text: str, rows: list[tuple]) -> None:

@@ -10,12 +10,16 @@ API (all JSON unless noted; times are unix seconds):
 * ``GET /api/devices/<id>``: that device (as above, with ``role`` and ``alerts_apply``); every
   ``/api/devices/<id>/...`` route answers 404 for a device that never published
 * ``GET /api/devices/<id>/expressions?since=&until=&limit=``: stored expression events, oldest first (raw tier)
-* ``GET /api/devices/<id>/minutes?since=&until=&limit=``: per-minute rollups, oldest first
+* ``GET /api/devices/<id>/minutes?since=&until=&limit=``: per-minute rollups, oldest first (with ``attention``)
+* ``GET /api/devices/<id>/attention?since=&until=&limit=``: stored attention messages, oldest first (raw tier);
+  ``GET /api/devices/<id>/attention/events?since=&until=&limit=``: their events (blink, long_closure, yawn,
+  off_road), newest first
 * ``GET /api/classroom?devices=a,b&since=&until=`` (or ``window=<s>``): faces, expression mix, engagement
   index per point, ``tier`` (``raw`` or ``minutes``, see ``queries.tier_for``); ``GET /api/classroom.csv`` the
   same as CSV (header ``X-Fer-Tier``)
-* ``GET /api/devices/<id>/driver``: the device, current faces (none while offline or stale), alerts grouped
-  per kind (count, unacknowledged, active, the last ``ALERT_HISTORY``), thresholds
+* ``GET /api/devices/<id>/driver``: the device, current faces and attention (none while offline or stale),
+  alerts grouped per kind (count, unacknowledged, active, the last ``ALERT_HISTORY``; ``source``: ``device``
+  for the device's drowsy/distracted/yawning), thresholds
 * ``POST /api/devices/<id>/alerts/<kind>/ack``: acknowledge that kind's open alerts
 * ``GET /api/alerts?device=&active=1``, ``POST /api/alerts/<id>/ack``
 * ``GET /api/groups``, ``GET /api/config``, ``GET /api/activity?window=`` (messages per 2 s, live feed)
@@ -158,6 +162,16 @@ def create_app(cfg: DashboardConfig, store: Store, live: Live, feeds: list | Non
         known(device)
         return queries.minutes(store, device, since, until, max(1, min(limit, 100000)))
 
+    @app.get("/api/devices/{device}/attention")
+    def attention(device: str, since: float | None = None, until: float | None = None, limit: int = 1000):
+        known(device)
+        return queries.attention(store, device, since, until, max(1, min(limit, 100000)))
+
+    @app.get("/api/devices/{device}/attention/events")
+    def attention_events(device: str, since: float | None = None, until: float | None = None, limit: int = 200):
+        known(device)
+        return queries.attention_events(store, device, since, until, max(1, min(limit, 10000)))
+
     def _classroom(devices: str, since, until, window):
         ids = sorted(_csv_set(devices))
         if not ids:
@@ -186,8 +200,10 @@ def create_app(cfg: DashboardConfig, store: Store, live: Live, feeds: list | Non
         looks current), alerts grouped per kind with a bounded history."""
         info = known(device)
         hearing = info["status"] != "offline" and not info["stale"]
+        latest = queries.attention(store, device, time.time() - cfg.alerts.face_timeout_s, limit=1) if hearing else []
         return {"device": device, "info": {**info, "alerts_apply": live.engine.watches(device)},
                 "faces": queries.latest_faces(store, device, cfg.alerts.face_timeout_s) if hearing else [],
+                "attention": latest[-1] if latest else None,
                 "alert_groups": queries.alert_groups(store, device, history=ALERT_HISTORY),
                 "thresholds": {"negative_s": cfg.alerts.negative_s, "no_face_s": cfg.alerts.no_face_s,
                                "negative": cfg.alerts.negative}}

@@ -55,6 +55,10 @@ class Dashboard:
         with urllib.request.urlopen(self.url + path, timeout=10) as r:
             return json.loads(r.read())
 
+    def get_text(self, path: str) -> str:
+        with urllib.request.urlopen(self.url + path, timeout=10) as r:
+            return r.read().decode()
+
     def stderr(self) -> str:
         return self.err_path.read_text() if self.err_path.exists() else ""
 

@@ -24,6 +24,7 @@ const badge = (d) => { const st = deviceState(d); return `<span class="badge ${e
 const noDataSince = (d) => `no data since ${since(d && d.last_seen)}`;
 const api = async (path, opts) => { const r = await fetch(path, opts); if (!r.ok) throw new Error(`${path}: ${r.status}`); return r.json(); };
 
+const LAWFUL_USE = "https://github.com/fer-edge/fer-edge/blob/main/docs/attention.md#lawful-use";
 let CONFIG = null, SOURCE = null, VIEW = null, LIVE = 0, CHARTS = [], GEN = 0;
 // Each route() starts a new generation; callbacks of a view that was left (timers, debounced loads,
 // in-flight fetches) check alive() and do nothing.
@@ -41,6 +42,10 @@ function stream(params, onEvents) {
 }
 
 function debounce(fn, ms) { let t = null; return () => { if (!t) t = setTimeout(() => { t = null; fn(); }, ms); }; }
+
+// An x scale showing at least the last ``seconds`` up to now (one point alone would get a range of years).
+const lastSeconds = (seconds) => ({ time: true, range: (u, lo, hi) => { const now = Date.now() / 1000;
+  return [Math.min(lo ?? now, now - seconds), Math.max(hi ?? now, now)]; } });
 
 function clearCharts() { CHARTS.forEach((c) => c.destroy()); CHARTS = []; }
 
@@ -176,12 +181,18 @@ async function classroomView(view, id) {
       <span id="lesson" hidden><input type="datetime-local" id="lesson-from"> – <input type="datetime-local" id="lesson-to">
         <button id="lesson-go">show</button></span>
       <a id="csv" href="#">CSV export</a><span class="muted" id="tier"></span></div>
+    <p class="notice" id="no-emotions" hidden>Emotions are not inferred on ${members.length > 1 ? "these devices" : "this device"}
+      (<code>[model] emotions = false</code>): the EU AI Act forbids inferring the emotions of people in education
+      institutions, so this view shows who is present and where they look (<a href="${LAWFUL_USE}">lawful use</a>).</p>
     <div class="row"><div class="card"><div class="muted">faces present</div><div class="big" id="faces-now">–</div></div>
-      <div class="card"><div class="muted">engagement index (window)</div><div class="big" id="engagement">–</div></div>
-      <div class="card"><div class="muted">formula</div><div class="formula" id="formula">${esc(CONFIG.formula)}</div>
-        <div class="muted">From the devices' summaries; a proxy for how the room reacts, not a measure of attention.</div></div></div>
-    <div class="card"><div id="mix-chart"></div></div>
-    <div class="row"><div class="card"><div id="faces-chart"></div></div><div class="card"><div id="eng-chart"></div></div></div>`;
+      <div class="card emotions"><div class="muted">engagement index (window)</div><div class="big" id="engagement">–</div></div>
+      <div class="card emotions"><div class="muted">formula</div><div class="formula" id="formula">${esc(CONFIG.formula)}</div>
+        <div class="muted">From the devices' summaries; a proxy for how the room reacts, not a measure of attention.</div></div>
+      <div class="card attention" hidden><div class="muted">attention share (window)</div><div class="big" id="looking">–</div>
+        <div class="muted">Share of face observations with the head toward the front (the devices' landmarks).</div></div></div>
+    <div class="card emotions"><div id="mix-chart"></div></div>
+    <div class="row"><div class="card"><div id="faces-chart"></div></div><div class="card emotions"><div id="eng-chart"></div></div>
+      <div class="card attention" hidden><div id="look-chart"></div></div></div>`;
   $("#device-pick").onchange = (e) => { location.hash = `#/classroom/${encodeURIComponent(e.target.value)}`; };
   const load = async () => {
     if (!target || !alive()) return;
@@ -195,6 +206,23 @@ async function classroomView(view, id) {
       ? `per-minute rollups, a point per ${Math.round(data.resolution_s / 60)} min` : "raw summaries";
     clearCharts();
     const xs = data.points.map((p) => p.ts);
+    // no emotions inferred: presence and attention share instead of the expression mix (no expression field exists)
+    const emotions = data.emotions !== false;
+    const attention = data.points.some((p) => p.looking_share !== null && p.looking_share !== undefined);
+    $("#no-emotions").hidden = emotions;
+    for (const el of view.querySelectorAll(".emotions")) el.hidden = !emotions;
+    for (const el of view.querySelectorAll(".attention")) el.hidden = !(attention || !emotions);
+    $("#looking").textContent = data.looking_share === null || data.looking_share === undefined ? "–" : `${Math.round(100 * data.looking_share)} %`;
+    if (attention || !emotions) {
+      chart($("#look-chart"), "attention share (looking toward the front)", [{ label: "share", stroke: "#6a3d9a", fill: "#6a3d9a22" }],
+            [xs, data.points.map((p) => p.looking_share)], { height: 180, scales: { y: { range: [0, 1] } } });
+    }
+    chart($("#faces-chart"), "faces present", [{ label: "faces", stroke: "#23395d" },
+      ...(attention || !emotions ? [{ label: "faces read (landmarks)", stroke: "#6a3d9a", dash: [4, 4] }] : [])],
+      [xs, data.points.map((p) => p.faces), ...(attention || !emotions ? [data.points.map((p) => p.faces_read)] : [])], { height: 180 });
+    const last = data.points[data.points.length - 1];
+    showFaces(last ? last.faces : "–");
+    if (!emotions) return;
     const labels = data.labels;
     // stacked area: cumulative shares, each band filled between it and the one below
     const cum = labels.map(() => []);
@@ -204,11 +232,8 @@ async function classroomView(view, id) {
     series.forEach((s, i) => { if (i > 0) delete s.fill; });
     chart($("#mix-chart"), "expression mix (share of face observations, stacked)", series, [xs, ...cum],
           { bands, scales: { y: { range: [0, 1] } }, height: 280 });
-    chart($("#faces-chart"), "faces present", [{ label: "faces", stroke: "#23395d" }], [xs, data.points.map((p) => p.faces)], { height: 180 });
     chart($("#eng-chart"), "engagement index", [{ label: "E", stroke: "#2ca02c" }], [xs, data.points.map((p) => p.engagement)],
           { height: 180, scales: { y: { range: [0, 100] } } });
-    const last = data.points[data.points.length - 1];
-    showFaces(last ? last.faces : "–");
     $("#engagement").textContent = data.engagement === null ? "–" : data.engagement;
   };
   // faces present is "now": when no member is heard, say since when instead of the last count
@@ -239,20 +264,110 @@ async function classroomView(view, id) {
 }
 
 // ---------------------------------------------------------------- driver
-const KIND_NAMES = { negative_expression: "negative expression", no_face: "no face" };
+const KIND_NAMES = { negative_expression: "negative expression", no_face: "no face", drowsy: "drowsy",
+                     distracted: "distracted (eyes off the road)", yawning: "yawning" };
+const EVENT_NAMES = { long_closure: "long eye closure", yawn: "yawn", off_road: "eyes off the road", blink: "blink" };
+
+// An alert's detail in words: the device's own alerts carry their text; the dashboard's rules their figures.
+const alertDetail = (a) => (a.detail.text !== undefined ? esc(a.detail.text) : `${esc(a.detail.expression || "")} ${a.detail.seconds ?? ""} s`);
 
 function alertRow(device, g) {
   const a = g.active || g.last;
   const state = g.active ? `active since ${clock(g.active.since)}` : `cleared ${g.last && g.last.cleared_ts ? clock(g.last.cleared_ts) : ""}`;
-  const detail = a ? `${esc(a.detail.expression || "")} ${a.detail.seconds ?? ""} s` : "";
+  const detail = a ? alertDetail(a) : "";
   const history = g.history.map((h) => `<li>${clock(h.since)} ${esc(h.state)}${h.cleared_ts ? ` → ${clock(h.cleared_ts)}` : ""}
-    ${esc(h.detail.expression || "")} ${h.detail.seconds ?? ""} s${h.acked ? " · acknowledged" : ""}</li>`).join("");
+    ${alertDetail(h)}${h.acked ? " · acknowledged" : ""}</li>`).join("");
   const more = g.count > g.history.length ? `<li class="muted">… ${g.count - g.history.length} older</li>` : "";
-  return `<tr class="alert ${g.active ? "raised" : "cleared"} ${g.unacked ? "" : "acked"}" data-kind="${esc(g.kind)}">
-    <td>${esc(KIND_NAMES[g.kind] || g.kind)}</td><td>${state}</td>
-    <td class="count" title="raise/clear cycles kept (retention)">${g.count}× since ${clock(g.first)}</td><td>${detail}</td>
+  const from = g.source === "device" ? ` <span class="tag" title="raised by the device from its face landmarks">device</span>` : "";
+  return `<tr class="alert ${g.active ? "raised" : "cleared"} ${g.unacked ? "" : "acked"}" data-kind="${esc(g.kind)}" data-source="${esc(g.source)}">
+    <td>${esc(KIND_NAMES[g.kind] || g.kind)}${from}</td><td>${state}</td>
+    <td class="count" title="raise/clear cycles kept (retention)">${g.count}× since ${clock(g.first)}</td><td class="detail">${detail}</td>
     <td>${g.unacked ? `<button data-ack-kind="${esc(g.kind)}">acknowledge (${g.unacked})</button>` : "acknowledged"}</td></tr>
     <tr class="history"><td colspan="5"><details><summary>last ${g.history.length} of ${g.count}</summary><ul>${history}${more}</ul></details></td></tr>`;
+}
+
+// A series drawn as points only: counts per minute are not a curve between minutes.
+const dots = (label, color) => ({ label, stroke: color, width: 0, points: { show: true, size: 8, fill: color } });
+
+// The attention part of the driver page: the device's eye, mouth and head-pose signals (attention messages),
+// its events and their per-minute rollups. Returns { add(events), render(info, latest) }.
+async function driverAttention(device, alive) {
+  const base = `/api/devices/${encodeURIComponent(device)}`;
+  const now = Date.now() / 1000;
+  const rows = await api(`${base}/attention?since=${now - 300}&limit=3000`);
+  const xs = [], perclos = [], openness = [], blinks = [], yaw = [], pitch = [], offRoad = [];
+  const mean = (v) => (v && v.length ? v.reduce((x, y) => x + y, 0) / v.length : null);
+  const add = (a) => { xs.push(a.ts); perclos.push(a.perclos); openness.push(mean(a.eye_openness)); blinks.push(a.blinks_per_min);
+    yaw.push(a.yaw); pitch.push(a.pitch); offRoad.push(a.off_road_s ?? null); };
+  rows.forEach(add);
+  const pc = chart($("#perclos-chart"), "eyes: PERCLOS (share of the last 60 s ≥ 80% closed) and openness (last 5 min)",
+    [{ label: "PERCLOS", stroke: "#b71c1c", fill: "#b71c1c22", width: 2 }, { label: "eye openness", stroke: "#1f77b4", dash: [4, 4] }],
+    [xs, perclos, openness], { height: 200, scales: { x: lastSeconds(60), y: { range: [0, 1] } }, axes: [{}, { label: "0 .. 1" }] });
+  const bc = chart($("#blink-chart"), "blinks per minute (last 5 min)", [{ label: "blinks / min", stroke: "#1f77b4" }], [xs, blinks],
+    { height: 200, scales: { x: lastSeconds(60) }, axes: [{}, { label: "blinks / min" }] });
+  const hc = chart($("#pose-chart"), "head pose and eyes-off-road time (last 5 min)",
+    [{ label: "yaw °", stroke: "#ff7f0e" }, { label: "pitch °", stroke: "#2ca02c" },
+     { label: "off road s", stroke: "#6a3d9a", scale: "s", width: 2 }], [xs, yaw, pitch, offRoad],
+    { height: 220, scales: { x: lastSeconds(60), s: { range: [0, 10] } }, axes: [{}, { label: "degrees" }, { side: 1, scale: "s", label: "seconds off road" }] });
+  const loadEvents = async () => {
+    if (!alive()) return;
+    const since = Date.now() / 1000 - 3600;
+    const [events, minutes] = await Promise.all([api(`${base}/attention/events?since=${since}&limit=500`), api(`${base}/minutes?since=${since}&limit=60`)]);
+    if (!alive()) return;
+    const shown = events.filter((e) => e.type !== "blink");
+    const nBlinks = events.length - shown.length;
+    $("#att-events-title").textContent = `events, last hour: ${shown.length} (and ${nBlinks} blinks)`;
+    $("#att-events tbody").innerHTML = shown.slice(0, 20).map((e) => `<tr class="event" data-type="${esc(e.type)}">
+      <td>${esc(EVENT_NAMES[e.type] || e.type)}</td><td>${clock(e.start)}</td><td>${fmt(e.duration, 1)} s</td><td>face ${esc(e.face_id)}</td></tr>`).join("")
+      || `<tr><td colspan="4">no long closure, yawn or off-road glance</td></tr>`;
+    const att = minutes.filter((m) => m.attention);
+    const mx = att.map((m) => m.ts), pick = (k) => att.map((m) => m.attention[k]);
+    if (MINUTE_CHART) { MINUTE_CHART.destroy(); CHARTS = CHARTS.filter((c) => c !== MINUTE_CHART); }
+    MINUTE_CHART = chart($("#minutes-chart"), "per minute, last hour (rollups): events and PERCLOS",
+      [dots("blinks", "#1f77b4"), dots("long closures", "#b71c1c"), dots("yawns", "#ff7f0e"), dots("off-road glances", "#6a3d9a"),
+       { label: "PERCLOS max", stroke: "#555", scale: "p", dash: [4, 4] }],
+      [mx, pick("blinks"), pick("long_closures"), pick("yawns"), pick("off_road_events"), pick("perclos_max")],
+      { height: 220, scales: { x: { time: true, range: () => [since, since + 3660] }, p: { range: [0, 1] } },
+        axes: [{}, { label: "events / min" }, { side: 1, scale: "p", label: "PERCLOS" }] });
+  };
+  let MINUTE_CHART = null;
+  await loadEvents();
+  const reloadEvents = debounce(loadEvents, 1000);
+  return {
+    any: rows.length > 0,
+    add(events) {
+      let news = false;
+      for (const e of events) {
+        if (e.type !== "attention") continue;
+        add(e);
+        if (e.events && e.events.length) news = true;
+      }
+      while (xs.length > 3000) [xs, perclos, openness, blinks, yaw, pitch, offRoad].forEach((v) => v.shift());
+      pc.setData([xs, perclos, openness]); bc.setData([xs, blinks]); hc.setData([xs, yaw, pitch, offRoad]);
+      if (news) reloadEvents();
+    },
+    render(st, info, a) {  // the cards: nothing current from a device that is offline or stale
+      const quiet = st === "offline" || st === "stale";
+      const set = (id, html) => { $(id).innerHTML = quiet ? `<span class="nodata">${esc(noDataSince(info))}</span>` : html; };
+      if (!quiet && !a) {
+        ["#eyes", "#perclos", "#blinks", "#pose"].forEach((id) => { $(id).textContent = "no face"; });
+        $("#eyes-detail").textContent = $("#pose-detail").textContent = "";
+        return;
+      }
+      if (quiet) {
+        ["#eyes", "#perclos", "#blinks", "#pose"].forEach((id) => set(id, ""));
+        $("#eyes-detail").textContent = $("#pose-detail").textContent = "";
+        return;
+      }
+      const open = a.eye_openness || [];
+      set("#eyes", a.eyes_closed ? `<span class="alert raised">closed ${fmt(a.closed_s, 1)} s</span>` : "open");
+      $("#eyes-detail").textContent = `openness ${fmt(open[0], 2)} / ${fmt(open[1], 2)} (left / right), ${ago(a.ts)}`;
+      set("#perclos", `<span class="${a.drowsy ? "alert raised" : ""}">${fmt(a.perclos, 2)}</span>`);
+      set("#blinks", fmt(a.blinks_per_min, 0));
+      set("#pose", `${fmt(a.yaw, 0)}° / ${fmt(a.pitch, 0)}°`);
+      $("#pose-detail").textContent = a.looking === false ? `off the road for ${fmt(a.off_road_s, 1)} s` : a.looking ? "toward the road" : "learning the ahead pose";
+    },
+  };
 }
 
 async function driverView(view, id) {
@@ -265,12 +380,22 @@ async function driverView(view, id) {
   view.innerHTML = `<h2>Driver <span class="muted">${esc(device)}</span></h2>
     <div class="controls" id="device-states"></div>
     <div class="controls">${pick.html}<span class="muted" id="alert-rules">alerts: ${esc(t.negative.join("/"))} for ≥ ${t.negative_s} s;
-      no face for ≥ ${t.no_face_s} s</span></div>
+      no face for ≥ ${t.no_face_s} s; drowsy, distracted and yawning as the device raises them</span></div>
     <div class="row"><div class="card"><div class="muted">current expression</div><div class="big" id="current">–</div>
       <div class="muted" id="current-detail"></div></div>
       <div class="card" style="flex:1"><div class="muted">alerts (one row per kind)</div><table id="alerts"><thead><tr><th>alert</th><th>state</th>
         <th>how often</th><th>detail</th><th></th></tr></thead><tbody></tbody></table></div></div>
-    <div class="card"><div id="conf-chart"></div>
+    <section id="attention" hidden><h3>Attention <span class="muted">from the device's face landmarks</span></h3>
+      <div class="row"><div class="card"><div class="muted">eyes</div><div class="big" id="eyes">–</div><div class="muted" id="eyes-detail"></div></div>
+        <div class="card"><div class="muted">PERCLOS (60 s)</div><div class="big" id="perclos">–</div></div>
+        <div class="card"><div class="muted">blinks / min</div><div class="big" id="blinks">–</div></div>
+        <div class="card"><div class="muted">head yaw / pitch</div><div class="big" id="pose">–</div><div class="muted" id="pose-detail"></div></div></div>
+      <div class="row"><div class="card"><div id="perclos-chart"></div></div><div class="card"><div id="blink-chart"></div></div></div>
+      <div class="row"><div class="card"><div id="pose-chart"></div></div>
+        <div class="card"><div class="muted" id="att-events-title">events, last hour</div><table id="att-events"><thead><tr><th>event</th>
+          <th>began</th><th>lasted</th><th></th></tr></thead><tbody></tbody></table></div></div>
+      <div class="card"><div id="minutes-chart"></div></div></section>
+    <div class="card" id="expressions-card"><div id="conf-chart"></div>
       <p class="muted">Each point: one expression event, its confidence in the expression it reports (the colour).</p></div>`;
   $("#device-pick").onchange = (e) => { location.hash = `#/driver/${encodeURIComponent(e.target.value)}`; };
   // the confidence chart: one series per expression, so every point says which expression it is
@@ -284,12 +409,20 @@ async function driverView(view, id) {
                   labels.map((l) => ({ label: l, stroke: COLORS[l], width: 0, points: { show: true, size: 6, fill: COLORS[l] } })),
                   [xs, ...ys], { height: 220, scales: { y: { range: [0, 1] } } });
   let info = pick.info.get(device);
+  $("#attention").hidden = false;  // laid out before its charts are drawn (uPlot sizes them to the card)
+  const att = await driverAttention(device, alive);
+  if (!alive()) return;
+  let latest = null;
+  const showAttention = () => { $("#attention").hidden = !(att.any || latest || info.role === "driver"); };
+  showAttention();
   const render = (d) => {
     if (!alive()) return;
-    if (d) info = { ...info, ...d.info };
+    if (d) { info = { ...info, ...d.info }; latest = d.attention; }
     $("#device-states").innerHTML = stateLine([device], new Map([[device, info]]));
     const st = deviceState(info);
     if (info.alerts_apply === false) $("#alert-rules").textContent = `no driver alerts: this camera's role is ${info.role}`;
+    showAttention();
+    att.render(st, info, latest);
     if (st === "offline" || st === "stale") {  // never the last expression of a camera that went quiet
       $("#current").innerHTML = `<span class="nodata">${esc(noDataSince(info))}</span>`;
       $("#current-detail").textContent = `device ${st}`;
@@ -315,15 +448,17 @@ async function driverView(view, id) {
   await load();
   const reload = debounce(load, 500);
   const timer = setInterval(() => render(null), 2000);  // silent for stale_s: turns stale without an event
-  stream({ devices: device, kinds: "expression,alert,ack,status,seen,stats" }, (events) => {
+  stream({ devices: device, kinds: "expression,attention,alert,ack,status,seen,stats" }, (events) => {
     if (!alive()) return;
     const m = new Map([[device, info]]);
     trackDevices(m, events);
     info = m.get(device);
     for (const e of events) {
       if (e.type === "expression") { addPoint(e); if (xs.length > 300) { xs.shift(); ys.forEach((y) => y.shift()); } }
+      if (e.type === "attention") latest = e;
     }
     u.setData([xs, ...ys]);
+    att.add(events);
     reload();
   });
   return () => clearInterval(timer);
