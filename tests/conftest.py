@@ -95,4 +95,4 @@ def write_test_video(path, frames: int = 12, size=(160, 120), fps: float = 10.0,
 
 
 # --------------------------------------------------------------------------- dashboard: one PostgreSQL per session
-from tests.pg_server import pg_server, pg_url  # noqa: E402,F401  (fixtures: a real server, a fresh database per test)
+from tests.pg_server import db_url, pg_server, pg_url  # noqa: E402,F401  (fixtures: a real server, a fresh database per test)

@@ -19,13 +19,6 @@ from edge import payloads
 DAY = 86400.0
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request, tmp_path):
-    if request.param == "sqlite":
-        return str(tmp_path / "dash.sqlite")
-    return request.getfixturevalue("pg_url")
-
-
 def msg(kind: str, p: dict) -> Message:
     return Message(p["device"], kind, p, payloads.encode(p))
 

@@ -20,13 +20,6 @@ from tests.test_dashboard_store import expr, summary
 DAY = 86400.0
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request, tmp_path):
-    if request.param == "sqlite":
-        return str(tmp_path / "dash.sqlite")
-    return request.getfixturevalue("pg_url")
-
-
 def scored(device, ts, expression, seq, scores):
     return expr(device, ts, expression=expression, seq=seq, scores=scores)
 
