@@ -407,7 +407,9 @@ async function driverView(view, id) {
   clearCharts();
   const u = chart($("#conf-chart"), "confidence of each detected expression (last 5 min)",
                   labels.map((l) => ({ label: l, stroke: COLORS[l], width: 0, points: { show: true, size: 6, fill: COLORS[l] } })),
-                  [xs, ...ys], { height: 220, scales: { y: { range: [0, 1] } } });
+                  [xs, ...ys], { height: 220, scales: { y: { range: [0, 1] },
+                    // always the last 5 minutes: one point alone would otherwise stretch the axis over years
+                    x: { time: true, range: () => { const t = Date.now() / 1000; return [t - 300, t + 5]; } } } });
   let info = pick.info.get(device);
   $("#attention").hidden = false;  // laid out before its charts are drawn (uPlot sizes them to the card)
   const att = await driverAttention(device, alive);
