@@ -105,6 +105,9 @@ class PrivacyConfig(BaseModel):
     publish_crops: bool = False
 
 
+CLASSROOM_PITCH_CENTER = -12.0  # the head-pose model's pitch on frontal faces (AFLW image00050: -13.8 vs -4.7)
+
+
 def _role_presets(cfg: Config) -> None:
     """What ``device.role`` turns on, for every key the file leaves unset (a key set in the file wins):
     driver: the one-near-face detector, landmarks for the largest face, the device's drowsy/distracted/yawning
@@ -118,6 +121,14 @@ def _role_presets(cfg: Config) -> None:
         updates["alerts"] = role == "driver"
     if att.max_faces is None and role == "driver":
         updates["max_faces"] = 1
+    if role == "classroom":
+        # A pupil's own median pose is what the share is meant to measure, so it cannot be the reference: the
+        # front is the camera's direction (mounted at the front of the room), with the head-pose model's pitch bias
+        # on frontal faces taken out (measured -9 to -21 degrees, docs/attention.md). The file may set both.
+        if att.yaw_center is None and "yaw_center" not in att.model_fields_set:
+            updates["yaw_center"] = 0.0
+        if att.pitch_center is None and "pitch_center" not in att.model_fields_set:
+            updates["pitch_center"] = CLASSROOM_PITCH_CENTER
     if updates:
         cfg.attention = att.model_copy(update=updates)
     if role == "driver" and "type" not in cfg.detector.model_fields_set:

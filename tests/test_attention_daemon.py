@@ -40,6 +40,11 @@ def test_roles_turn_on_what_they_need():
             driver.model.emotions) == (True, True, 1, "driver", True)
     classroom = validate_config({"device": {"role": "classroom"}})
     assert (classroom.attention.enabled, classroom.attention.alerts, classroom.model.emotions) == (True, False, False)
+    # The front of a classroom is fixed (the camera's direction), not learnt from each pupil's own median pose.
+    assert (classroom.attention.yaw_center, classroom.attention.pitch_center) == (0.0, -12.0)
+    assert driver.attention.yaw_center is None and driver.attention.pitch_center is None  # learnt per face
+    assert validate_config({"device": {"role": "classroom"},
+                            "attention": {"pitch_center": -5.0}}).attention.pitch_center == -5.0
     general = validate_config({})
     assert (general.attention.enabled, general.attention.alerts, general.model.emotions) == (False, False, True)
     # What the file sets wins over the role.
