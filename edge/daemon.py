@@ -300,15 +300,13 @@ def run_daemon(cfg: Config, max_frames: int | None = None, stop: threading.Event
             snap = state.snapshot()
             looking = snap["looking"]  # None while the face's ahead pose is being learnt
             att_window.add(t.face_id, snap, looking, new)
-            pending = att_pending.setdefault(t.face_id, [])
-            pending.extend(new)
-            if pending or now - att_sent.get(t.face_id, -1e9) >= att.interval_s:
+            # A new event goes out at once, so each message carries exactly this frame's events.
+            if new or now - att_sent.get(t.face_id, -1e9) >= att.interval_s:
                 publisher.publish_event("attention", attention_event(
-                    device, t.face_id, t.box, frame.index, frame.ts, size, snap, pending, looking))
+                    device, t.face_id, t.box, frame.index, frame.ts, size, snap, new, looking))
                 att_sent[t.face_id] = now
-                att_pending[t.face_id] = []
         live = {t.face_id for t in tracks}
-        for table in (att_states, att_sent, att_pending):
+        for table in (att_states, att_sent):
             for fid in [f for f in table if f not in live]:
                 del table[fid]
         if att.alerts:
@@ -324,7 +322,6 @@ def run_daemon(cfg: Config, max_frames: int | None = None, stop: threading.Event
     taken = [0]
     att_states: dict[int, AttentionState] = {}  # per followed face
     att_sent: dict[int, float] = {}  # face_id -> frame ts of its last attention message
-    att_pending: dict[int, list] = {}  # face_id -> events not sent yet
     att_window, att_alerts = AttentionWindow(), DeviceAlerts(absent_s=cfg.attention.distracted_s)
     try:
         loop_started = time.perf_counter()
