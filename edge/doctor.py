@@ -214,7 +214,9 @@ def run_doctor(cfg: Config, out: TextIO | None = None) -> int:
     width = max(len(r.name) for r in rows)
     for r in rows:
         out.write(f"{r.name:<{width}}  {'OK' if r.ok else 'FAIL':<4}  {r.detail}\n")
-    code = sum(r.bit for r in rows if not r.ok)
+    code = 0
+    for r in rows:  # OR, not a sum: two checks share the model bit (the classifier and the detector)
+        code |= 0 if r.ok else r.bit
     out.write("all checks passed\n" if code == 0 else f"exit code {code} = sum of the failed checks' bits "
               "(1 camera, 2 model, 4 accelerator, 8 broker)\n")
     out.flush()

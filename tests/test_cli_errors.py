@@ -104,10 +104,12 @@ def test_doctor_all_ok(tmp_path, standin_model):
 def test_doctor_bitmask_of_failures(tmp_path, standin_model):
     garbage = tmp_path / "garbage.tflite"
     garbage.write_bytes(b"junk" * 10)
-    cfg = config(tmp_path, garbage, camera={"source": "/nonexistent.mp4"},
+    # The int8 detector follows [model] accelerator = "tpu" and fails too: the model bit counts once.
+    cfg = config(tmp_path, garbage, camera={"source": "/nonexistent.mp4"}, detector={"precision": "int8"},
                  model={"accelerator": "tpu"}, mqtt={"host": "127.0.0.1", "port": free_port()})
     proc = run_cli("doctor", "--config", str(cfg))
     assert proc.returncode == 1 + 2 + 4 + 8, proc.stdout + proc.stderr
+    assert "detector     FAIL" in proc.stdout, proc.stdout
     assert [line.split()[1] for line in proc.stdout.splitlines()[:4]] == ["FAIL"] * 4
     # accelerator = auto without a TPU is fine (CPU fallback), so only the camera bit remains.
     cfg = config(tmp_path, standin_model, camera={"source": "/nonexistent.mp4"}, model={"accelerator": "auto"})
