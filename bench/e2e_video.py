@@ -93,10 +93,12 @@ def _place(rng: np.random.Generator, sides: list[int], tries: int = 200) -> list
 
 def build_truth_video(data: str | Path, out_dir: str | Path, faces_per_size: int = 40, shot_frames: int = 5,
                       empty_shots: int = 20, max_tilt: float = 20.0, tilt_share: float = 0.5, seed: int = 0,
-                      sizes: tuple[int, ...] = SIZES, fps: float = 15.0, name: str | None = None) -> Path:
+                      sizes: tuple[int, ...] = SIZES, fps: float = 15.0, name: str | None = None,
+                      split: str = "PrivateTest") -> Path:
     """Write ``<name>.mp4`` and ``<name>.json`` (ground truth) under ``out_dir``; return the .mp4 path.
 
-    faces_per_size: distinct PrivateTest faces per nominal size, each shown for ``shot_frames`` frames
+    faces_per_size: distinct faces of ``split`` per nominal size (PrivateTest, the benchmark; PublicTest for
+    choices made while developing), each shown for ``shot_frames`` frames
     (one shot: 1-4 faces of one size, drifting a few pixels per frame). tilt_share of the faces are
     rotated by a uniform angle in +-max_tilt degrees, the others by +-3. empty_shots: face-free shots.
     """
@@ -104,13 +106,14 @@ def build_truth_video(data: str | Path, out_dir: str | Path, faces_per_size: int
 
     from convert.data import load_split
 
-    name = name or f"truth_v{VIDEO_VERSION}_s{seed}_n{faces_per_size}_t{int(max_tilt)}"
+    tag = "" if split == "PrivateTest" else f"_{split.lower()}"
+    name = name or f"truth_v{VIDEO_VERSION}_s{seed}_n{faces_per_size}_t{int(max_tilt)}{tag}"
     out_dir = Path(out_dir)
     mp4, meta = out_dir / f"{name}.mp4", out_dir / f"{name}.json"
     if mp4.is_file() and meta.is_file():
         return mp4
     out_dir.mkdir(parents=True, exist_ok=True)
-    x, y = load_split(data, "PrivateTest")
+    x, y = load_split(data, split)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(x))
     photos = _backgrounds()
@@ -161,6 +164,6 @@ def build_truth_video(data: str | Path, out_dir: str | Path, faces_per_size: int
             frames.append(truth)
     writer.release()
     meta.write_text(json.dumps({"version": VIDEO_VERSION, "seed": seed, "sizes": list(sizes), "fps": fps,
-                                "frame": list(FRAME), "source": "FER2013 PrivateTest", "frames": frames}))
+                                "frame": list(FRAME), "source": f"FER2013 {split}", "frames": frames}))
     tmp.replace(mp4)
     return mp4

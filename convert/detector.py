@@ -191,6 +191,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=1, help="drift report: interpreter threads (default: %(default)s)")
     parser.add_argument("--no-equalize", dest="equalize", action="store_false",
                         help="skip the per-channel range equalisation of the depthwise outputs before calibration")
+    parser.add_argument("--drift-split", default="PrivateTest", choices=["PrivateTest", "PublicTest"],
+                        help="whose faces the drift video shows: PrivateTest (the benchmark, default) or PublicTest "
+                             "(to choose settings without looking at the benchmark)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -245,7 +248,7 @@ def run(args: argparse.Namespace) -> int:
         from convert.detector_drift import detector_drift, format_drift
 
         report["drift"] = detector_drift(args.data, args.faces_per_size, args.seed, args.threads,
-                                         int8_dir=out.resolve())
+                                         int8_dir=out.resolve(), split=args.drift_split)
         text = format_drift(report["drift"])
         print(text)
         (report_dir / "drift.md").write_text(text + "\n")

@@ -15,17 +15,18 @@ MAX_RECALL_DROP = 1.0
 
 
 def detector_drift(data: str | Path, faces_per_size: int = 40, seed: int = 0, threads: int = 1,
-                   detector: str = "auto", int8_dir: str | Path | None = None) -> dict:
+                   detector: str = "auto", int8_dir: str | Path | None = None, split: str = "PrivateTest") -> dict:
     """Run ``detector`` as float and as int8 on bench e2e's video (built or reused from the cache); per size:
     recall of the box and of the classified region; false positives per face-free frame; FPS and detect ms.
-    ``int8_dir``: the folder of the int8 files to measure (default: the shipped ones)."""
+    ``int8_dir``: the folder of the int8 files to measure (default: the shipped ones). ``split``: whose faces the
+    video shows (PublicTest while choosing; PrivateTest, the default, for the figures reported)."""
     import json
 
     from bench.common import cache_dir, run_worker
     from bench.e2e_truth import score
     from bench.e2e_video import build_truth_video
 
-    video = build_truth_video(data, cache_dir(), faces_per_size=faces_per_size, seed=seed)
+    video = build_truth_video(data, cache_dir(), faces_per_size=faces_per_size, seed=seed, split=split)
     meta = json.loads(video.with_suffix(".json").read_text())
     out = {"video": video.name, "sizes": meta["sizes"], "detector": detector, "threads": threads, "runs": {}}
     for precision in ("float", "int8"):
