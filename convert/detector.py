@@ -191,6 +191,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=1, help="drift report: interpreter threads (default: %(default)s)")
     parser.add_argument("--no-equalize", dest="equalize", action="store_false",
                         help="skip the per-channel range equalisation of the depthwise outputs before calibration")
+    parser.add_argument("--bias-correction", action="store_true",
+                        help="shift the heads' biases so that the int8 scores have the float ones' mean near the "
+                             "threshold, then convert again (convert.detector_bias; off: it trades the recall drop "
+                             "for false positives, docs/detection.md)")
     parser.add_argument("--drift-split", default="PrivateTest", choices=["PrivateTest", "PublicTest"],
                         help="whose faces the drift video shows: PrivateTest (the benchmark, default) or PublicTest "
                              "(to choose settings without looking at the benchmark)")
@@ -232,10 +236,16 @@ def run(args: argparse.Namespace) -> int:
         path = out / f"{INT8_NAME}.tflite"
         path = shaped_path(path, shape) if shape is not None else path
         path.write_bytes(convert_int8(model, x))
+        bias = None
+        if args.bias_correction:
+            from convert.detector_bias import correct_head_bias
+
+            bias = correct_head_bias(model, path, x[::2])
+            path.write_bytes(convert_int8(model, x))
         tpu = edgetpu.edgetpu_report(path, out_dir=out)
         ok &= tpu.ok
         entry = {"shape": list(shape or (128, 128)), "bytes": path.stat().st_size, "keras_vs_float": match,
-                 "equalized_depthwise": n_eq, "equalized_vs_float": equalized,
+                 "equalized_depthwise": n_eq, "equalized_vs_float": equalized, "head_bias_correction": bias,
                  "int8_vs_float": int8_match(path, src, held_out, shape), "edgetpu_ok": tpu.ok,
                  "edgetpu_ops": f"{sum(r.count for r in tpu.ops if r.mapped)} of {sum(r.count for r in tpu.ops)}",
                  "seconds": round(time.perf_counter() - t0, 1)}

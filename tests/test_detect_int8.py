@@ -167,3 +167,35 @@ def test_doctor_says_where_each_int8_model_runs():
     row = check_detector(Config.model_validate({"detector": {"precision": "int8"}, "model": {"accelerator": "cpu"}}))
     assert row.ok and "int8 on cpu" in row.detail
     assert "short_int8 448x336 on cpu" in row.detail and "short_int8 128x128 on cpu" in row.detail
+
+
+def test_head_bias_correction_centres_the_int8_scores_on_the_float_ones(astronaut_bgr, tmp_path):
+    """convert.detector_bias: after the correction and a second conversion, the int8 file's mean score error on the
+    anchors that decide a find (float logit -1..3) is smaller than before, on the frames it was measured on."""
+    pytest.importorskip("tensorflow")
+    from convert.blazeface_keras import keras_from_tflite
+    from convert.detector import convert_int8, model_inputs
+    from convert.detector_bias import DECIDING_LOGITS, correct_head_bias, int8_heads
+
+    frames = [astronaut_frame(astronaut_bgr, px, at)[0] for px in (30, 45, 70) for at in ((0.3, 0.4), (0.6, 0.5))]
+    x = model_inputs(frames, None)
+    model, _ = keras_from_tflite(MODELS_DIR / "face_detection_short_range.tflite")
+    # The float function's score heads, kept: the correction shifts the rebuild's biases (the int8 file follows).
+    floats = [[np.asarray(h)[0] for h in model(xi[None], training=False)[:2]] for xi in x]
+
+    def mean_score_error(path):
+        d = []
+        for f, q in zip(floats, int8_heads(path, x)):
+            for f_head, q_head in zip(f, q[:2]):
+                hot = (f_head >= DECIDING_LOGITS[0]) & (f_head < DECIDING_LOGITS[1])
+                d.append((q_head - f_head)[hot])
+        return float(np.concatenate(d).mean())
+
+    before = tmp_path / "before.tflite"
+    before.write_bytes(convert_int8(model, x))
+    err = mean_score_error(before)
+    shifts = correct_head_bias(model, before, x)
+    assert shifts["score_logit_shift"] != 0.0
+    after = tmp_path / "after.tflite"
+    after.write_bytes(convert_int8(model, x))
+    assert abs(mean_score_error(after)) < 0.5 * abs(err), (err, mean_score_error(after), shifts)
