@@ -4,7 +4,9 @@ that gets a crop rotated) on FER2013 faces pasted upright and tilted, by measure
 Each face is pasted into a gray 640x480 frame at several sizes and tilts; the default detector (crops unaligned)
 finds it; the classifier labels the plain crop and the crop rotated upright from the eyes, whatever the tilt. A
 deadband d then picks, per face, the rotated crop when d <= |eye-line tilt| <= ALIGN_MAX_DEG and the plain one
-otherwise, so one pass scores every candidate d. Choose on PublicTest (``--split``); check on PrivateTest.
+otherwise, so one pass scores every candidate d; the default (``edge.crop.face_views``: both views' probabilities
+averaged at 5-20 degrees, the rotated crop from 20) is scored from the same two crops. Choose on PublicTest
+(``--split``); check on PrivateTest.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from convert.report import markdown_table
+from edge.crop import ALIGN_FULL_DEG, ALIGN_MAX_DEG, ALIGN_MIN_DEG
 
 DEADBANDS = (0, 3, 5, 8, 10, 12, 15, 20)
 SIZES = (72, 140, 240)
@@ -52,21 +55,48 @@ def align_records(data: str, split: str = "PublicTest", n: int = 300, sizes=SIZE
                 rotated.append(crop_face(frame, f.box, det.cfg.margin, f.eyes, det.lift, min_deg=0.0))
                 rows.append({"size": side, "angle": angle, "tilt": abs(eye_angle(f.eyes)), "label": int(y[i])})
             if rows:
-                pp = clf.classify_batch(plain).argmax(axis=1)
-                pr = clf.classify_batch(rotated).argmax(axis=1)
+                pp, pr = clf.classify_batch(plain), clf.classify_batch(rotated)
                 for r, a, b in zip(rows, pp, pr):
-                    recs.append({**r, "plain": bool(a == r["label"]), "rotated": bool(b == r["label"])})
+                    recs.append({**r, "plain": bool(a.argmax() == r["label"]), "rotated": bool(b.argmax() == r["label"]),
+                                 "both": bool((a + b).argmax() == r["label"])})
     return recs
 
 
+def blended(r: dict, low: float = ALIGN_MIN_DEG, full: float = ALIGN_FULL_DEG, max_deg: float = ALIGN_MAX_DEG) -> bool:
+    """Right or wrong under the default (edge.crop.face_views): plain below ``low``, both views averaged up to
+    ``full``, rotated up to ``max_deg``, plain beyond."""
+    if low <= r["tilt"] < full:
+        return r["both"]
+    return r["rotated"] if full <= r["tilt"] <= max_deg else r["plain"]
+
+
 def deadband_table(recs: list[dict], deadbands=DEADBANDS, max_deg: float = 45.0) -> dict:
-    """Accuracy per |true tilt| (0, 10, 20) for no alignment and each deadband d."""
+    """Accuracy per |true tilt| (0, 10, 20) for no alignment, each deadband d (rotated from d on), and the default
+    (both views averaged at 5-20 degrees, rotated from 20)."""
     out = {}
     for tilt in sorted({abs(r["angle"]) for r in recs}):
         rs = [r for r in recs if abs(r["angle"]) == tilt]
         row = {"faces": len(rs), "no align": float(np.mean([r["plain"] for r in rs]))}
         for d in deadbands:
             row[f"{d:g}"] = float(np.mean([r["rotated"] if d <= r["tilt"] <= max_deg else r["plain"] for r in rs]))
+        row["default"] = float(np.mean([blended(r) for r in rs]))
+        out[str(tilt)] = row
+    return out
+
+
+def paired(recs: list[dict], former: float = 5.0) -> dict:
+    """Per |true tilt|: the default minus no alignment and minus the former default (rotated from ``former``
+    degrees), in points, with the standard error of that paired difference (the same detections both ways)."""
+    out = {}
+    for tilt in sorted({abs(r["angle"]) for r in recs}):
+        rs = [r for r in recs if abs(r["angle"]) == tilt]
+        new = np.array([blended(r) for r in rs], float)
+        row = {}
+        for name, old in (("no align", [r["plain"] for r in rs]),
+                          (f"d = {former:g}", [r["rotated"] if former <= r["tilt"] <= ALIGN_MAX_DEG else r["plain"]
+                                               for r in rs])):
+            d = new - np.array(old, float)
+            row[name] = [100 * float(d.mean()), 100 * float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0]
         out[str(tilt)] = row
     return out
 
@@ -74,20 +104,25 @@ def deadband_table(recs: list[dict], deadbands=DEADBANDS, max_deg: float = 45.0)
 def run_align(data: str, split: str = "PublicTest", n: int = 300, seed: int = 0, threads: int = 1) -> dict:
     recs = align_records(data, split, n, seed=seed, threads=threads)
     return {"split": split, "n": n, "sizes": list(SIZES), "angles": list(ANGLES), "seed": seed,
-            "table": deadband_table(recs), "by_size": {str(s): deadband_table([r for r in recs if r["size"] == s])
+            "table": deadband_table(recs), "paired": paired(recs), "by_size": {str(s): deadband_table([r for r in recs if r["size"] == s])
                                                        for s in SIZES}}
 
 
 def format_align(res: dict) -> str:
     cols = [k for k in next(iter(res["table"].values())) if k != "faces"]
-    head = ["|true tilt|", "faces"] + [c if c == "no align" else f"d = {c}" for c in cols]
+    head = ["|true tilt|", "faces"] + [c if c in ("no align", "default") else f"d = {c}" for c in cols]
 
     def rows(table):
         return [[f"{t} deg", v["faces"]] + [f"{100 * v[c]:.1f}" for c in cols] for t, v in table.items()]
 
     out = [f"### Alignment deadband on {res['split']} ({res['n']} faces x sizes {res['sizes']} x tilts "
            f"{res['angles']}, seed {res['seed']})", "", "Accuracy (%) of the crops a deadband d chooses (rotated "
-           "when d <= |eye-line tilt| <= 45 deg), all sizes:", "", markdown_table(head, rows(res["table"]))]
+           f"when d <= |eye-line tilt| <= 45 deg) and of the default (both views averaged at {ALIGN_MIN_DEG:g}-"
+           f"{ALIGN_FULL_DEG:g} deg, rotated from {ALIGN_FULL_DEG:g}), all sizes:", "", markdown_table(head, rows(res["table"]))]
+    out += ["", "The default minus the other choice on the same detections, points +- one standard error of the paired "
+            "difference:", ""]
+    out += [f"- {t} deg: " + "; ".join(f"vs {k} {v[0]:+.2f} +- {v[1]:.2f}" for k, v in row.items())
+            for t, row in res["paired"].items()]
     for s, table in res["by_size"].items():
         out += ["", f"{s} px:", "", markdown_table(head, rows(table))]
     return "\n".join(out)

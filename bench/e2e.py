@@ -44,7 +44,7 @@ def e2e_ours_worker(video: str, model: str, threads: int, detector: str = "auto"
     try:
         while (frame := src.read()) is not None:
             found = det.detect_frame(frame.image)
-            scores = (clf.classify_batch([f.crop for f in found]) if found
+            scores = (clf.classify_faces(found) if found
                       else np.zeros((0, len(clf.labels)), np.float32))
             tracker.update(found, scores, frame.ts)
             frames += 1

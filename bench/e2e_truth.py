@@ -58,7 +58,7 @@ def truth_ours_worker(video: str, threads: int, detector: str, align: bool | Non
         faces = det.detect_frame(image)
         det_s += time.perf_counter() - t1
         stages.update(det.timings_ms)
-        labels = clf.classify_batch([f.crop for f in faces]).argmax(axis=1) if faces else []
+        labels = clf.classify_faces(faces).argmax(axis=1) if faces else []
         frames.append([[*map(int, f.box), int(lab)] for f, lab in zip(faces, labels)])
     dt = time.perf_counter() - t0
     cap.release()
@@ -194,7 +194,7 @@ def truth_align_worker(data: str, n: int = 400, side: int = 200, angles: tuple[i
     from bench.e2e_video import paste_face
     from convert.data import load_split
     from edge.classify import ExpressionClassifier, ModelConfig
-    from edge.detect import DetectorConfig, create_detector, crop_face
+    from edge.detect import DetectorConfig, Face, create_detector, face_views
 
     cv2.setNumThreads(threads)
     x, y = load_split(data, "PrivateTest")
@@ -212,10 +212,11 @@ def truth_align_worker(data: str, n: int = 400, side: int = 200, angles: tuple[i
             if not faces:
                 continue
             f = faces[0]
-            plain.append(f.crop)
-            aligned.append(crop_face(frame, f.box, det.cfg.margin, f.eyes, det.lift))
+            plain.append(f)
+            crop, upright = face_views(frame, f.box, det.cfg.margin, f.eyes, det.lift)
+            aligned.append(Face(f.box, f.score, crop, f.eyes, upright))  # what the detector with align gives
             labels.append(int(y[i]))
         labels = np.asarray(labels)
-        acc = [float((clf.classify_batch(c).argmax(axis=1) == labels).mean()) if len(c) else None for c in (plain, aligned)]
+        acc = [float((clf.classify_faces(c).argmax(axis=1) == labels).mean()) if len(c) else None for c in (plain, aligned)]
         out[str(angle)] = {"faces": len(pick), "found": len(labels), "plain": acc[0], "aligned": acc[1]}
     return out

@@ -57,9 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--detector", choices=DETECTOR_CHOICES, default="auto",
                         help="face detector preset or model (default: auto, faces ~50 px to frame-filling; classroom: "
                              "many small faces; driver: one near face; see docs/detection.md)")
-    parser.add_argument("--precision", choices=("int8", "float"), default=None,
+    parser.add_argument("--precision", choices=("auto", "int8", "float"), default=None,
                         help="the detector's short-range passes as the int8 model (Edge TPU when --accelerator finds "
-                             "one, else the CPU) or the float one (default: [detector] precision's default, float)")
+                             "one, else the CPU) or the float one (default: auto, int8 on an Edge TPU, float on the CPU)")
     parser.add_argument("--no-align", action="store_true",
                         help="crop faces as found, without rotating them upright from the eye keypoints")
     # None: the [detector] defaults of DetectorConfig, kept in one place.
@@ -252,7 +252,7 @@ def analyze_file(path: Path, detector, classifier, every: int = 1, progress=None
     detect = detector.detect if image_file else detector.detect_frame
     for frame_no, time_s, image in _frames(path, every):
         faces = detect(image)
-        probs = classifier.classify_batch([f.crop for f in faces])
+        probs = classifier.classify_faces(faces)
         extra = [{}] * len(faces)
         if attention is not None:
             # Video frames without a time (no frame rate in the file) are numbered as 30 fps.

@@ -100,3 +100,13 @@ class ExpressionClassifier:
         if not crops:
             return np.zeros((0, len(self.labels)), np.float32)
         return np.stack([self.classify(c) for c in crops])
+
+    def classify_faces(self, faces: list) -> np.ndarray:
+        """Probabilities float32 [N, len(labels)] for detected faces (``edge.detect.Face``): the mean of the two
+        views' for a face that has a second, upright one (``Face.upright``: a tilt of 5-20 degrees), else its
+        crop's."""
+        probs = self.classify_batch([f.crop for f in faces])
+        for i, f in enumerate(faces):
+            if getattr(f, "upright", None) is not None:
+                probs[i] = (probs[i] + self.classify(f.upright)) / 2.0
+        return probs

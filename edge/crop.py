@@ -1,5 +1,10 @@
 """The classifier's input: a 48x48 grayscale crop of a face box, rotated upright from the eyes when they tilt.
 
+FER2013's faces are not level (their own eye lines tilt by ~10 degrees either way), and the classifier learnt them
+so: rotating a face level helps when it is tilted well beyond that, and costs a little when it is not. Between
+ALIGN_MIN_DEG and ALIGN_FULL_DEG the tilt does not tell which it is, so the face is classified both ways and the two
+probability vectors averaged (``face_views``); from ALIGN_FULL_DEG on, only the rotated crop is (docs/detection.md).
+
 OpenCV is imported by the functions that use it.
 """
 
@@ -9,6 +14,7 @@ import numpy as np
 
 CROP_SIZE = 48
 ALIGN_MIN_DEG = 5.0  # eye-line tilts below this are keypoint noise: the crop is left as it is
+ALIGN_FULL_DEG = 20.0  # from this tilt on the rotated crop alone is classified; below it, both views
 ALIGN_MAX_DEG = 45.0  # beyond this the keypoints are more likely wrong than the face that tilted
 
 
@@ -53,6 +59,18 @@ def crop_face(image_bgr: np.ndarray, box: tuple[int, int, int, int], margin: flo
     patch = _square_patch(gray, cx, cy, side)
     interp = cv2.INTER_AREA if patch.shape[0] > CROP_SIZE else cv2.INTER_LINEAR
     return cv2.resize(patch, (CROP_SIZE, CROP_SIZE), interpolation=interp)
+
+
+def face_views(image_bgr: np.ndarray, box: tuple[int, int, int, int], margin: float, eyes=None,
+               lift: float = 0.0) -> tuple[np.ndarray, np.ndarray | None]:
+    """The crops the classifier sees for one face: (crop, upright). ``crop``: unrotated, or rotated upright when the
+    eye line tilts by ALIGN_FULL_DEG..ALIGN_MAX_DEG; ``upright``: for a tilt of ALIGN_MIN_DEG..ALIGN_FULL_DEG, the
+    crop rotated upright, whose probabilities are averaged with ``crop``'s; else None. ``eyes`` None: no rotation."""
+    crop = crop_face(image_bgr, box, margin, eyes, lift, min_deg=ALIGN_FULL_DEG)
+    tilt = abs(eye_angle(eyes)) if eyes is not None else 0.0
+    if ALIGN_MIN_DEG <= tilt < ALIGN_FULL_DEG:
+        return crop, crop_face(image_bgr, box, margin, eyes, lift, min_deg=ALIGN_MIN_DEG)
+    return crop, None
 
 
 def _square_patch(gray: np.ndarray, cx: float, cy: float, side: float) -> np.ndarray:

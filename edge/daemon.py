@@ -232,7 +232,7 @@ def run_daemon(cfg: Config, max_frames: int | None = None, stop: threading.Event
     def classify(classifier, faces) -> np.ndarray:
         if classifier is None:
             return np.zeros((len(faces), 0), np.float32)
-        return classifier.classify_batch([f.crop for f in faces])
+        return classifier.classify_faces(faces)
 
     def detect(worker: int, item):
         """Detection on this worker's own detector (its schedule follows the frames this worker sees), then the

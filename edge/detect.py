@@ -28,7 +28,7 @@ from edge.blazeface import (  # noqa: F401  (re-exported: the detector's buildin
     suppress_contained,
     weighted_nms,
 )
-from edge.crop import ALIGN_MAX_DEG, ALIGN_MIN_DEG, CROP_SIZE, crop_face, eye_angle  # noqa: F401  (re-exported)
+from edge.crop import ALIGN_MAX_DEG, ALIGN_MIN_DEG, CROP_SIZE, crop_face, eye_angle, face_views  # noqa: F401  (re-exported)
 from edge.errors import ModelError
 from edge.int8 import load_edgetpu_delegate
 from edge.manifest import MODELS_DIR
@@ -54,8 +54,8 @@ class DetectorConfig(BaseModel):
     ``classroom``: many small faces; ``driver``: one near face) or a single model
     (``blazeface_full``, ``blazeface_short``, ``blazeface_back``, ``haar``). ``full_every``: how often a
     video frame gets every pass of a multi-pass preset (windows around the followed faces between).
-    ``precision``: the short-range passes run the int8 model or the float one; ``accelerator``: where the int8
-    model runs. See docs/detection.md.
+    ``precision``: the short-range passes run the int8 model or the float one (``auto``: int8 on an Edge TPU, float
+    on the CPU); ``accelerator``: where the int8 model runs. See docs/detection.md.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -77,8 +77,9 @@ class DetectorConfig(BaseModel):
     lift: float | None = Field(None, ge=-0.5, le=0.5)
     max_faces: int = Field(16, ge=1)
     threads: int = Field(1, ge=1)
-    # Rotate each face upright from its eye keypoints before the 48x48 crop (BlazeFace only). Measured
-    # (`fer-edge bench e2e`): +3 to +7 points on faces tilted by 20 degrees, no change on upright ones.
+    # Rotate each face upright from its eye keypoints before the 48x48 crop (BlazeFace only): from a 20 degree tilt
+    # on; at 5-20 degrees the plain and the rotated crop are both classified, probabilities averaged. Measured
+    # (`fer-edge bench align`): +4 points on faces tilted by 20 degrees, none lost on upright ones.
     align: bool = True
     # Video schedule of a preset of several passes: the whole pyramid on every N-th frame, on the first frames of
     # a new scene and when a followed face is not found again; on the other frames one 128x128 short-range pass
@@ -86,8 +87,10 @@ class DetectorConfig(BaseModel):
     # the preset's (auto: 5, about 2x its frame rate at the same recall, docs/detection.md; classroom: 1).
     full_every: int | None = Field(None, ge=1)
     # The short-range passes (every preset's) as the full-integer int8 model (`fer-edge convert-detector`; runs on
-    # the Edge TPU or XNNPACK's int8 kernels) or MediaPipe's float model. Full-range and back stay float.
-    precision: Literal["int8", "float"] = "float"
+    # the Edge TPU or XNNPACK's int8 kernels) or MediaPipe's float model. Full-range and back stay float. "auto":
+    # int8 when an Edge TPU is found (only int8 runs there), float on the CPU (on this x86 CPU int8 is no faster, and
+    # it finds 1-2 points fewer small faces: docs/detection.md).
+    precision: Literal["auto", "int8", "float"] = "auto"
     # Where the int8 model runs: "auto" (the Edge TPU when one is found, else the CPU), "tpu" or "cpu". None: as
     # [model] accelerator in a config file, "auto" for a detector built alone. Float models always run on the CPU.
     accelerator: Literal["auto", "tpu", "cpu"] | None = None
@@ -104,6 +107,9 @@ class Face:
     # Eye centres in frame pixels ((x, y) of the subject's right eye, then left eye), when the
     # detector gives keypoints (BlazeFace); None for Haar.
     eyes: tuple[tuple[float, float], tuple[float, float]] | None = None
+    # With ``align``, for an eye-line tilt of 5-20 degrees: the crop rotated upright, a second view the classifier
+    # averages with ``crop`` (edge.crop.face_views); None otherwise.
+    upright: np.ndarray | None = None
 
 
 # --------------------------------------------------------------------------- boxes
@@ -129,8 +135,8 @@ def _faces_from_boxes(
         if min(box[2], box[3]) < min_size:
             continue
         e = eyes[i] if eyes is not None else None
-        crop = crop_face(image_bgr, box, cfg.margin, e if cfg.align else None, lift)
-        faces.append(Face(box=tuple(int(v) for v in box), score=float(scores[i]), crop=crop, eyes=e))
+        crop, upright = face_views(image_bgr, box, cfg.margin, e if cfg.align else None, lift)
+        faces.append(Face(box=tuple(int(v) for v in box), score=float(scores[i]), crop=crop, eyes=e, upright=upright))
         if len(faces) >= cfg.max_faces:
             break
     return faces
@@ -190,7 +196,11 @@ class BlazeFaceDetector(FaceDetector):
         # A threshold set in the config is the threshold: no second look below it.
         self.verify_from = self.preset.verify_from if cfg.min_score is None else None
         self.model_dir = Path(model_dir)
-        self.accelerator = self._accelerator() if cfg.precision == "int8" else "cpu"
+        self.accelerator = self._accelerator() if cfg.precision in ("int8", "auto") else "cpu"
+        if cfg.precision == "auto":  # int8 only where it runs on the Edge TPU
+            self.precision = "int8" if self.accelerator == "tpu" else "float"
+        else:
+            self.precision = cfg.precision
         self._models: dict[tuple, BlazeFaceModel] = {}
         for p in self.preset.passes:  # load now: a missing file fails at start, not on the first frame
             self._model(p, 640, 480)
@@ -207,14 +217,15 @@ class BlazeFaceDetector(FaceDetector):
         try:
             load_edgetpu_delegate(self.cfg.device)
         except ModelError as exc:
-            log.info("int8 detector on the CPU: %s", str(exc).split(";")[0])
+            what = "int8 detector on the CPU" if self.cfg.precision == "int8" else "float detector (no Edge TPU)"
+            log.info("%s: %s", what, str(exc).split(";")[0])
             return "cpu"
         return "tpu"
 
     def _model(self, p: Pass, width: int, height: int) -> BlazeFaceModel:
         shape = p.shape(width, height)
         name = p.model
-        if self.cfg.precision == "int8" and f"{name}_int8" in BLAZEFACE_SPECS:
+        if self.precision == "int8" and f"{name}_int8" in BLAZEFACE_SPECS:
             name = f"{name}_int8"
         key = (name, shape)
         if key not in self._models:
@@ -235,7 +246,7 @@ class BlazeFaceDetector(FaceDetector):
         every = f"; pyramid every {self.schedule.full_every} frames, windows between" if self.schedule else ""
         second = f"; second look from {self.verify_from:g}" if self.verify_from is not None else ""
         where = sorted(set(self.backends().values()))
-        runs = f"; {self.cfg.precision} on {'+'.join(where)}"
+        runs = f"; {self.precision} on {'+'.join(where)}"
         return f"{self.cfg.type} ({passes}; min_score {self.min_score:g}{second}{every}{runs})"
 
     def detect(self, image_bgr: np.ndarray) -> list[Face]:

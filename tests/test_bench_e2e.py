@@ -107,15 +107,19 @@ def test_bench_classroom_scores_real_detectors_on_small_faces(tmp_path, astronau
 
 
 def test_alignment_deadband_picks_the_rotated_crop_only_above_the_deadband():
-    from bench.align import deadband_table
+    from bench.align import deadband_table, paired
 
-    recs = [{"angle": 0, "tilt": 2.0, "plain": True, "rotated": False},  # keypoint noise: rotating hurts
-            {"angle": 0, "tilt": 6.0, "plain": False, "rotated": True},
-            {"angle": 20, "tilt": 19.0, "plain": False, "rotated": True},
-            {"angle": -20, "tilt": 50.0, "plain": True, "rotated": False}]  # beyond 45 deg: never rotated
+    recs = [{"angle": 0, "tilt": 2.0, "plain": True, "rotated": False, "both": False},  # noise: rotating hurts
+            {"angle": 0, "tilt": 6.0, "plain": False, "rotated": True, "both": False},  # the default averages
+            {"angle": 20, "tilt": 19.0, "plain": False, "rotated": True, "both": False},
+            {"angle": 20, "tilt": 21.0, "plain": True, "rotated": False, "both": True},  # from 20 deg: rotated only
+            {"angle": -20, "tilt": 50.0, "plain": True, "rotated": False, "both": False}]  # beyond 45 deg: never
     t = deadband_table(recs, deadbands=(0, 5, 10))
-    assert t["0"] == {"faces": 2, "no align": 0.5, "0": 0.5, "5": 1.0, "10": 0.5}
-    assert t["20"] == {"faces": 2, "no align": 0.5, "0": 1.0, "5": 1.0, "10": 1.0}
+    assert t["0"] == {"faces": 2, "no align": 0.5, "0": 0.5, "5": 1.0, "10": 0.5, "default": 0.5}
+    assert t["20"] == {"faces": 3, "no align": 2 / 3, "0": 2 / 3, "5": 2 / 3, "10": 2 / 3, "default": 1 / 3}
+    p = paired(recs)
+    assert p["0"]["no align"][0] == 0.0 and p["0"]["d = 5"][0] == -50.0  # the 6 deg face: both views, wrong
+    assert np.isclose(p["20"]["d = 5"][0], -100 / 3) and np.isclose(p["20"]["no align"][0], -100 / 3)
 
 
 def test_crop_deadband_is_a_parameter(astronaut_bgr):
@@ -125,6 +129,43 @@ def test_crop_deadband_is_a_parameter(astronaut_bgr):
     plain = crop_face(astronaut_bgr, (170, 60, 115, 125), 0.1)
     assert np.array_equal(crop_face(astronaut_bgr, (170, 60, 115, 125), 0.1, eyes, min_deg=8.0), plain)
     assert not np.array_equal(crop_face(astronaut_bgr, (170, 60, 115, 125), 0.1, eyes, min_deg=5.0), plain)
+
+
+def test_face_views_add_the_upright_crop_only_between_5_and_20_degrees(astronaut_bgr):
+    from edge.crop import crop_face, face_views
+
+    box = (170, 60, 115, 125)
+    plain = crop_face(astronaut_bgr, box, 0.1)
+
+    def eyes(deg):  # an eye line 60 px long through (230, 123), tilted by deg
+        dx, dy = 30 * np.cos(np.radians(deg)), 30 * np.sin(np.radians(deg))
+        return (230 - dx, 123 - dy), (230 + dx, 123 + dy)
+
+    crop, upright = face_views(astronaut_bgr, box, 0.1, eyes(3))
+    assert np.array_equal(crop, plain) and upright is None
+    crop, upright = face_views(astronaut_bgr, box, 0.1, eyes(12))
+    assert np.array_equal(crop, plain) and np.array_equal(upright, crop_face(astronaut_bgr, box, 0.1, eyes(12)))
+    crop, upright = face_views(astronaut_bgr, box, 0.1, eyes(-25))
+    assert not np.array_equal(crop, plain) and upright is None  # tilted well beyond FER2013's own faces: rotated
+    assert np.array_equal(crop, crop_face(astronaut_bgr, box, 0.1, eyes(-25)))
+    crop, upright = face_views(astronaut_bgr, box, 0.1, None)
+    assert np.array_equal(crop, plain) and upright is None
+
+
+def test_classify_faces_averages_the_two_views(astronaut_bgr):
+    from edge.classify import ExpressionClassifier, ModelConfig
+    from edge.crop import crop_face
+    from edge.detect import Face
+
+    clf = ExpressionClassifier(ModelConfig(accelerator="cpu"))
+    plain = crop_face(astronaut_bgr, (170, 60, 115, 125), 0.1)
+    rotated = np.ascontiguousarray(np.rot90(plain))  # a view the model labels differently enough to see the mean
+    one = Face((170, 60, 115, 125), 0.9, plain)
+    two = Face((170, 60, 115, 125), 0.9, plain, upright=rotated)
+    p = clf.classify_faces([one, two])
+    assert np.allclose(p[0], clf.classify(plain))
+    assert np.allclose(p[1], (clf.classify(plain) + clf.classify(rotated)) / 2)
+    assert not np.allclose(p[0], p[1]) and np.isclose(p[1].sum(), 1.0, atol=1e-5)
 
 
 def test_align_records_measure_the_tilt_of_a_real_face(tmp_path, astronaut_bgr):

@@ -153,6 +153,30 @@ def test_with_an_edge_tpu_the_static_int8_passes_go_to_it(astronaut_bgr, monkeyp
     assert {a for a, _ in asked.values()} == {"cpu"}
 
 
+def test_precision_auto_is_int8_on_an_edge_tpu_and_float_on_the_cpu(monkeypatch):
+    """The default precision: int8 where the Edge TPU runs it (faked: no TPU here), the float model on the CPU."""
+    import edge.blazeface as blazeface
+    import edge.detect as detect
+    from edge.int8 import Loaded, make_interpreter
+
+    assert DetectorConfig().precision == "auto"
+    det = create_detector(DetectorConfig())  # this machine has no Edge TPU
+    assert det.precision == "float" and {m.path.name for m in det._models.values()} == {
+        "face_detection_short_range.tflite"} and "float on cpu" in det.describe()
+    assert create_detector(DetectorConfig(accelerator="tpu", precision="float")).precision == "float"
+
+    def fake_make_interpreter(path, accelerator="cpu", device=None, threads=1):
+        real = make_interpreter(path, "cpu", None, threads)
+        return Loaded(real.interpreter, "edgetpu" if accelerator == "tpu" else "cpu", real.path)
+
+    monkeypatch.setattr(detect, "load_edgetpu_delegate", lambda device=None: object())
+    monkeypatch.setattr(blazeface, "make_interpreter", fake_make_interpreter)
+    det = create_detector(DetectorConfig())
+    assert det.precision == "int8" and set(det.backends().values()) == {"edgetpu"}
+    assert {m.path.name for m in det._models.values()} == {p.name for p in int8_files()}
+    assert create_detector(DetectorConfig(accelerator="cpu")).precision == "float"  # the TPU is not to be used
+
+
 def test_a_model_file_of_the_wrong_shape_is_refused(tmp_path):
     import shutil
 
