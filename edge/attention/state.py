@@ -15,6 +15,34 @@ from edge.attention.signals import (
 )
 
 
+class SustainedCondition:
+    """A condition that makes one event once it has held for a while (a yawn, eyes off the road): the event's
+    ``start`` is when it began, ``duration`` how long it had held when the event was sent; it re-arms when the
+    condition ends."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self.since: float | None = None  # when the condition began; None while it does not hold
+        self.sent = False
+
+    def update(self, active: bool, ts: float, min_s: float) -> list[dict]:
+        """The frame at ``ts``: whether the condition holds; returns the event (at most one) it makes now, once
+        it has held ``min_s`` seconds."""
+        if not active:
+            self.since = None
+            return []
+        if self.since is None:
+            self.since, self.sent = ts, False
+        if self.sent or ts - self.since < min_s:
+            return []
+        self.sent = True
+        return [{"type": self.kind, "start": self.since, "duration": round(ts - self.since, 3)}]
+
+    def held(self, ts: float) -> float:
+        """Seconds the condition has held at ``ts`` (0 when it does not)."""
+        return 0.0 if self.since is None else ts - self.since
+
+
 @dataclass
 class FaceSignals:
     """One face's signals in one frame: EAR per eye, mouth aspect ratio, head pose (degrees, AFLW2000-3D
@@ -70,10 +98,8 @@ class AttentionState:
         self.baseline = (OPEN_EAR, OPEN_EAR)
         self._closed_since: float | None = None
         self._long_sent = False
-        self._yawn_since: float | None = None
-        self._yawn_sent = False
-        self._off_since: float | None = None
-        self._off_sent = False
+        self._yawn = SustainedCondition("yawn")
+        self._off_road = SustainedCondition("off_road")
         self._perclos: deque[tuple[float, float, bool]] = deque()  # (ts, seconds it counts for, >= 80 % closed)
         self._history: deque[tuple[float, str]] = deque()  # (ts, event type) over the longest window
         self._now: dict = {}
@@ -142,25 +168,10 @@ class AttentionState:
         perclos = sum(d for _, d, c in self._perclos if c) / total if total > 0 else 0.0
 
         mar = signals.mar
-        if mar >= cfg.yawn_mar:
-            if self._yawn_since is None:
-                self._yawn_since, self._yawn_sent = ts, False
-            if not self._yawn_sent and ts - self._yawn_since >= cfg.yawn_min_s:
-                events.append({"type": "yawn", "start": self._yawn_since, "duration": round(ts - self._yawn_since, 3)})
-                self._yawn_sent = True
-        else:
-            self._yawn_since = None
-
+        events += self._yawn.update(mar >= cfg.yawn_mar, ts, cfg.yawn_min_s)
         self._looking = self.looking(signals)
-        if self._looking is False:
-            if self._off_since is None:
-                self._off_since, self._off_sent = ts, False
-            if not self._off_sent and ts - self._off_since >= cfg.distracted_s:
-                events.append({"type": "off_road", "start": self._off_since, "duration": round(ts - self._off_since, 3)})
-                self._off_sent = True
-        else:
-            self._off_since = None
-        off_road_s = 0.0 if self._off_since is None else ts - self._off_since
+        events += self._off_road.update(self._looking is False, ts, cfg.distracted_s)
+        off_road_s = self._off_road.held(ts)
 
         self._history.extend((ts, e["type"]) for e in events)
         keep = max(cfg.perclos_window_s, cfg.yawning_window_s, 60.0)
