@@ -147,24 +147,14 @@ def int8_match(int8_path: Path, tflite_path: Path, frames: list[np.ndarray], sha
     resized to it when its input differs):
     mean and max abs logit difference, and mean abs box regressor difference (input pixels), over the anchors the
     float model scores >= 0.5 (logit >= 0)."""
-    from edge.blazeface import flatten_heads, order_heads
-    from edge.int8 import dequantize, make_interpreter, quantize_input
+    from convert.detector_bias import int8_heads
+    from edge.blazeface import flatten_heads
 
     x = model_inputs(frames, shape)
     raw_f, log_f = float_outputs(tflite_path, x)
-    it = make_interpreter(int8_path).interpreter
-    inp = it.get_input_details()[0]
-    if list(inp["shape"][1:3]) != list(x.shape[1:3]):  # the 128x128 file at another shape, as the CPU runs it
-        it.resize_tensor_input(inp["index"], [1, *x.shape[1:]])
-        it.allocate_tensors()
-        it.invoke()
-    heads = order_heads(it.get_output_details())
     diffs, reg = [], []
-    for i, xi in enumerate(x):
-        canvas = np.round((xi + 1.0) * 127.5)
-        it.set_tensor(inp["index"], quantize_input(canvas[None], 127.5, 127.5, *inp["quantization"], inp["dtype"]))
-        it.invoke()
-        raw, logits = flatten_heads([dequantize(it.get_tensor(d["index"]), d) for d in heads])
+    for i, heads in enumerate(int8_heads(int8_path, x)):
+        raw, logits = flatten_heads(heads)
         hot = log_f[i] >= 0.0
         if hot.any():
             diffs.append(np.abs(logits[hot] - log_f[i][hot]))

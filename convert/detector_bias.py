@@ -38,12 +38,17 @@ def _head_convs(model) -> list:
 
 def int8_heads(int8_path: Path, x: np.ndarray) -> list[list[np.ndarray]]:
     """The int8 file's dequantized heads for each float input of ``x`` [N, h, w, 3] in [-1, 1], ordered as the
-    Keras rebuild's outputs (scores finest first, then regressors finest first)."""
+    Keras rebuild's outputs (scores finest first, then regressors finest first). A file whose input shape differs
+    from ``x``'s is resized to it, as the CPU runs the 128x128 file at the scaled passes' shapes."""
     from edge.blazeface import order_heads
     from edge.int8 import dequantize, make_interpreter, quantize_input
 
     it = make_interpreter(int8_path).interpreter
     inp = it.get_input_details()[0]
+    if list(inp["shape"][1:3]) != list(x.shape[1:3]):
+        it.resize_tensor_input(inp["index"], [1, *x.shape[1:]])
+        it.allocate_tensors()
+        it.invoke()
     heads = order_heads(it.get_output_details())
     out = []
     for xi in x:
