@@ -62,12 +62,15 @@ def align_records(data: str, split: str = "PublicTest", n: int = 300, sizes=SIZE
     return recs
 
 
+def deadband(r: dict, d: float, max_deg: float = ALIGN_MAX_DEG) -> bool:
+    """Right or wrong when the rotated crop is taken from a tilt of ``d`` to ``max_deg`` degrees, else the plain one."""
+    return r["rotated"] if d <= r["tilt"] <= max_deg else r["plain"]
+
+
 def blended(r: dict, low: float = ALIGN_MIN_DEG, full: float = ALIGN_FULL_DEG, max_deg: float = ALIGN_MAX_DEG) -> bool:
     """Right or wrong under the default (edge.crop.face_views): plain below ``low``, both views averaged up to
     ``full``, rotated up to ``max_deg``, plain beyond."""
-    if low <= r["tilt"] < full:
-        return r["both"]
-    return r["rotated"] if full <= r["tilt"] <= max_deg else r["plain"]
+    return r["both"] if low <= r["tilt"] < full else deadband(r, full, max_deg)
 
 
 def deadband_table(recs: list[dict], deadbands=DEADBANDS, max_deg: float = 45.0) -> dict:
@@ -78,7 +81,7 @@ def deadband_table(recs: list[dict], deadbands=DEADBANDS, max_deg: float = 45.0)
         rs = [r for r in recs if abs(r["angle"]) == tilt]
         row = {"faces": len(rs), "no align": float(np.mean([r["plain"] for r in rs]))}
         for d in deadbands:
-            row[f"{d:g}"] = float(np.mean([r["rotated"] if d <= r["tilt"] <= max_deg else r["plain"] for r in rs]))
+            row[f"{d:g}"] = float(np.mean([deadband(r, d, max_deg) for r in rs]))
         row["default"] = float(np.mean([blended(r) for r in rs]))
         out[str(tilt)] = row
     return out
@@ -92,9 +95,7 @@ def paired(recs: list[dict], former: float = 5.0) -> dict:
         rs = [r for r in recs if abs(r["angle"]) == tilt]
         new = np.array([blended(r) for r in rs], float)
         row = {}
-        for name, old in (("no align", [r["plain"] for r in rs]),
-                          (f"d = {former:g}", [r["rotated"] if former <= r["tilt"] <= ALIGN_MAX_DEG else r["plain"]
-                                               for r in rs])):
+        for name, old in (("no align", [r["plain"] for r in rs]), (f"d = {former:g}", [deadband(r, former) for r in rs])):
             d = new - np.array(old, float)
             row[name] = [100 * float(d.mean()), 100 * float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0]
         out[str(tilt)] = row
