@@ -127,15 +127,20 @@ def _faces_from_boxes(
 ) -> list[Face]:
     """Apply min_size (``cfg.min_size`` when set) / max_faces and cut the crops (aligned when ``cfg.align`` and eyes
     are known; centre ``lift`` box heights above the box's), best score first."""
+    import cv2
+
     min_size = cfg.min_size or min_size
     order = np.argsort(-np.asarray(scores, dtype=np.float32), kind="stable")
     faces = []
+    gray = None  # the frame in gray, once for all its crops (not once per face and view)
     for i in order:
         box = boxes[i]
         if min(box[2], box[3]) < min_size:
             continue
+        if gray is None:
+            gray = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2GRAY) if image_bgr.ndim == 3 else image_bgr
         e = eyes[i] if eyes is not None else None
-        crop, upright = face_views(image_bgr, box, cfg.margin, e if cfg.align else None, lift)
+        crop, upright = face_views(gray, box, cfg.margin, e if cfg.align else None, lift)
         faces.append(Face(box=tuple(int(v) for v in box), score=float(scores[i]), crop=crop, eyes=e, upright=upright))
         if len(faces) >= cfg.max_faces:
             break
