@@ -123,9 +123,9 @@ def test_detector_follows_the_model_accelerator_unless_set():
     assert cfg.detector.accelerator == "cpu"
 
 
-def test_with_an_edge_tpu_the_static_int8_passes_go_to_it(astronaut_bgr, monkeypatch):
-    """No Edge TPU here: the delegate is faked (the TPU runs the same int8 file the CPU runs), everything else
-    is real. The static-shape int8 files are asked for on the TPU; a resized input stays on the CPU."""
+def fake_edge_tpu(monkeypatch) -> dict:
+    """An Edge TPU that is found, and whose delegate runs the int8 file on the real CPU interpreter (no TPU here).
+    Returns {file name: (accelerator, device)} of every model loaded from then on."""
     import edge.blazeface as blazeface
     import edge.detect as detect
     from edge.int8 import Loaded, make_interpreter
@@ -139,6 +139,13 @@ def test_with_an_edge_tpu_the_static_int8_passes_go_to_it(astronaut_bgr, monkeyp
 
     monkeypatch.setattr(detect, "load_edgetpu_delegate", lambda device=None: object())
     monkeypatch.setattr(blazeface, "make_interpreter", fake_make_interpreter)
+    return asked
+
+
+def test_with_an_edge_tpu_the_static_int8_passes_go_to_it(astronaut_bgr, monkeypatch):
+    """No Edge TPU here: the delegate is faked (the TPU runs the same int8 file the CPU runs), everything else
+    is real. The static-shape int8 files are asked for on the TPU; a resized input stays on the CPU."""
+    asked = fake_edge_tpu(monkeypatch)
     det = create_detector(DetectorConfig(precision="int8", device="usb"))  # accelerator None: auto
     assert {n: a for n, a in asked.items()} == {p.name: ("tpu", "usb") for p in int8_files()}
     assert set(det.backends().values()) == {"edgetpu"} and "int8 on edgetpu" in det.describe()
@@ -155,22 +162,13 @@ def test_with_an_edge_tpu_the_static_int8_passes_go_to_it(astronaut_bgr, monkeyp
 
 def test_precision_auto_is_int8_on_an_edge_tpu_and_float_on_the_cpu(monkeypatch):
     """The default precision: int8 where the Edge TPU runs it (faked: no TPU here), the float model on the CPU."""
-    import edge.blazeface as blazeface
-    import edge.detect as detect
-    from edge.int8 import Loaded, make_interpreter
-
     assert DetectorConfig().precision == "auto"
     det = create_detector(DetectorConfig())  # this machine has no Edge TPU
     assert det.precision == "float" and {m.path.name for m in det._models.values()} == {
         "face_detection_short_range.tflite"} and "float on cpu" in det.describe()
     assert create_detector(DetectorConfig(accelerator="tpu", precision="float")).precision == "float"
 
-    def fake_make_interpreter(path, accelerator="cpu", device=None, threads=1):
-        real = make_interpreter(path, "cpu", None, threads)
-        return Loaded(real.interpreter, "edgetpu" if accelerator == "tpu" else "cpu", real.path)
-
-    monkeypatch.setattr(detect, "load_edgetpu_delegate", lambda device=None: object())
-    monkeypatch.setattr(blazeface, "make_interpreter", fake_make_interpreter)
+    fake_edge_tpu(monkeypatch)
     det = create_detector(DetectorConfig())
     assert det.precision == "int8" and set(det.backends().values()) == {"edgetpu"}
     assert {m.path.name for m in det._models.values()} == {p.name for p in int8_files()}
