@@ -265,7 +265,8 @@ def run_daemon(cfg: Config, max_frames: int | None = None, stop: threading.Event
         t4 = time.perf_counter()
         height, width = frame.image.shape[:2]
         crops = {tuple(f.box): f.crop for f in faces} if cfg.privacy.publish_crops else {}
-        for t in schedule.due(seen, time.monotonic()):
+        # In the frames' time, like attention: a file read faster than real time sends as many events as played.
+        for t in schedule.due(seen, frame.ts):
             publisher.publish_event("expression", expression_event(
                 device, t, frame.index, frame.ts, (width, height), labels, backend,
                 crop=crops.get(tuple(t.box))))

@@ -28,7 +28,7 @@ class ExpressionSchedule:
         self._last_sent: dict[int, float] = {}
 
     def due(self, tracks: list, now: float) -> list:
-        """The tracks (with ``face_id``, ``changed``, ``expression``) to publish at monotonic time ``now``."""
+        """The tracks (with ``face_id``, ``changed``, ``expression``) to publish at ``now`` (the frame's time, s)."""
         out = []
         for t in tracks:
             if not t.expression:
