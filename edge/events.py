@@ -93,7 +93,9 @@ class StageTimer:
         """Start a new interval at monotonic time ``now``."""
         self.since = now
         self.frames = 0
-        self.total_s: dict[str, float] = defaultdict(float)
+        # Keep the stages seen so far at 0.0: an interval without frames (the stop's stats, just after the
+        # periodic ones) reports "landmarks": 0.0 instead of dropping the key that dashboards read.
+        self.total_s: dict[str, float] = defaultdict(float, dict.fromkeys(getattr(self, "total_s", {}), 0.0))
 
     def add(self, stage: str, seconds: float) -> None:
         """Charge ``seconds`` to ``stage`` for the current frame."""

@@ -51,6 +51,9 @@ def test_stage_timer():
     ms = t.latency_ms()
     assert abs(ms["detect"] - 5.0) < 1e-9 and abs(ms["classify"] - 1.0) < 1e-9 and ms["capture"] == 0.0
     assert abs(ms["total"] - 6.0) < 1e-9 and t.fps(2.0) == 2.0
+    t.add("landmarks", 0.002)  # an extra stage, e.g. the attention role's
+    t.reset(2.0)  # an interval with no frames (the stats at a clean stop, just after the periodic ones)
+    assert t.latency_ms()["landmarks"] == 0.0 and t.latency_ms()["total"] == 0.0
 
 
 def test_monitor_view():
