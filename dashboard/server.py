@@ -61,6 +61,9 @@ def listen_socket(cfg: DashboardConfig) -> socket.socket:
                               "stop that process or choose another --listen HOST:PORT") from None
         raise ConfigError(f"dashboard.listen {cfg.listen}: cannot listen there ({exc.strerror}): "
                           "give an address of this host and a port above 1023, e.g. 127.0.0.1:8080") from None
+    # Listen now, not when uvicorn starts: a browser or health check that connects while the store opens and the
+    # app is built waits in the backlog instead of being refused.
+    sock.listen(2048)
     return sock
 
 

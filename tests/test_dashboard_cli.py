@@ -145,3 +145,17 @@ def test_unit_state_directory_and_ansible_name_the_default_db(monkeypatch):
     defaults = (ROOT / "ansible" / "roles" / "dashboard" / "defaults" / "main.yml").read_text()
     ansible_db = re.search(r"^dashboard_db_path: (\S+)$", defaults, re.M).group(1)
     assert str(default_db_path()) == ansible_db == "/var/lib/fer-edge-dashboard/dashboard.sqlite"
+
+
+def test_the_web_address_accepts_connections_from_the_start():
+    """The socket listens before the store opens and the app is built: a browser or health check that comes
+    early waits in the backlog rather than being refused (the small-fleet bench once hit that race)."""
+    from dashboard.config import DashboardConfig
+    from dashboard.server import listen_socket
+
+    sock = listen_socket(DashboardConfig(listen=f"127.0.0.1:{free_port()}"))
+    try:
+        with socket.create_connection(sock.getsockname(), timeout=5):
+            pass
+    finally:
+        sock.close()
