@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -54,6 +55,16 @@ class Dashboard:
     def get(self, path: str):
         with urllib.request.urlopen(self.url + path, timeout=10) as r:
             return json.loads(r.read())
+
+    def get_known(self, path: str, default):
+        """GET ``path``; ``default`` while its device is unknown (404), as it is until its first message is
+        stored: for polling a device's rows as they arrive."""
+        try:
+            return self.get(path)
+        except urllib.error.HTTPError as exc:
+            if exc.code != 404:
+                raise
+            return default
 
     def get_text(self, path: str) -> str:
         with urllib.request.urlopen(self.url + path, timeout=10) as r:

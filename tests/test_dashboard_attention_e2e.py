@@ -49,7 +49,7 @@ def test_driver_page_shows_the_long_closure_and_the_devices_distracted_alert(mqt
             report = exit_report(stderr_of(daemon))
             assert report["outbox_left"] == 0
             # everything the device sent is stored, once
-            assert wait_until(lambda: len(dash.get("/api/devices/driver/attention?limit=100000"))
+            assert wait_until(lambda: len(dash.get_known("/api/devices/driver/attention?limit=100000", []))
                               == report["events"]["attention"], 30)
             events = dash.get("/api/devices/driver/attention/events")
             assert [e["type"] for e in events if e["type"] != "blink"] == ["long_closure"], events
