@@ -244,8 +244,10 @@ async function classroomView(view, id) {
     el.textContent = quiet ? noDataSince({ last_seen: Math.max(0, ...members.map((m) => (pick.info.get(m) || {}).last_seen || 0)) }) : n;
   };
   const states = () => { if (alive()) $("#device-states").innerHTML = stateLine(members, pick.info); };
-  states();
-  const timer = setInterval(() => { states(); if (silent()) showFaces("–"); }, 2000);
+  // at once, not 2 s later: an offline badge never sits next to a bare "–" that looks like an empty room
+  const tick = () => { states(); if (silent()) showFaces("–"); };
+  tick();
+  const timer = setInterval(tick, 2000);
   $("#window").onchange = () => { $("#lesson").hidden = $("#window").value !== "lesson"; if ($("#window").value !== "lesson") load(); };
   $("#lesson-go").onclick = load;
   await load();
