@@ -16,9 +16,9 @@ from edge.attention.signals import (
 
 
 class SustainedCondition:
-    """A condition that makes one event once it has held for a while (a yawn, eyes off the road): the event's
-    ``start`` is when it began, ``duration`` how long it had held when the event was sent; it re-arms when the
-    condition ends."""
+    """A condition that makes one event once it has held for a while (a long eye closure, a yawn, eyes off the
+    road): the event's ``start`` is when it began, ``duration`` how long it had held when the event was sent; it
+    re-arms when the condition ends."""
 
     def __init__(self, kind: str):
         self.kind = kind
@@ -96,8 +96,7 @@ class AttentionState:
         fixed = self.cfg.yaw_center is not None and self.cfg.pitch_center is not None
         self.ahead: tuple[float, float] | None = (self.cfg.yaw_center, self.cfg.pitch_center) if fixed else None
         self.baseline = (OPEN_EAR, OPEN_EAR)
-        self._closed_since: float | None = None
-        self._long_sent = False
+        self._closure = SustainedCondition("long_closure")  # the eyes closed (blinks end it early)
         self._yawn = SustainedCondition("yawn")
         self._off_road = SustainedCondition("off_road")
         self._perclos: deque[tuple[float, float, bool]] = deque()  # (ts, seconds it counts for, >= 80 % closed)
@@ -145,20 +144,18 @@ class AttentionState:
         right = eye_openness(signals.ear_right, self.baseline[1], cfg.closed_ear)
         openness = (left + right) / 2.0
 
-        # Blinks and long closures, with hysteresis so that a noisy half-open eye is not many blinks; none
-        # before the face's baseline exists (narrow eyes would read closed against the population's).
-        ready = len(self._ears) >= cfg.baseline_min_samples
-        if self._closed_since is None and ready and openness < cfg.closed_below:
-            self._closed_since, self._long_sent = ts, False
-        elif self._closed_since is not None and openness >= cfg.closed_below + cfg.hysteresis:
-            duration = ts - self._closed_since
-            if duration < cfg.long_closure_s:
-                events.append({"type": "blink", "start": self._closed_since, "duration": round(duration, 3)})
-            self._closed_since = None
-        closed_s = 0.0 if self._closed_since is None else ts - self._closed_since
-        if self._closed_since is not None and not self._long_sent and closed_s >= cfg.long_closure_s:
-            events.append({"type": "long_closure", "start": self._closed_since, "duration": round(closed_s, 3)})
-            self._long_sent = True
+        # Blinks and long closures, with hysteresis so that a noisy half-open eye is not many blinks (a closure
+        # begins below closed_below, ends at closed_below + hysteresis); none begins before the face's baseline
+        # exists (narrow eyes would read closed against the population's). One that ends early is a blink.
+        held = self._closure.held(ts)
+        if self._closure.since is None:
+            closed = len(self._ears) >= cfg.baseline_min_samples and openness < cfg.closed_below
+        else:
+            closed = openness < cfg.closed_below + cfg.hysteresis
+            if not closed and held < cfg.long_closure_s:
+                events.append({"type": "blink", "start": self._closure.since, "duration": round(held, 3)})
+        events += self._closure.update(closed, ts, cfg.long_closure_s)
+        closed_s = self._closure.held(ts)
 
         # PERCLOS P80, time-weighted: each frame counts for the time since the previous one.
         self._perclos.append((ts, dt, openness <= cfg.perclos_closed_below))
@@ -184,7 +181,7 @@ class AttentionState:
         self._now = {
             "ts": ts,
             "eye_openness": [round(left, 3), round(right, 3)],
-            "eyes_closed": self._closed_since is not None,
+            "eyes_closed": self._closure.since is not None,
             "closed_s": round(closed_s, 3),
             "mouth_open": round(mouth_opening(mar), 3),
             "yaw": round(signals.yaw, 1), "pitch": round(signals.pitch, 1), "roll": round(signals.roll, 1),
