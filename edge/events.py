@@ -87,6 +87,7 @@ class StageTimer:
     """Per-stage wall time over one stats interval."""
 
     def __init__(self):
+        self.total_s: dict[str, float] = defaultdict(float)
         self.reset(time.monotonic())
 
     def reset(self, now: float) -> None:
@@ -95,7 +96,7 @@ class StageTimer:
         self.frames = 0
         # Keep the stages seen so far at 0.0: an interval without frames (the stop's stats, just after the
         # periodic ones) reports "landmarks": 0.0 instead of dropping the key that dashboards read.
-        self.total_s: dict[str, float] = defaultdict(float, dict.fromkeys(getattr(self, "total_s", {}), 0.0))
+        self.total_s = defaultdict(float, dict.fromkeys(self.total_s, 0.0))
 
     def add(self, stage: str, seconds: float) -> None:
         """Charge ``seconds`` to ``stage`` for the current frame."""
