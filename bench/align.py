@@ -73,7 +73,7 @@ def blended(r: dict, low: float = ALIGN_MIN_DEG, full: float = ALIGN_FULL_DEG, m
     return r["both"] if low <= r["tilt"] < full else deadband(r, full, max_deg)
 
 
-def deadband_table(recs: list[dict], deadbands=DEADBANDS, max_deg: float = 45.0) -> dict:
+def deadband_table(recs: list[dict], deadbands=DEADBANDS, max_deg: float = ALIGN_MAX_DEG) -> dict:
     """Accuracy per |true tilt| (0, 10, 20) for no alignment, each deadband d (rotated from d on), and the default
     (both views averaged at 5-20 degrees, rotated from 20)."""
     out = {}
